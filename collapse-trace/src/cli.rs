@@ -1,0 +1,79 @@
+//! The command line: parse, dispatch to `cmd::*`, map errors to documented exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{cmd, kernel::KernelError};
+
+/// Shows why transparent-huge-page collapses (khugepaged, MADV_COLLAPSE) succeed or fail.
+#[derive(Debug, Parser)]
+#[command(name = "collapse-trace", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach, collect, and print counts per tracepoint and result, drops, top processes and files.
+    Stat(cmd::stat::StatArgs),
+    /// Check what this kernel supports (tracepoints, result names, BTF, privileges, tracefs).
+    Doctor(cmd::doctor::DoctorArgs),
+    /// Make the kernel produce each collapse case for real (a private tmpfs, real MADV_COLLAPSE).
+    Provoke(cmd::provoke::ProvokeArgs),
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any other failure.
+    pub const FAILURE: u8 = 1;
+    /// Bad command line or bad value.
+    pub const USAGE: u8 = 2;
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp(None)
+        .init();
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("collapse-trace: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Stat(a) => cmd::stat::run(a).await,
+            Command::Doctor(a) => cmd::doctor::run(a),
+            Command::Provoke(a) => cmd::provoke::run(a),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("collapse-trace: error: {e:#}");
+            let code = e
+                .downcast_ref::<KernelError>()
+                .map_or(exit::FAILURE, KernelError::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `collapse-trace doctor`: what this kernel supports and what is missing, in words a user
+//! can act on. Loads nothing.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use collapse_trace_common::FIELD_ABSENT;
+
+use crate::kernel::{
+    btf, caps,
+    probes::KernelInfo,
+    tracefs::Tracefs,
+};
+
+/// Options of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).
+    #[arg(long, hide = true)]
+    tracefs: Option<PathBuf>,
+}
+
+/// Runs `doctor`; fails (exit 4) when tracing cannot work here.
+pub fn run(args: DoctorArgs) -> Result<()> {
+    let (report, ok) = report(args.tracefs.as_deref());
+    print!("{report}");
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::kernel::KernelError::NoTracepoints.into())
+    }
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "ok  " } else { "MISSING" }
+}
+
+/// The report text, and whether collapse-trace can trace on this machine.
+pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
+    let mut o = String::new();
+    let release = crate::kernel::probes::kernel_release();
+    let _ = writeln!(o, "kernel      {release}");
+
+    let eff = caps::effective();
+    let missing = caps::missing(eff);
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let _ = writeln!(
+        o,
+        "privileges  {} euid={euid} CapEff={eff:#x} (CAP_BPF {}, CAP_PERFMON {}, CAP_SYS_ADMIN {})",
+        mark(missing.is_empty()),
+        yes(caps::has(eff, caps::CAP_BPF)),
+        yes(caps::has(eff, caps::CAP_PERFMON)),
+        yes(caps::has(eff, caps::CAP_SYS_ADMIN)),
+    );
+    if !missing.is_empty() {
+        let _ = writeln!(
+            o,
+            "            -> missing {}: run with sudo, or use the systemd unit in the README",
+            missing.join(" and ")
+        );
+    }
+
+    let mounted = tracefs.map(|p| p.to_path_buf()).or_else(Tracefs::find);
+    match &mounted {
+        Some(p) => {
+            let _ = writeln!(o, "tracefs     ok   mounted at {}", p.display());
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "tracefs     MISSING not mounted; collapse-trace mounts it when run as root, or: \
+                 mount -t tracefs nodev /sys/kernel/tracing"
+            );
+        }
+    }
+
+    let btf = btf::read_vmlinux();
+    match &btf {
+        Ok(b) => {
+            let _ = writeln!(
+                o,
+                "BTF         ok   {} (task_struct.flags at {}; enum scan_result: {} values)",
+                btf::VMLINUX,
+                b.task_flags_offset
+                    .map_or("not found: origin reads `unknown`".into(), |x| format!("+{x}")),
+                b.scan_result.len()
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                o,
+                "BTF         MISSING {e:#}: khugepaged vs MADV_COLLAPSE origin will read `unknown` \
+                 (needs CONFIG_DEBUG_INFO_BTF)"
+            );
+        }
+    }
+
+    let mut ok = missing.is_empty();
+    if mounted.is_none() {
+        // Without tracefs nothing below can be read; root can mount it at run time.
+        let _ = writeln!(o, "\ncannot read tracepoints until tracefs is mounted");
+        return (o, false);
+    }
+    match KernelInfo::probe(mounted.as_deref()) {
+        Ok(info) => {
+            let _ = writeln!(o, "\ntracepoints");
+            for t in &info.tracepoints {
+                let tp = t.tracepoint;
+                match &t.format {
+                    None => {
+                        let _ = writeln!(
+                            o,
+                            "  {:<30} MISSING (the kernel has no such event)",
+                            tp.name()
+                        );
+                    }
+                    Some(f) => {
+                        let path = if t.layout.compiled != 0 {
+                            "compiled layout: direct loads"
+                        } else {
+                            "layout differs from the compiled one: probe-read path"
+                        };
+                        let usable = t.layout.result != FIELD_ABSENT;
+                        let _ = writeln!(
+                            o,
+                            "  {:<30} {} id {}, {path}",
+                            tp.name(),
+                            mark(usable),
+                            f.id
+                        );
+                        let fields: Vec<String> = f
+                            .fields
+                            .iter()
+                            .map(|x| format!("{}@{}/{}", x.name, x.offset, x.size))
+                            .collect();
+                        let _ = writeln!(o, "    fields: {}", fields.join(" "));
+                    }
+                }
+                for w in &t.warnings {
+                    let _ = writeln!(o, "    warning: {w}");
+                }
+            }
+            let any = info.available().next().is_some();
+            ok &= any;
+            if !any {
+                let _ = writeln!(
+                    o,
+                    "  -> no collapse tracepoint: needs CONFIG_TRANSPARENT_HUGEPAGE and kernel >= ~6.1"
+                );
+            }
+            let r = &info.results;
+            let _ = writeln!(
+                o,
+                "\nresult names ({} values) {}",
+                r.names.len(),
+                r.source.describe()
+            );
+            let names: Vec<String> = r.names.iter().map(|(n, s)| format!("{n}={s}")).collect();
+            for chunk in names.chunks(6) {
+                let _ = writeln!(o, "  {}", chunk.join(" "));
+            }
+            for key in ["page_filled", "exceed_none_pte", "pte_mapped_hugepage"] {
+                if r.number(key).is_none() {
+                    let _ = writeln!(
+                        o,
+                        "  note: this kernel has no `{key}` result (older or newer khugepaged)"
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            ok = false;
+            let _ = writeln!(o, "\ntracepoints MISSING {e}");
+        }
+    }
+
+    let _ = writeln!(o, "\ntransparent huge pages (read only; collapse-trace never changes them)");
+    for f in ["enabled", "shmem_enabled", "khugepaged/defrag"] {
+        let p = format!("/sys/kernel/mm/transparent_hugepage/{f}");
+        let v = std::fs::read_to_string(&p).unwrap_or_else(|e| format!("unreadable: {e}"));
+        let _ = writeln!(o, "  {f:<18} {}", v.trim());
+    }
+    let _ = writeln!(
+        o,
+        "\nknown quirk: the tracepoints copy the dentry's inline name; file names longer than \
+         about 40 bytes may show a stale, unrelated name (kernel side, not collapse-trace)."
+    );
+    let _ = writeln!(o, "\nverdict: {}", if ok { "ready to trace" } else { "cannot trace: see MISSING above" });
+    (o, ok)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}

@@ -1,0 +1,196 @@
+//! `collapse-trace stat`: attach, collect for a while (or until Ctrl-C), print counts.
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::{CollectArgs, Stop};
+use crate::{
+    export::json::{Filters, Snapshot},
+    kernel::stream::{Collector, DRAIN_TICK},
+    model::{aggregate::Aggregate, results::meaning},
+};
+
+/// Options of `stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    #[command(flatten)]
+    collect: CollectArgs,
+    /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print one JSON document (schema `collapse-trace.stat/1`, docs/json-schema.md).
+    #[arg(long)]
+    json: bool,
+    /// Rows in the process and file tables (text output).
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+}
+
+/// Runs `stat`.
+pub async fn run(args: StatArgs) -> Result<()> {
+    let probes = args.collect.attach()?;
+    let events = !args.collect.no_events;
+    let mut collector = Collector::new(probes, events)?;
+    let mut agg = Aggregate::new(collector.probes().info.results.clone());
+    agg.set_baseline(collector.counters()?);
+    announce(&collector, args.duration);
+
+    let start = Instant::now();
+    let mut stop = Stop::new(args.duration)?;
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = collector.wait(DRAIN_TICK) => {}
+        }
+        collector.drain(|e| agg.add(&e));
+    }
+    // Detach first: then the last drain plus the drops account for every counted event.
+    collector.detach();
+    collector.drain(|e| agg.add(&e));
+    agg.set_kernel(collector.counters()?);
+    let elapsed = start.elapsed().as_secs_f64();
+
+    let filters = Filters {
+        pid: args.collect.pid,
+        comm: args.collect.comm.clone(),
+    };
+    let snap = Snapshot::build(&agg, &collector.probes().info, filters, events, elapsed);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &snap).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", render_text(&snap, args.top)).context("writing to stdout")?;
+    }
+    if collector.decode_errors > 0 {
+        anyhow::bail!(
+            "{} ring records did not decode: the embedded object and the binary disagree; rebuild",
+            collector.decode_errors
+        );
+    }
+    Ok(())
+}
+
+/// One line on stderr once attached, so a person (or a test) knows collection has begun.
+pub fn announce(c: &Collector, duration: Option<Duration>) {
+    let info = &c.probes().info;
+    let attached: Vec<&str> = info
+        .tracepoints
+        .iter()
+        .filter(|t| t.attached)
+        .map(|t| t.tracepoint.name())
+        .collect();
+    let until = match duration {
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+        None => "until Ctrl-C".to_string(),
+    };
+    eprintln!(
+        "collapse-trace: attached to {} on {}; collecting {until}",
+        attached.join(", "),
+        info.release
+    );
+}
+
+/// The human-readable report.
+pub fn render_text(s: &Snapshot, top: usize) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "collapse-trace stat: {:.1} s on kernel {}; result names {}",
+        s.duration_s,
+        s.kernel_release,
+        s.result_names.describe()
+    );
+    if s.filters.pid.is_some() || s.filters.comm.is_some() {
+        let _ = writeln!(
+            o,
+            "filters (applied in the kernel): pid={} comm={}",
+            s.filters.pid.map_or("any".into(), |p| p.to_string()),
+            s.filters.comm.as_deref().unwrap_or("any")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{} events: {} successes, {} failures; {} delivered, {} dropped\n",
+        s.totals.events, s.totals.successes, s.totals.failures, s.totals.delivered, s.totals.dropped
+    );
+    for t in &s.tracepoints {
+        if !t.attached && t.events == 0 {
+            let _ = writeln!(o, "{}: not attached (this kernel lacks it)\n", t.name);
+            continue;
+        }
+        let _ = writeln!(o, "{}: {} events, {} dropped", t.name, t.events, t.dropped);
+        if t.results.is_empty() {
+            let _ = writeln!(o, "  (no events)\n");
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "  {:<32} {:>4} {:>10} {:>7}  MEANING",
+            "RESULT", "NUM", "COUNT", "SHARE"
+        );
+        for r in &t.results {
+            let _ = writeln!(
+                o,
+                "  {:<32} {:>4} {:>10} {:>6.1}%  {}",
+                r.result,
+                r.number,
+                r.count,
+                r.share * 100.0,
+                meaning(&r.result)
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !s.events {
+        let _ = writeln!(o, "(counting only: no per-process or per-file detail)");
+        return o;
+    }
+    if !s.processes.is_empty() {
+        let _ = writeln!(o, "Top processes by events");
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:<10} {:>9} {:>9}  TOP FAILURE",
+            "PID", "COMM", "ORIGIN", "EVENTS", "FAILURES"
+        );
+        for p in s.processes.iter().take(top) {
+            let _ = writeln!(
+                o,
+                "  {:>8} {:<16} {:<10} {:>9} {:>9}  {}",
+                p.tgid,
+                p.comm,
+                p.origin,
+                p.events,
+                p.failures,
+                p.top_failure.as_deref().unwrap_or("-")
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !s.files.is_empty() {
+        let _ = writeln!(o, "Top files by failures");
+        let _ = writeln!(o, "  {:>9} {:>9}  {:<32}  FILE", "EVENTS", "FAILURES", "TOP FAILURE");
+        for f in s.files.iter().take(top) {
+            let _ = writeln!(
+                o,
+                "  {:>9} {:>9}  {:<32}  {}",
+                f.events,
+                f.failures,
+                f.top_failure.as_deref().unwrap_or("-"),
+                f.name
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  (file names come from the tracepoint, which on some kernels shows a stale name \
+             for names longer than about 40 bytes)"
+        );
+    }
+    o
+}

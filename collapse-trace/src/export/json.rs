@@ -1,0 +1,276 @@
+//! The versioned JSON snapshot: `stat --json`, and later every JSON view. One schema, one
+//! serializer. The schema is documented in docs/json-schema.md; bump [`SCHEMA`] on any change
+//! that is not a pure addition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    kernel::probes::KernelInfo,
+    model::{
+        aggregate::{Aggregate, ResultCounts, dominant, failures},
+        event::{escape, origin_name},
+        results::{ResultSource, is_success},
+    },
+};
+
+/// Schema name and major version.
+pub const SCHEMA: &str = "collapse-trace.stat/1";
+
+/// One document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// collapse-trace's version.
+    pub tool_version: String,
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// Where the result names came from.
+    pub result_names: ResultSource,
+    /// Seconds collected.
+    pub duration_s: f64,
+    /// Filters applied in the kernel.
+    pub filters: Filters,
+    /// Whether per-event records were collected (false: counting only; processes and files
+    /// are then empty).
+    pub events: bool,
+    /// Sum over tracepoints.
+    pub totals: Totals,
+    /// Per tracepoint, with counts from the kernel counters (exact even when events drop).
+    pub tracepoints: Vec<TracepointRow>,
+    /// Per process (from delivered events), most events first.
+    pub processes: Vec<ProcessRow>,
+    /// Per file (from delivered events), most failures first.
+    pub files: Vec<FileRow>,
+    /// Events from processes / files past the tracking cap, counted but not itemised.
+    pub untracked: Untracked,
+}
+
+/// Filters in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Filters {
+    /// `--pid`.
+    pub pid: Option<u32>,
+    /// `--comm`.
+    pub comm: Option<String>,
+}
+
+/// Totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    /// Events counted in the kernel.
+    pub events: u64,
+    /// Of which `succeeded` or `pte_mapped_hugepage`.
+    pub successes: u64,
+    /// The rest.
+    pub failures: u64,
+    /// Events that reached userspace.
+    pub delivered: u64,
+    /// Events whose record the ring buffer could not take.
+    pub dropped: u64,
+}
+
+/// One tracepoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TracepointRow {
+    /// e.g. `mm_khugepaged_collapse_file`.
+    pub name: String,
+    /// Whether it was attached (false: the kernel lacks it).
+    pub attached: bool,
+    /// Events counted in the kernel.
+    pub events: u64,
+    /// Records delivered.
+    pub delivered: u64,
+    /// Records dropped.
+    pub dropped: u64,
+    /// By result, most frequent first.
+    pub results: Vec<ResultRow>,
+}
+
+/// One result of one tracepoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResultRow {
+    /// Name from the kernel, or `unknown(N)`.
+    pub result: String,
+    /// The kernel's number.
+    pub number: i64,
+    /// Events.
+    pub count: u64,
+    /// count / events of the tracepoint.
+    pub share: f64,
+    /// Whether this result means the range is huge now.
+    pub success: bool,
+}
+
+/// One result of one tracepoint, for a process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyedCount {
+    /// Tracepoint name.
+    pub tracepoint: String,
+    /// Result name.
+    pub result: String,
+    /// The kernel's number.
+    pub number: i64,
+    /// Events.
+    pub count: u64,
+}
+
+/// One process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessRow {
+    /// Process id.
+    pub tgid: u32,
+    /// comm, escaped.
+    pub comm: String,
+    /// `khugepaged`, `madvise` or `unknown`.
+    pub origin: String,
+    /// Events delivered.
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// The most frequent failure.
+    pub top_failure: Option<String>,
+    /// By tracepoint and result.
+    pub results: Vec<KeyedCount>,
+}
+
+/// One file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRow {
+    /// File name from the tracepoint, escaped (`\\`, `\xNN`).
+    pub name: String,
+    /// Events delivered.
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// The most frequent failure.
+    pub top_failure: Option<String>,
+}
+
+/// Events counted but not itemised.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Untracked {
+    /// From processes past the cap.
+    pub process_events: u64,
+    /// For files past the cap.
+    pub file_events: u64,
+}
+
+fn keyed(results: &ResultCounts, agg: &Aggregate) -> Vec<KeyedCount> {
+    let mut v: Vec<KeyedCount> = results
+        .iter()
+        .map(|((tp, r), n)| KeyedCount {
+            tracepoint: tp.name().to_string(),
+            result: agg.table.name(*r),
+            number: *r,
+            count: *n,
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.number.cmp(&b.number)));
+    v
+}
+
+impl Snapshot {
+    /// Builds the document from the aggregation core.
+    pub fn build(
+        agg: &Aggregate,
+        info: &KernelInfo,
+        filters: Filters,
+        events: bool,
+        duration_s: f64,
+    ) -> Snapshot {
+        let kernel = agg.kernel();
+        let kres = agg.kernel_results();
+        let mut totals = Totals::default();
+        let mut tracepoints = Vec::new();
+        for t in &info.tracepoints {
+            let tp = t.tracepoint;
+            let total = kernel.total(tp);
+            let mut results: Vec<ResultRow> = kres
+                .iter()
+                .filter(|((k, _), _)| *k == tp)
+                .map(|((_, r), n)| {
+                    let name = agg.table.name(*r);
+                    ResultRow {
+                        success: is_success(&name),
+                        result: name,
+                        number: *r,
+                        count: *n,
+                        share: *n as f64 / total.max(1) as f64,
+                    }
+                })
+                .collect();
+            results.sort_by(|a, b| b.count.cmp(&a.count).then(a.number.cmp(&b.number)));
+            let delivered: u64 = agg
+                .delivered
+                .iter()
+                .filter(|((k, _), _)| *k == tp)
+                .map(|(_, n)| n)
+                .sum();
+            let dropped = kernel.drops[tp as usize];
+            totals.events += total;
+            totals.successes += results.iter().filter(|r| r.success).map(|r| r.count).sum::<u64>();
+            totals.delivered += delivered;
+            totals.dropped += dropped;
+            tracepoints.push(TracepointRow {
+                name: tp.name().to_string(),
+                attached: t.attached,
+                events: total,
+                delivered,
+                dropped,
+                results,
+            });
+        }
+        totals.failures = totals.events - totals.successes;
+
+        let mut processes: Vec<ProcessRow> = agg
+            .processes
+            .iter()
+            .map(|(tgid, p)| ProcessRow {
+                tgid: *tgid,
+                comm: escape(&p.comm),
+                origin: p.origin.map_or("unknown", origin_name).to_string(),
+                events: p.results.values().sum(),
+                failures: failures(&p.results, &agg.table),
+                top_failure: dominant(&p.results, true, &agg.table).map(|r| agg.table.name(r)),
+                results: keyed(&p.results, agg),
+            })
+            .collect();
+        processes.sort_by(|a, b| b.events.cmp(&a.events).then(a.tgid.cmp(&b.tgid)));
+
+        let mut files: Vec<FileRow> = agg
+            .files
+            .iter()
+            .map(|(name, f)| FileRow {
+                name: escape(name),
+                events: f.results.values().sum(),
+                failures: failures(&f.results, &agg.table),
+                top_failure: dominant(&f.results, true, &agg.table).map(|r| agg.table.name(r)),
+            })
+            .collect();
+        files.sort_by(|a, b| {
+            b.failures
+                .cmp(&a.failures)
+                .then(b.events.cmp(&a.events))
+                .then(a.name.cmp(&b.name))
+        });
+
+        Snapshot {
+            schema: SCHEMA.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: info.release.clone(),
+            result_names: agg.table.source,
+            duration_s,
+            filters,
+            events,
+            totals,
+            tracepoints,
+            processes,
+            files,
+            untracked: Untracked {
+                process_events: agg.processes_other,
+                file_events: agg.files_other,
+            },
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Machine-readable outputs.
+
+pub mod json;

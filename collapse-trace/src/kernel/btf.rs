@@ -1,0 +1,135 @@
+//! A small reader of the kernel's BTF (/sys/kernel/btf/vmlinux), for the two facts
+//! collapse-trace needs from it: the offset of `task_struct.flags` (to tell the khugepaged
+//! kernel thread from a MADV_COLLAPSE caller) and `enum scan_result` (a second source of
+//! result names). aya parses BTF too but keeps its type accessors private; the format is
+//! small and stable (Documentation/bpf/btf.rst), so this walks it directly.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+/// Where the running kernel's BTF lives.
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+const MAGIC: u16 = 0xeb9f;
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+/// What collapse-trace reads from BTF.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelBtf {
+    /// Byte offset of `task_struct.flags`.
+    pub task_flags_offset: Option<u32>,
+    /// `enum scan_result`, value to name, with the `SCAN_` prefix dropped and lower-cased
+    /// the way the tracepoints print them.
+    pub scan_result: BTreeMap<i64, String>,
+}
+
+/// Reads the running kernel's BTF.
+pub fn read_vmlinux() -> Result<KernelBtf> {
+    let data = std::fs::read(VMLINUX).with_context(|| format!("reading {VMLINUX}"))?;
+    parse(&data)
+}
+
+fn u32_at(d: &[u8], off: usize) -> Result<u32> {
+    let b = d
+        .get(off..off + 4)
+        .with_context(|| format!("BTF truncated at byte {off}"))?;
+    Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// Parses little-endian BTF.
+pub fn parse(d: &[u8]) -> Result<KernelBtf> {
+    ensure!(d.len() >= 24, "BTF too short");
+    let magic = u16::from_le_bytes([d[0], d[1]]);
+    if magic != MAGIC {
+        bail!("not little-endian BTF (magic {magic:#x})");
+    }
+    let hdr_len = u32_at(d, 4)? as usize;
+    let type_off = u32_at(d, 8)? as usize;
+    let type_len = u32_at(d, 12)? as usize;
+    let str_off = u32_at(d, 16)? as usize;
+    let str_len = u32_at(d, 20)? as usize;
+    let types = d
+        .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        .context("BTF type section out of bounds")?;
+    let strings = d
+        .get(hdr_len + str_off..hdr_len + str_off + str_len)
+        .context("BTF string section out of bounds")?;
+    let name = |off: u32| -> &[u8] {
+        let s = strings.get(off as usize..).unwrap_or(&[]);
+        &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]
+    };
+
+    let mut out = KernelBtf::default();
+    let mut pos = 0;
+    while pos + 12 <= types.len() {
+        let name_off = u32_at(types, pos)?;
+        let info = u32_at(types, pos + 4)?;
+        let vlen = (info & 0xffff) as usize;
+        let kind = (info >> 24) & 0x1f;
+        let kind_flag = info >> 31 == 1;
+        pos += 12;
+        let extra = match kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC => vlen * 12,
+            KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+            KIND_ENUM64 => vlen * 12,
+            _ => 0,
+        };
+        ensure!(pos + extra <= types.len(), "BTF type section truncated");
+        if kind == KIND_STRUCT && name(name_off) == b"task_struct" {
+            for m in 0..vlen {
+                let at = pos + m * 12;
+                if name(u32_at(types, at)?) == b"flags" {
+                    let raw = u32_at(types, at + 8)?;
+                    // With kind_flag, the low 24 bits are the bit offset, the top 8 the
+                    // bitfield size (0 for an ordinary member).
+                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                    if bits % 8 == 0 {
+                        out.task_flags_offset = Some(bits / 8);
+                    }
+                }
+            }
+        }
+        if kind == KIND_ENUM && name(name_off) == b"scan_result" {
+            for v in 0..vlen {
+                let at = pos + v * 8;
+                let label = String::from_utf8_lossy(name(u32_at(types, at)?));
+                let value = u32_at(types, at + 4)? as i32 as i64;
+                let label = label.strip_prefix("SCAN_").unwrap_or(&label).to_lowercase();
+                out.scan_result.insert(value, label);
+            }
+        }
+        pos += extra;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_running_kernel() {
+        // Every kernel this tool supports has BTF; the test machine's must parse.
+        let btf = read_vmlinux().expect("this machine has /sys/kernel/btf/vmlinux");
+        let off = btf.task_flags_offset.expect("task_struct.flags found");
+        assert!(off > 0 && off < 4096 && off % 4 == 0, "odd offset {off}");
+    }
+
+    #[test]
+    fn rejects_junk() {
+        assert!(parse(b"not btf at all, not at all").is_err());
+        assert!(parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0]).is_err());
+    }
+}

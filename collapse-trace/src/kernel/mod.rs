@@ -1,0 +1,87 @@
+//! Everything that talks to the kernel. Views never use this module directly: they read the
+//! aggregation core.
+
+pub mod btf;
+pub mod caps;
+pub mod probes;
+pub mod stream;
+pub mod tracefs;
+
+use collapse_trace_common::Tracepoint;
+use thiserror::Error;
+
+/// Why the kernel side could not be set up. Each message names the cause and the fix.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    /// Not root and lacking capabilities.
+    #[error(
+        "not enough privilege to load eBPF programs: missing {0}. \
+         Fix: run as root (`sudo collapse-trace ...`), or grant CAP_BPF and CAP_PERFMON \
+         (plus CAP_SYS_ADMIN for tracefs) to the binary or service (see the README's systemd unit)"
+    )]
+    Privileges(String),
+    /// tracefs trouble.
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    /// A format file that does not parse.
+    #[error("cannot understand a tracepoint format: {0}")]
+    Format(#[from] tracefs::FormatError),
+    /// Neither tracepoint exists.
+    #[error(
+        "this kernel has neither huge_memory:mm_khugepaged_scan_file nor \
+         huge_memory:mm_khugepaged_collapse_file (they need CONFIG_TRANSPARENT_HUGEPAGE and \
+         a kernel of about 6.1 or newer); `collapse-trace doctor` shows what it has"
+    )]
+    NoTracepoints,
+    /// A bad filter value.
+    #[error("{0}")]
+    BadFilter(String),
+    /// The object did not load (maps, BTF, relocation).
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// The object lacks a program: a build problem.
+    #[error("the embedded eBPF object has no program `{0}`: rebuild collapse-trace")]
+    MissingProgram(&'static str),
+    /// The object lacks a map: a build problem.
+    #[error("the embedded eBPF object has no map `{0}`: rebuild collapse-trace")]
+    MissingMap(&'static str),
+    /// A map could not be used.
+    #[error("map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    /// A system call around the maps failed.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// The verifier refused a program, or attaching failed.
+    #[error("{}", program_error(*.0, .1))]
+    Program(Tracepoint, aya::programs::ProgramError),
+}
+
+fn program_error(tp: Tracepoint, e: &aya::programs::ProgramError) -> String {
+    match probes::verifier_log(e) {
+        Some(log) => format!(
+            "the kernel's verifier rejected the program for {}:{} ({e}). This kernel may \
+             differ from what collapse-trace supports; please report it with `collapse-trace \
+             doctor` output. Verifier log (end):\n{log}",
+            tp.group(),
+            tp.name()
+        ),
+        None => format!(
+            "attaching to {}:{} failed: {e}. Check `collapse-trace doctor`",
+            tp.group(),
+            tp.name()
+        ),
+    }
+}
+
+impl KernelError {
+    /// The documented exit code for this error (see the README).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            KernelError::Privileges(_) => 3,
+            KernelError::Tracefs(_) | KernelError::NoTracepoints | KernelError::Format(_) => 4,
+            KernelError::Program(_, aya::programs::ProgramError::LoadError { .. }) => 5,
+            KernelError::BadFilter(_) => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! collapse-trace: shows why Linux transparent-huge-page collapses (khugepaged and
+//! MADV_COLLAPSE) succeed or fail.
+//!
+//! One event flows one way: tracepoint -> eBPF program -> (per-CPU counters, ring buffer) ->
+//! [`kernel::stream`] -> [`model::aggregate`] -> views (`cmd`, `export`). Views never touch the
+//! kernel; the kernel side never knows about views.
+
+pub mod cli;
+pub mod cmd;
+pub mod export;
+pub mod kernel;
+pub mod model;
+pub mod provoke;

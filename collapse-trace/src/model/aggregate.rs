@@ -1,0 +1,281 @@
+//! The aggregation core: consumes decoded events and kernel counter snapshots; every view
+//! reads from it.
+//!
+//! Kernel counters are cumulative and never cleared (another reader may be reading them):
+//! the core keeps a baseline and reports deltas.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use collapse_trace_common::{NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint};
+
+use super::{
+    event::Event,
+    results::{ResultTable, is_success},
+};
+
+/// Per-tracepoint totals read from the kernel's per-CPU maps (summed over CPUs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// `counts[tp][slot]`: events by result number (last slot: out of range).
+    pub counts: [[u64; RESULT_SLOTS]; NUM_TRACEPOINTS],
+    /// Ring records that could not be reserved, per tracepoint.
+    pub drops: [u64; NUM_TRACEPOINTS],
+}
+
+impl Default for KernelCounters {
+    fn default() -> Self {
+        KernelCounters {
+            counts: [[0; RESULT_SLOTS]; NUM_TRACEPOINTS],
+            drops: [0; NUM_TRACEPOINTS],
+        }
+    }
+}
+
+impl KernelCounters {
+    /// `self - base`, element-wise (saturating: a reloaded map restarts at zero).
+    pub fn since(&self, base: &KernelCounters) -> KernelCounters {
+        let mut d = self.clone();
+        for t in 0..NUM_TRACEPOINTS {
+            for s in 0..RESULT_SLOTS {
+                d.counts[t][s] = self.counts[t][s].saturating_sub(base.counts[t][s]);
+            }
+            d.drops[t] = self.drops[t].saturating_sub(base.drops[t]);
+        }
+        d
+    }
+
+    /// All events of one tracepoint.
+    pub fn total(&self, tp: Tracepoint) -> u64 {
+        self.counts[tp as usize].iter().sum()
+    }
+}
+
+/// Counts by (tracepoint, result number).
+pub type ResultCounts = BTreeMap<(Tracepoint, i64), u64>;
+
+/// What one process did.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessStats {
+    /// Last comm seen (raw bytes).
+    pub comm: Vec<u8>,
+    /// khugepaged thread or MADV_COLLAPSE caller (last seen).
+    pub origin: Option<Origin>,
+    /// Events by (tracepoint, result).
+    pub results: ResultCounts,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Default)]
+pub struct FileStats {
+    /// Events by (tracepoint, result).
+    pub results: ResultCounts,
+}
+
+/// Per-key counts plus a failure total; shared by processes and files.
+pub fn failures(results: &ResultCounts, table: &ResultTable) -> u64 {
+    results
+        .iter()
+        .filter(|((_, r), _)| !is_success(&table.name(*r)))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The result with the most events in `results` (ties: the lower number).
+pub fn dominant(results: &ResultCounts, failures_only: bool, table: &ResultTable) -> Option<i64> {
+    let mut by_result: BTreeMap<i64, u64> = BTreeMap::new();
+    for ((_, r), n) in results {
+        if !failures_only || !is_success(&table.name(*r)) {
+            *by_result.entry(*r).or_default() += n;
+        }
+    }
+    by_result
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(r, _)| r)
+}
+
+/// How many distinct processes and files are tracked before the rest fold into `other`.
+pub const KEY_CAP: usize = 4096;
+
+/// Recent failure events kept for views.
+pub const RECENT_CAP: usize = 256;
+
+/// The aggregation core.
+#[derive(Debug)]
+pub struct Aggregate {
+    /// The result names of this kernel.
+    pub table: ResultTable,
+    /// Events delivered, by (tracepoint, result).
+    pub delivered: ResultCounts,
+    /// Events delivered in all.
+    pub delivered_total: u64,
+    /// By process id (tgid).
+    pub processes: HashMap<u32, ProcessStats>,
+    /// Events from processes beyond [`KEY_CAP`].
+    pub processes_other: u64,
+    /// By file name (raw bytes).
+    pub files: HashMap<Vec<u8>, FileStats>,
+    /// Events for files beyond [`KEY_CAP`].
+    pub files_other: u64,
+    /// The newest failures, oldest first.
+    pub recent_failures: VecDeque<Event>,
+    /// First and last event time (CLOCK_MONOTONIC ns).
+    pub span_ns: Option<(u64, u64)>,
+    baseline: KernelCounters,
+    latest: KernelCounters,
+}
+
+impl Aggregate {
+    /// An empty core for a kernel with these result names.
+    pub fn new(table: ResultTable) -> Aggregate {
+        Aggregate {
+            table,
+            delivered: BTreeMap::new(),
+            delivered_total: 0,
+            processes: HashMap::new(),
+            processes_other: 0,
+            files: HashMap::new(),
+            files_other: 0,
+            recent_failures: VecDeque::new(),
+            span_ns: None,
+            baseline: KernelCounters::default(),
+            latest: KernelCounters::default(),
+        }
+    }
+
+    /// Takes one event.
+    pub fn add(&mut self, e: &Event) {
+        let key = (e.tracepoint, e.result);
+        *self.delivered.entry(key).or_default() += 1;
+        self.delivered_total += 1;
+        self.span_ns = Some(match self.span_ns {
+            None => (e.ts_ns, e.ts_ns),
+            Some((a, b)) => (a.min(e.ts_ns), b.max(e.ts_ns)),
+        });
+
+        let n = self.processes.len();
+        match self.processes.get_mut(&e.tgid) {
+            Some(p) => {
+                *p.results.entry(key).or_default() += 1;
+                if p.comm != e.comm {
+                    p.comm.clone_from(&e.comm);
+                }
+                p.origin = Some(e.origin);
+            }
+            None if n < KEY_CAP => {
+                let mut p = ProcessStats {
+                    comm: e.comm.clone(),
+                    origin: Some(e.origin),
+                    ..Default::default()
+                };
+                p.results.insert(key, 1);
+                self.processes.insert(e.tgid, p);
+            }
+            None => self.processes_other += 1,
+        }
+
+        let n = self.files.len();
+        match self.files.get_mut(&e.filename) {
+            Some(f) => *f.results.entry(key).or_default() += 1,
+            None if n < KEY_CAP => {
+                let mut f = FileStats::default();
+                f.results.insert(key, 1);
+                self.files.insert(e.filename.clone(), f);
+            }
+            None => self.files_other += 1,
+        }
+
+        if !is_success(&self.table.name(e.result)) {
+            if self.recent_failures.len() == RECENT_CAP {
+                self.recent_failures.pop_front();
+            }
+            self.recent_failures.push_back(e.clone());
+        }
+    }
+
+    /// Takes a kernel counter snapshot.
+    pub fn set_kernel(&mut self, k: KernelCounters) {
+        self.latest = k;
+    }
+
+    /// Takes the snapshot that counts start from.
+    pub fn set_baseline(&mut self, k: KernelCounters) {
+        self.baseline = k.clone();
+        self.latest = k;
+    }
+
+    /// Kernel counts since the baseline: exact, whatever the ring buffer lost.
+    pub fn kernel(&self) -> KernelCounters {
+        self.latest.since(&self.baseline)
+    }
+
+    /// Kernel counts by (tracepoint, result number), zero entries left out. The overflow slot
+    /// is reported as result number [`RESULT_OVERFLOW_SLOT`] only when it is not a real result.
+    pub fn kernel_results(&self) -> ResultCounts {
+        let k = self.kernel();
+        let mut out = BTreeMap::new();
+        for tp in Tracepoint::ALL {
+            for (slot, &n) in k.counts[tp as usize].iter().enumerate() {
+                if n > 0 {
+                    let r = if slot as u32 == RESULT_OVERFLOW_SLOT {
+                        -1
+                    } else {
+                        slot as i64
+                    };
+                    out.insert((tp, r), n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Events delivered for one process, by (tracepoint, result).
+    pub fn process(&self, tgid: u32) -> Option<&ProcessStats> {
+        self.processes.get(&tgid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::tests::record;
+
+    fn ev(tp: Tracepoint, tgid: u32, result: i32, name: &[u8]) -> Event {
+        Event::decode(&record(tp, tgid, result, b"w", name)).unwrap()
+    }
+
+    #[test]
+    fn counts_by_result_process_and_file() {
+        let mut a = Aggregate::new(ResultTable::builtin());
+        a.add(&ev(Tracepoint::CollapseFile, 7, 30, b"f1"));
+        a.add(&ev(Tracepoint::CollapseFile, 7, 30, b"f1"));
+        a.add(&ev(Tracepoint::ScanFile, 7, 10, b"f1"));
+        a.add(&ev(Tracepoint::CollapseFile, 8, 5, b"f2"));
+        assert_eq!(a.delivered_total, 4);
+        assert_eq!(a.delivered[&(Tracepoint::CollapseFile, 30)], 2);
+        let p = a.process(7).unwrap();
+        assert_eq!(failures(&p.results, &a.table), 2);
+        assert_eq!(dominant(&p.results, true, &a.table), Some(30));
+        assert_eq!(dominant(&p.results, false, &a.table), Some(30));
+        assert_eq!(a.files[&b"f2".to_vec()].results[&(Tracepoint::CollapseFile, 5)], 1);
+        // pte_mapped_hugepage is a success: not in recent failures.
+        assert_eq!(a.recent_failures.len(), 3);
+    }
+
+    #[test]
+    fn kernel_counts_are_deltas_from_the_baseline() {
+        let mut a = Aggregate::new(ResultTable::builtin());
+        let mut k = KernelCounters::default();
+        k.counts[1][30] = 5;
+        k.drops[0] = 2;
+        a.set_baseline(k.clone());
+        k.counts[1][30] = 9;
+        k.counts[0][63] = 1;
+        k.drops[0] = 3;
+        a.set_kernel(k);
+        let r = a.kernel_results();
+        assert_eq!(r[&(Tracepoint::CollapseFile, 30)], 4);
+        assert_eq!(r[&(Tracepoint::ScanFile, -1)], 1);
+        assert_eq!(a.kernel().drops[0], 1);
+    }
+}

@@ -1,0 +1,205 @@
+//! The decoded event that every view uses, and its decoder from ring-buffer bytes.
+
+use collapse_trace_common::{EventRecord, Origin, Tracepoint};
+use serde::{Serialize, Serializer};
+use thiserror::Error;
+
+/// One tracepoint hit, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Which tracepoint.
+    pub tracepoint: Tracepoint,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Task comm, raw bytes (untrusted: escape before display).
+    pub comm: Vec<u8>,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// khugepaged thread or MADV_COLLAPSE caller.
+    pub origin: Origin,
+    /// `scan_result` number.
+    pub result: i64,
+    /// File name from the tracepoint, raw bytes (untrusted).
+    pub filename: Vec<u8>,
+    /// pfn (scan_file) or hpfn (collapse_file).
+    pub pfn: u64,
+    /// Present pages (scan_file).
+    pub present: i32,
+    /// Swap entries (scan_file).
+    pub swap: i32,
+    /// Whether the file is shmem (collapse_file).
+    pub is_shmem: bool,
+    /// Pages handled (collapse_file).
+    pub nr: i32,
+    /// Page-cache index (collapse_file).
+    pub index: u64,
+    /// Virtual address (collapse_file).
+    pub addr: u64,
+}
+
+/// A ring-buffer record that is not an [`EventRecord`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Wrong size: kernel and userspace disagree on the layout.
+    #[error("ring record of {got} bytes, expected {want}: kernel object and binary disagree")]
+    Size {
+        /// Bytes received.
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// An unknown tracepoint index.
+    #[error("ring record names tracepoint index {0}, which this build does not know")]
+    Tracepoint(u8),
+}
+
+fn until_nul(b: &[u8]) -> &[u8] {
+    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+}
+
+impl Event {
+    /// Decodes one ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let want = size_of::<EventRecord>();
+        if bytes.len() != want {
+            return Err(DecodeError::Size {
+                got: bytes.len(),
+                want,
+            });
+        }
+        // SAFETY: the length matches, EventRecord is repr(C) plain data valid for any bits,
+        // and read_unaligned makes no alignment assumption.
+        let r: EventRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let tracepoint =
+            Tracepoint::from_index(r.tracepoint).ok_or(DecodeError::Tracepoint(r.tracepoint))?;
+        let name_len = (r.filename_len as usize).min(r.filename.len());
+        Ok(Event {
+            ts_ns: r.ts_ns,
+            tracepoint,
+            pid: r.pid,
+            tgid: r.tgid,
+            comm: until_nul(&r.comm).to_vec(),
+            cgroup_id: r.cgroup_id,
+            origin: Origin::from_u8(r.origin),
+            result: r.result as i64,
+            filename: until_nul(&r.filename[..name_len]).to_vec(),
+            pfn: r.pfn,
+            present: r.present,
+            swap: r.swap,
+            is_shmem: r.is_shmem != 0,
+            nr: r.nr,
+            index: r.index,
+            addr: r.addr,
+        })
+    }
+}
+
+/// Escapes untrusted bytes (file names, comms) for any output: printable UTF-8 stays,
+/// backslash becomes `\\`, control characters and invalid UTF-8 become `\xNN`. The result
+/// never holds a control character, so it is safe in a terminal, a table or a label, and it
+/// is reversible.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Serializes untrusted bytes as their [`escape`]d string.
+pub fn serialize_escaped<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    escape(bytes).serialize(s)
+}
+
+/// The word used for an origin in every output.
+pub fn origin_name(o: Origin) -> &'static str {
+    match o {
+        Origin::Khugepaged => "khugepaged",
+        Origin::Madvise => "madvise",
+        Origin::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use collapse_trace_common::{COMM_LEN, FILENAME_LEN};
+
+    /// A record as the kernel side would write it.
+    pub fn record(tp: Tracepoint, tgid: u32, result: i32, comm: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut r = EventRecord {
+            ts_ns: 1,
+            cgroup_id: 2,
+            pfn: 3,
+            index: 4,
+            addr: 5,
+            pid: tgid,
+            tgid,
+            result,
+            present: 6,
+            swap: 7,
+            nr: 8,
+            tracepoint: tp as u8,
+            origin: Origin::Madvise as u8,
+            is_shmem: 1,
+            _pad: 0,
+            filename_len: name.len() as u32,
+            comm: [0; COMM_LEN],
+            filename: [0; FILENAME_LEN],
+        };
+        r.comm[..comm.len()].copy_from_slice(comm);
+        r.filename[..name.len()].copy_from_slice(name);
+        // SAFETY: viewing a repr(C) value as bytes.
+        unsafe {
+            std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<EventRecord>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_record() {
+        let e = Event::decode(&record(Tracepoint::CollapseFile, 42, 30, b"prov", b"f")).unwrap();
+        assert_eq!(e.tracepoint, Tracepoint::CollapseFile);
+        assert_eq!((e.tgid, e.result, e.nr, e.is_shmem), (42, 30, 8, true));
+        assert_eq!(e.comm, b"prov");
+        assert_eq!(e.filename, b"f");
+        assert_eq!(e.origin, Origin::Madvise);
+    }
+
+    #[test]
+    fn rejects_wrong_sizes_and_tracepoints() {
+        assert!(matches!(Event::decode(&[0; 8]), Err(DecodeError::Size { .. })));
+        let mut r = record(Tracepoint::ScanFile, 1, 0, b"", b"");
+        r[64] = 9; // the tracepoint byte
+        assert_eq!(Event::decode(&r), Err(DecodeError::Tracepoint(9)));
+    }
+
+    #[test]
+    fn escapes_hostile_names() {
+        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
+        assert_eq!(escape(b"a\nb\tc"), "a\\x0ab\\x09c");
+        assert_eq!(escape(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escape(b"back\\slash \"q\""), "back\\\\slash \"q\"");
+        assert_eq!(escape(b"bad\xff\xfeutf8"), "bad\\xff\\xfeutf8");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(escape("\u{9b}".as_bytes()), "\\xc2\\x9b"); // C1 control (CSI)
+    }
+}

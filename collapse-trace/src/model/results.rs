@@ -1,0 +1,166 @@
+//! The one table of `scan_result` names in collapse-trace.
+//!
+//! `enum scan_result` (mm/khugepaged.c) is renumbered from kernel to kernel, so names are read
+//! from the running kernel: first the tracepoints' own `__print_symbolic` tables, then BTF's
+//! `enum scan_result`. The built-in table (kernel 6.18) is only a fallback, and says so.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the names came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultSource {
+    /// The tracepoint's `print fmt` in tracefs.
+    Tracefs,
+    /// `enum scan_result` in /sys/kernel/btf/vmlinux.
+    Btf,
+    /// collapse-trace's built-in copy (kernel 6.18): may be wrong on this kernel.
+    Builtin,
+}
+
+impl ResultSource {
+    /// Words for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ResultSource::Tracefs => "read from the kernel's tracepoint format",
+            ResultSource::Btf => "read from the kernel's BTF (enum scan_result)",
+            ResultSource::Builtin => {
+                "BUILT-IN FALLBACK (kernel 6.18 numbering): the kernel gave no table, names may be wrong"
+            }
+        }
+    }
+}
+
+/// Number-to-name table for `scan_result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultTable {
+    /// Where it came from.
+    pub source: ResultSource,
+    /// The names by number.
+    pub names: BTreeMap<i64, String>,
+}
+
+/// Kernel 6.18's `enum scan_result`, as its tracepoints print it.
+const BUILTIN: [&str; 31] = [
+    "failed",
+    "succeeded",
+    "pmd_null",
+    "pmd_none",
+    "page_pmd_mapped",
+    "exceed_none_pte",
+    "exceed_swap_pte",
+    "exceed_shared_pte",
+    "pte_non_present",
+    "pte_uffd_wp",
+    "pte_mapped_hugepage",
+    "lack_referenced_page",
+    "page_null",
+    "scan_aborted",
+    "not_suitable_page_count",
+    "page_not_in_lru",
+    "page_locked",
+    "page_not_anon",
+    "page_compound",
+    "no_process_for_page",
+    "vma_null",
+    "vma_check_failed",
+    "not_suitable_address_range",
+    "could_not_delete_page_from_lru",
+    "alloc_huge_page_failed",
+    "ccgroup_charge_failed",
+    "truncated",
+    "page_has_private",
+    "store_failed",
+    "copy_poisoned_page",
+    "page_filled",
+];
+
+impl ResultTable {
+    /// A table read from the kernel.
+    pub fn new(source: ResultSource, names: BTreeMap<i64, String>) -> ResultTable {
+        ResultTable { source, names }
+    }
+
+    /// The built-in fallback.
+    pub fn builtin() -> ResultTable {
+        ResultTable {
+            source: ResultSource::Builtin,
+            names: BUILTIN
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as i64, n.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The name of a result number; `unknown(N)` for a number this kernel did not name.
+    pub fn name(&self, result: i64) -> String {
+        match self.names.get(&result) {
+            Some(n) => n.clone(),
+            None => format!("unknown({result})"),
+        }
+    }
+
+    /// The number of a result name, if the table has it.
+    pub fn number(&self, name: &str) -> Option<i64> {
+        self.names
+            .iter()
+            .find_map(|(n, s)| (s == name).then_some(*n))
+    }
+}
+
+/// What a result means for a user (kept short: shown in tables).
+pub fn meaning(name: &str) -> &'static str {
+    match name {
+        "succeeded" => "collapsed (khugepaged's word for success)",
+        "pte_mapped_hugepage" => "already a huge page, or collapsed (MADV_COLLAPSE's success)",
+        "page_filled" => "a hole was faulted in while collapse_file ran: rolled back (EAGAIN)",
+        "exceed_none_pte" => {
+            "too many holes; with userfaultfd MISSING armed, refused outright (EBUSY)"
+        }
+        "failed" => "generic failure",
+        "truncated" => "range beyond EOF or not populated (EINVAL)",
+        "page_locked" => "a page was locked by someone else (EAGAIN)",
+        "page_not_in_lru" => "a page was not on the LRU yet (EAGAIN)",
+        "could_not_delete_page_from_lru" => "page isolation failed (EAGAIN)",
+        "page_count" | "not_suitable_page_count" => "unexpected page references (EAGAIN)",
+        "alloc_huge_page_failed" => "no huge page could be allocated (ENOMEM)",
+        "ccgroup_charge_failed" => "memory cgroup charge failed (EBUSY)",
+        "exceed_swap_pte" => "too many pages swapped out",
+        "exceed_shared_pte" => "too many shared pages",
+        "vma_check_failed" | "vma_null" => "the mapping cannot hold a huge page",
+        "scan_aborted" => "scan aborted (khugepaged asked to stop)",
+        "store_failed" => "page cache store failed",
+        "copy_poisoned_page" => "a source page is hardware-poisoned",
+        _ => "",
+    }
+}
+
+/// Results that mean the range ended up huge: khugepaged says `succeeded`, a MADV_COLLAPSE
+/// caller `pte_mapped_hugepage`. Views that speak of success count both.
+pub fn is_success(name: &str) -> bool {
+    matches!(name, "succeeded" | "pte_mapped_hugepage")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_numbers_are_named_as_such() {
+        let t = ResultTable::builtin();
+        assert_eq!(t.name(30), "page_filled");
+        assert_eq!(t.name(31), "unknown(31)");
+        assert_eq!(t.name(-1), "unknown(-1)");
+        assert_eq!(t.number("exceed_none_pte"), Some(5));
+        assert_eq!(t.source, ResultSource::Builtin);
+    }
+
+    #[test]
+    fn success_counts_both_spellings() {
+        assert!(is_success("succeeded") && is_success("pte_mapped_hugepage"));
+        assert!(!is_success("failed") && !is_success("page_filled"));
+    }
+}

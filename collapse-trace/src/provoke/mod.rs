@@ -1,0 +1,271 @@
+//! Workload scenarios that make the kernel produce each collapse result for real.
+//!
+//! Everything happens on a private tmpfs mounted with `huge=advise` (so the global THP sysfs
+//! settings are never touched), and every MADV_COLLAPSE issued is counted in the returned
+//! [`Tally`], so a tracer's view can be compared with it call for call.
+
+mod race;
+mod scenarios;
+mod tmpfs;
+mod uffd;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+/// A workload that provokes one kind of collapse outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Fully populated, aligned 2 MiB tmpfs mappings: MADV_COLLAPSE succeeds.
+    Collapse,
+    /// 7 of 8 pages present and a userfaultfd armed in MISSING mode: EBUSY (`exceed_none_pte`).
+    UffdHoles,
+    /// 1 page in 4 present while a second thread faults a hole in mid-collapse: some EAGAIN
+    /// (`page_filled`).
+    PageFilled,
+    /// `collapse`, `uffd-holes` and `page-filled` in turn.
+    All,
+}
+
+impl Scenario {
+    /// The single scenarios this one stands for, in the order they run.
+    fn expand(self) -> &'static [Scenario] {
+        match self {
+            Scenario::Collapse => &[Scenario::Collapse],
+            Scenario::UffdHoles => &[Scenario::UffdHoles],
+            Scenario::PageFilled => &[Scenario::PageFilled],
+            Scenario::All => &[
+                Scenario::Collapse,
+                Scenario::UffdHoles,
+                Scenario::PageFilled,
+            ],
+        }
+    }
+
+    /// The kebab-case name used in [`ScenarioTally::scenario`].
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Collapse => "collapse",
+            Scenario::UffdHoles => "uffd-holes",
+            Scenario::PageFilled => "page-filled",
+            Scenario::All => "all",
+        }
+    }
+
+    /// Iterations used when [`Options::iterations`] is 0.
+    fn default_iterations(self) -> u32 {
+        match self {
+            Scenario::Collapse | Scenario::UffdHoles => 20,
+            // The race hits `page_filled` in a minority of tries; 400 gives several in ~1 s.
+            Scenario::PageFilled => 400,
+            Scenario::All => 0,
+        }
+    }
+}
+
+/// What to provoke and where.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The scenario (or `All`).
+    pub scenario: Scenario,
+    /// Tries per scenario; 0 = the scenario's default.
+    pub iterations: u32,
+    /// Where to make the temporary mount directory; default [`std::env::temp_dir`].
+    pub dir: Option<PathBuf>,
+}
+
+/// What each MADV_COLLAPSE returned, per scenario.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Tally {
+    /// The process that issued the calls (the one a tracer must filter on).
+    pub pid: u32,
+    /// One entry per scenario run, in order.
+    pub scenarios: Vec<ScenarioTally>,
+}
+
+/// Outcomes of one scenario's MADV_COLLAPSE calls.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ScenarioTally {
+    /// "collapse" | "uffd-holes" | "page-filled".
+    pub scenario: String,
+    /// MADV_COLLAPSE calls made (`ok` plus the sum of `errnos`).
+    pub calls: u64,
+    /// Calls that returned 0.
+    pub ok: u64,
+    /// Failed calls by errno name ("EAGAIN" -> n; unknown numbers as "E<n>").
+    pub errnos: BTreeMap<String, u64>,
+    /// Set when the kernel cannot do this scenario: why (the calls made are still counted).
+    pub skipped: Option<String>,
+}
+
+impl ScenarioTally {
+    fn new(scenario: Scenario) -> Self {
+        ScenarioTally {
+            scenario: scenario.name().to_string(),
+            calls: 0,
+            ok: 0,
+            errnos: BTreeMap::new(),
+            skipped: None,
+        }
+    }
+
+    /// Counts one MADV_COLLAPSE outcome.
+    fn record(&mut self, outcome: std::result::Result<(), i32>) {
+        self.calls += 1;
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(errno) => *self.errnos.entry(errno_name(errno)).or_insert(0) += 1,
+        }
+    }
+}
+
+/// Runs the chosen scenario(s) on a private tmpfs and returns what every MADV_COLLAPSE gave.
+///
+/// Needs root (it mounts a tmpfs). The mount is always removed again, also on error or panic.
+pub fn run(opts: &Options) -> Result<Tally> {
+    let parent = opts.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mount = tmpfs::TmpfsMount::new(&parent, "64m")?;
+    let mut tally = Tally {
+        pid: std::process::id(),
+        scenarios: Vec::new(),
+    };
+    for &scenario in opts.scenario.expand() {
+        let iterations = match opts.iterations {
+            0 => scenario.default_iterations(),
+            n => n,
+        };
+        let mut st = ScenarioTally::new(scenario);
+        match scenario {
+            Scenario::Collapse => scenarios::collapse(mount.path(), iterations, &mut st)?,
+            Scenario::UffdHoles => scenarios::uffd_holes(mount.path(), iterations, &mut st)?,
+            Scenario::PageFilled => race::page_filled(mount.path(), iterations, &mut st)?,
+            Scenario::All => unreachable!("expand() never yields All"),
+        }
+        tally.scenarios.push(st);
+    }
+    drop(mount);
+    Ok(tally)
+}
+
+/// errno number to its name, for the errnos MADV_COLLAPSE and our setup can return.
+fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EHWPOISON => "EHWPOISON",
+        n => return format!("E{n}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// The scenarios spin on both cores and share one tmpfs budget: run them one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn require_root() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "provoke tests mount a tmpfs and must run as root");
+    }
+
+    fn run_one(scenario: Scenario, iterations: u32, dir: Option<PathBuf>) -> ScenarioTally {
+        require_root();
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let tally = run(&Options {
+            scenario,
+            iterations,
+            dir,
+        })
+        .expect("provoke::run");
+        assert_eq!(tally.pid, std::process::id());
+        assert_eq!(tally.scenarios.len(), 1);
+        let st = tally.scenarios.into_iter().next().unwrap();
+        assert_eq!(st.scenario, scenario.name());
+        assert_eq!(
+            st.calls,
+            st.ok + st.errnos.values().sum::<u64>(),
+            "calls must add up: {st:?}"
+        );
+        assert_eq!(st.skipped, None, "scenario skipped: {st:?}");
+        st
+    }
+
+    #[test]
+    fn provoke_errno_names() {
+        assert_eq!(errno_name(libc::EAGAIN), "EAGAIN");
+        assert_eq!(errno_name(libc::EBUSY), "EBUSY");
+        assert_eq!(errno_name(4095), "E4095");
+    }
+
+    #[test]
+    fn provoke_collapse_all_ok() {
+        let st = run_one(Scenario::Collapse, 0, None);
+        assert_eq!(st.calls, 20);
+        assert_eq!(st.ok, 20, "{st:?}");
+    }
+
+    #[test]
+    fn provoke_uffd_holes_only_ebusy() {
+        let st = run_one(Scenario::UffdHoles, 0, None);
+        assert_eq!(st.calls, 20);
+        assert_eq!(st.ok, 0, "{st:?}");
+        assert_eq!(st.errnos.get("EBUSY"), Some(&20), "{st:?}");
+        assert_eq!(st.errnos.len(), 1, "{st:?}");
+    }
+
+    #[test]
+    fn provoke_page_filled_gives_eagain() {
+        let st = run_one(Scenario::PageFilled, 0, None);
+        assert_eq!(st.calls, 400);
+        let eagain = st.errnos.get("EAGAIN").copied().unwrap_or(0);
+        assert!(eagain >= 1, "no EAGAIN at all: {st:?}");
+    }
+
+    #[test]
+    fn provoke_mount_dir_is_gone_afterwards() {
+        require_root();
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let parent = std::env::temp_dir().join(format!("provoke-test-{}", std::process::id()));
+        std::fs::create_dir_all(&parent).unwrap();
+        let tally = run(&Options {
+            scenario: Scenario::All,
+            iterations: 3,
+            dir: Some(parent.clone()),
+        });
+        let leftovers: Vec<_> = std::fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        std::fs::remove_dir(&parent).unwrap();
+        let tally = tally.expect("provoke::run");
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+        assert!(
+            !mounts.contains(parent.to_str().unwrap()),
+            "mount still listed"
+        );
+        let names: Vec<_> = tally.scenarios.iter().map(|s| s.scenario.as_str()).collect();
+        assert_eq!(names, ["collapse", "uffd-holes", "page-filled"]);
+        assert!(tally.scenarios.iter().all(|s| s.calls == 3));
+    }
+}

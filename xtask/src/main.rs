@@ -1,0 +1,169 @@
+//! Developer tasks for collapse-trace: `cargo xtask setup | build | test | run`.
+
+mod env;
+mod setup;
+
+use std::{ffi::OsString, os::unix::process::CommandExt as _, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::env::{Env, command_line, run};
+
+/// Developer tasks for collapse-trace.
+#[derive(Debug, Parser)]
+#[command(bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what building the eBPF program needs.
+    ///
+    /// Checks the nightly toolchain, its rust-src component and a bpf-linker built against the
+    /// nightly's own LLVM, and installs or repairs what is missing. Idempotent; fast when
+    /// everything is already in place.
+    Setup,
+    /// Run `setup`, then build collapse-trace (which builds the eBPF program too).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run `setup`, then format check, clippy, release build and all tests.
+    ///
+    /// The tests include the ones that need root and a real kernel. Stops at the first failure.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Run `setup`, build collapse-trace in release mode and run it.
+    ///
+    /// Runs it via sudo when not root. Exits with collapse-trace's exit code.
+    Run {
+        /// Arguments for collapse-trace (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let env = Env::new()?;
+    match Cli::parse().command {
+        Command::Setup => setup::setup(&env),
+        Command::Build { release } => {
+            setup::setup(&env)?;
+            let mut cmd = env.cargo();
+            cmd.args(["build", "-p", "collapse-trace"]);
+            if release {
+                cmd.arg("--release");
+            }
+            run(&mut cmd)
+        }
+        Command::Test { args } => {
+            setup::setup(&env)?;
+            test(&env, &args)
+        }
+        Command::Run { args } => {
+            setup::setup(&env)?;
+            run_collapse_trace(&env, &args)
+        }
+    }
+}
+
+/// The `test` steps, in order: a step's name, its cargo arguments and what to do if it fails.
+const TEST_STEPS: [(&str, &[&str], &str); 4] = [
+    (
+        "format",
+        &["fmt", "--all", "--", "--check"],
+        "run `cargo fmt --all` to fix the formatting",
+    ),
+    (
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "collapse-trace-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "fix the warnings above",
+    ),
+    (
+        "build",
+        &["build", "--release", "-p", "collapse-trace"],
+        "fix the build errors above",
+    ),
+    (
+        "test",
+        &[
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "collapse-trace-ebpf",
+        ],
+        "see the failing tests above",
+    ),
+];
+
+/// Runs the [`TEST_STEPS`], passing `extra` to the last one (`cargo test`).
+fn test(env: &Env, extra: &[OsString]) -> Result<()> {
+    let count = TEST_STEPS.len();
+    for (i, (name, args, hint)) in TEST_STEPS.into_iter().enumerate() {
+        let mut cmd = env.cargo();
+        cmd.args(args);
+        if i + 1 == count {
+            cmd.args(extra);
+        }
+        println!("\n==> [{}/{count}] {name}: {}", i + 1, command_line(&cmd));
+        run(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
+    }
+    println!("\n==> all {count} steps passed");
+    Ok(())
+}
+
+/// Builds collapse-trace in release mode and replaces this process with it, so that its exit code
+/// and signals (Ctrl-C) are its own. Uses sudo when not root.
+fn run_collapse_trace(env: &Env, args: &[OsString]) -> Result<()> {
+    run(env
+        .cargo()
+        .args(["build", "--release", "-p", "collapse-trace"]))?;
+    let binary = env.root.join("target/release/collapse-trace");
+    let mut cmd = if is_root()? {
+        std::process::Command::new(&binary)
+    } else if let Some(sudo) = env.which("sudo") {
+        let mut cmd = std::process::Command::new(sudo);
+        cmd.arg("--").arg(&binary);
+        cmd
+    } else {
+        bail!(
+            "collapse-trace needs root (BPF) and sudo is not installed: run `{}` as root",
+            binary.display()
+        );
+    };
+    cmd.args(args);
+    // `exec` only returns if it failed.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("failed to run `{}`", command_line(&cmd)))
+}
+
+/// Whether this process runs with effective user id 0 (from `/proc/self/status`).
+fn is_root() -> Result<bool> {
+    let status = Path::new("/proc/self/status");
+    let text = std::fs::read_to_string(status)
+        .with_context(|| format!("failed to read {} (is /proc mounted?)", status.display()))?;
+    // "Uid:\t<real>\t<effective>\t<saved>\t<fs>"
+    let euid = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .with_context(|| format!("no effective uid in {}", status.display()))?;
+    Ok(euid == "0")
+}

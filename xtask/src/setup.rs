@@ -1,0 +1,261 @@
+//! `cargo xtask setup`: makes sure the nightly toolchain can build the eBPF crate.
+//!
+//! aya-build (from collapse-trace's build.rs) compiles collapse-trace-ebpf with
+//! `rustup run nightly cargo build -Z build-std=core --target bpfel-unknown-none`, which needs the
+//! nightly's `rust-src` and a `bpf-linker` whose LLVM major version equals the nightly's. No
+//! prebuilt bpf-linker fits, so it is built from crates.io against the nightly's own libLLVM,
+//! through symlinks in a lasting prefix (the binary's RUNPATH points there).
+//!
+//! Every check prints one line; once everything is in place a run takes a few milliseconds and
+//! touches neither the network nor `cargo install`.
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::env::{Env, command_line, output, run};
+
+/// The bpf-linker release to install (it has the `llvm-21`, `llvm-22` and `llvm-23` features).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Checks each prerequisite and installs or repairs what is missing.
+pub fn setup(env: &Env) -> Result<()> {
+    let nightly = Nightly::find(env)?;
+    println!(
+        "nightly toolchain: present ({}, LLVM {})",
+        nightly.release, nightly.llvm_version
+    );
+    ensure_rust_src(env)?;
+    let prefix = ensure_llvm_prefix(env, &nightly)?;
+    ensure_bpf_linker(env, &nightly, &prefix)
+}
+
+/// What setup needs to know about the nightly toolchain.
+struct Nightly {
+    /// rustc's release, e.g. `1.97.0-nightly`.
+    release: String,
+    /// The full LLVM version, e.g. `22.1.4`.
+    llvm_version: String,
+    /// The LLVM major version, e.g. `22`.
+    llvm_major: u32,
+    /// The toolchain's shared libLLVM, e.g. `<sysroot>/lib/libLLVM.so.22.1-rust-1.97.0-nightly`.
+    libllvm: PathBuf,
+}
+
+impl Nightly {
+    /// Describes the installed nightly toolchain; fails if there is none.
+    fn find(env: &Env) -> Result<Self> {
+        // Check first: `rustc +nightly` could make rustup download a toolchain.
+        let toolchains = output(env.command("rustup").args(["toolchain", "list"]))
+            .context("cannot list rustup toolchains: is rustup installed and on PATH?")?;
+        let has_nightly = toolchains.lines().any(|line| {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            name == "nightly"
+                || name
+                    .strip_prefix("nightly-")
+                    .is_some_and(|host| !host.starts_with(|c: char| c.is_ascii_digit()))
+        });
+        ensure!(
+            has_nightly,
+            "the nightly toolchain is not installed (rustup has: {}); the eBPF crate needs it: \
+             `rustup toolchain install nightly --component rust-src`",
+            toolchains.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+
+        let version = output(env.command("rustc").args(["+nightly", "-vV"]))?;
+        let field = |name: &str| {
+            version
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_owned())
+                .with_context(|| format!("`rustc +nightly -vV` printed no `{name}`:\n{version}"))
+        };
+        let release = field("release:")?;
+        let llvm_version = field("LLVM version:")?;
+        let llvm_major = leading_number(&llvm_version)
+            .with_context(|| format!("cannot parse the nightly's LLVM version {llvm_version:?}"))?;
+
+        let sysroot = output(
+            env.command("rustc")
+                .args(["+nightly", "--print", "sysroot"]),
+        )?;
+        let lib_dir = Path::new(sysroot.trim()).join("lib");
+        let prefix = format!("libLLVM.so.{llvm_major}");
+        let mut found = fs::read_dir(&lib_dir)
+            .with_context(|| format!("cannot list the nightly's {}", lib_dir.display()))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(&prefix))
+            })
+            .collect::<Vec<_>>();
+        let libllvm = match (found.pop(), found.is_empty()) {
+            (Some(libllvm), true) => libllvm,
+            (None, _) => bail!(
+                "no {prefix}* in {}: the nightly has no shared libLLVM to build bpf-linker \
+                 against (reinstall it: `rustup toolchain install nightly --force`)",
+                lib_dir.display()
+            ),
+            (Some(_), false) => bail!(
+                "several {prefix}* in {}: cannot tell which one the nightly uses",
+                lib_dir.display()
+            ),
+        };
+        Ok(Self {
+            release,
+            llvm_version,
+            llvm_major,
+            libllvm,
+        })
+    }
+}
+
+/// Installs the nightly's `rust-src` component (for `-Z build-std=core`) if it is missing.
+fn ensure_rust_src(env: &Env) -> Result<()> {
+    let installed = output(env.command("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if installed.lines().any(|line| line.trim() == "rust-src") {
+        println!("rust-src for nightly: present");
+        return Ok(());
+    }
+    let mut cmd = env.command("rustup");
+    cmd.args(["component", "add", "rust-src", "--toolchain", "nightly"]);
+    println!(
+        "rust-src for nightly: missing, installing (`{}`)",
+        command_line(&cmd)
+    );
+    run(&mut cmd).context("cannot install rust-src for the nightly toolchain (needs network)")
+}
+
+/// Makes `<prefix>/lib` hold `libLLVM.so` and the library's soname, both linking to the nightly's
+/// libLLVM, and removes links left dangling by a nightly update. Returns the prefix, which is
+/// `~/.local/share/collapse-trace/llvm<major>`: bpf-linker's RUNPATH points into it for good.
+fn ensure_llvm_prefix(env: &Env, nightly: &Nightly) -> Result<PathBuf> {
+    let prefix = env.home.join(format!(
+        ".local/share/collapse-trace/llvm{}",
+        nightly.llvm_major
+    ));
+    let lib_dir = prefix.join("lib");
+    let target = &nightly.libllvm;
+    let soname = target
+        .file_name()
+        .context("libLLVM path has no file name")?;
+    let links = [lib_dir.join("libLLVM.so"), lib_dir.join(soname)];
+    let line = format!("libLLVM links in {}", lib_dir.display());
+
+    let is_current = |link: &PathBuf| fs::read_link(link).is_ok_and(|to| to == *target);
+    if links.iter().all(is_current) {
+        println!("{line}: present (-> {})", target.display());
+        return Ok(prefix);
+    }
+    println!("{line}: missing or stale, linking to {}", target.display());
+    fs::create_dir_all(&lib_dir).with_context(|| format!("cannot create {}", lib_dir.display()))?;
+    // Links into a toolchain that was updated or removed point nowhere now.
+    for entry in fs::read_dir(&lib_dir)? {
+        let path = entry?.path();
+        if path.is_symlink() && !path.exists() {
+            fs::remove_file(&path)
+                .with_context(|| format!("cannot remove dangling {}", path.display()))?;
+        }
+    }
+    for link in links.iter().filter(|link| !is_current(link)) {
+        if link.symlink_metadata().is_ok() {
+            fs::remove_file(link).with_context(|| format!("cannot remove {}", link.display()))?;
+        }
+        symlink(target, link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), target.display()))?;
+    }
+    Ok(prefix)
+}
+
+/// Makes sure the first `bpf-linker` on our `PATH` runs and links the nightly's LLVM major
+/// version; otherwise builds one into `~/.cargo/bin` (about a minute).
+fn ensure_bpf_linker(env: &Env, nightly: &Nightly, prefix: &Path) -> Result<()> {
+    let major = nightly.llvm_major;
+    let line = format!("bpf-linker with LLVM {major}");
+    let problem = match check_bpf_linker(env, major) {
+        Ok(found) => {
+            println!("{line}: present ({found})");
+            return Ok(());
+        }
+        Err(problem) => problem,
+    };
+    let mut cmd = env.cargo();
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--locked", "--force", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", prefix);
+    println!(
+        "{line}: {problem:#}; installing (LLVM_PREFIX={} `{}`, about a minute)",
+        prefix.display(),
+        command_line(&cmd)
+    );
+    run(&mut cmd).with_context(|| {
+        format!(
+            "cannot build bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} \
+             (does that release have the `llvm-{major}` feature? is {}/lib/libLLVM.so valid?)",
+            prefix.display()
+        )
+    })?;
+    let found = check_bpf_linker(env, major)
+        .context("bpf-linker was installed but still does not check out")?;
+    println!("{line}: installed ({found})");
+    Ok(())
+}
+
+/// Finds `bpf-linker`, checks with `ldd` that it loads a libLLVM of version `major` and that it
+/// runs. Returns a description of it, or what is wrong.
+fn check_bpf_linker(env: &Env, major: u32) -> Result<String> {
+    let path = env
+        .which("bpf-linker")
+        .with_context(|| format!("not found on PATH or in {}", env.cargo_bin.display()))?;
+    // `bpf-linker --version` prints only its own version, so ask the dynamic loader.
+    let ldd = output(env.command("ldd").arg(&path))?;
+    let Some((needed, resolved)) = ldd
+        .lines()
+        .filter_map(|line| line.trim().split_once("=>"))
+        .find(|(needed, _)| needed.starts_with("libLLVM"))
+    else {
+        bail!(
+            "{} does not load libLLVM dynamically, so its LLVM version is unknown",
+            path.display()
+        );
+    };
+    let (needed, resolved) = (needed.trim(), resolved.trim());
+    ensure!(
+        !resolved.starts_with("not found"),
+        "{} needs {needed}, which is not found",
+        path.display()
+    );
+    let linked_major = leading_number(needed.trim_start_matches(|c: char| !c.is_ascii_digit()));
+    ensure!(
+        linked_major == Some(major),
+        "{} loads {needed}, not LLVM {major}",
+        path.display()
+    );
+    let version = output(env.command(&path).arg("--version"))?;
+    let resolved = resolved.split_whitespace().next().unwrap_or(resolved);
+    Ok(format!(
+        "{}, {}, loads {resolved}",
+        path.display(),
+        version.trim()
+    ))
+}
+
+/// The number at the start of `text` ("22" in "22.1.4").
+fn leading_number(text: &str) -> Option<u32> {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text[..end].parse().ok()
+}
