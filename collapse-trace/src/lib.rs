@@ -5,6 +5,7 @@
 //! [`kernel::stream`] -> [`model::aggregate`] -> views (`cmd`, `export`). Views never touch the
 //! kernel; the kernel side never knows about views.
 
+pub mod capture;
 pub mod cli;
 pub mod cmd;
 pub mod export;

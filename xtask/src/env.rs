@@ -2,7 +2,7 @@
 
 use std::{
     env,
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -50,7 +50,7 @@ impl Env {
     }
 
     /// A command for `program` (looked up in our `PATH`), run in the workspace root.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.env("PATH", &self.path).current_dir(&self.root);
         cmd

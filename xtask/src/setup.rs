@@ -161,7 +161,9 @@ fn ensure_llvm_prefix(env: &Env, nightly: &Nightly) -> Result<PathBuf> {
     println!("{line}: missing or stale, linking to {}", target.display());
     fs::create_dir_all(&lib_dir).with_context(|| format!("cannot create {}", lib_dir.display()))?;
     // Links into a toolchain that was updated or removed point nowhere now.
-    for entry in fs::read_dir(&lib_dir)? {
+    let entries =
+        fs::read_dir(&lib_dir).with_context(|| format!("cannot list {}", lib_dir.display()))?;
+    for entry in entries {
         let path = entry?.path();
         if path.is_symlink() && !path.exists() {
             fs::remove_file(&path)

@@ -2,6 +2,7 @@
 //! aggregation core.
 
 pub mod btf;
+pub mod ftrace;
 pub mod caps;
 pub mod probes;
 pub mod stream;

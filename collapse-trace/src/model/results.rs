@@ -144,6 +144,20 @@ pub fn is_success(name: &str) -> bool {
     matches!(name, "succeeded" | "pte_mapped_hugepage")
 }
 
+/// The errno MADV_COLLAPSE returns for a final result (mm/khugepaged.c
+/// `madvise_collapse_errno`), `None` for success. Used to join a caller's errno with the
+/// results behind it.
+pub fn madvise_errno(name: &str) -> Option<&'static str> {
+    match name {
+        n if is_success(n) => None,
+        "alloc_huge_page_failed" => Some("ENOMEM"),
+        "ccgroup_charge_failed" | "exceed_none_pte" => Some("EBUSY"),
+        "page_count" | "not_suitable_page_count" | "page_locked" | "page_lru"
+        | "page_not_in_lru" | "could_not_delete_page_from_lru" | "page_filled" => Some("EAGAIN"),
+        _ => Some("EINVAL"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +170,15 @@ mod tests {
         assert_eq!(t.name(-1), "unknown(-1)");
         assert_eq!(t.number("exceed_none_pte"), Some(5));
         assert_eq!(t.source, ResultSource::Builtin);
+    }
+
+    #[test]
+    fn errno_classes() {
+        assert_eq!(madvise_errno("page_filled"), Some("EAGAIN"));
+        assert_eq!(madvise_errno("exceed_none_pte"), Some("EBUSY"));
+        assert_eq!(madvise_errno("alloc_huge_page_failed"), Some("ENOMEM"));
+        assert_eq!(madvise_errno("truncated"), Some("EINVAL"));
+        assert_eq!(madvise_errno("pte_mapped_hugepage"), None);
     }
 
     #[test]

@@ -1,0 +1,3 @@
+//! Readers of captures: ftrace text today; the record format and perf script later.
+
+pub mod ftrace;

@@ -1,0 +1,259 @@
+//! End to end on the real kernel, as root: attach `collapse-trace stat`, run
+//! `collapse-trace provoke all` as a child, and check the counts for that pid against two
+//! independent truths: ftrace's own record of the same run (a private instance), and the
+//! errno the workload got from each MADV_COLLAPSE.
+//!
+//! These tests fail, never skip, when they cannot run: CI must prove the kernel path.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use collapse_trace::{
+    capture::ftrace::parse_line,
+    export::json::Snapshot,
+    kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
+    model::results::madvise_errno,
+    provoke::Tally,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
+
+/// The kernel-facing tests run one at a time: each counts what one workload did.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the end-to-end tests need root (CAP_BPF, CAP_PERFMON, tracefs); run them with sudo"
+    );
+}
+
+/// Starts `collapse-trace ARGS` and waits for its "attached" line on stderr.
+fn start_attached(args: &[&str]) -> Child {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn collapse-trace");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            eprintln!("[collapse-trace] {line}");
+            if line.contains("attached to")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("collapse-trace did not report attaching within 30 s");
+    child
+}
+
+fn sigint_and_wait(child: Child) -> String {
+    // SAFETY: kill with a pid we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait for collapse-trace");
+    assert!(out.status.success(), "collapse-trace exited with {}", out.status);
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn provoke(args: &[&str]) -> Tally {
+    let out = Command::new(BIN)
+        .arg("provoke")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run provoke");
+    assert!(
+        out.status.success(),
+        "provoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("provoke --json output")
+}
+
+type Counts = BTreeMap<(String, String), u64>;
+
+fn ours_for(snap: &Snapshot, tgid: u32) -> Counts {
+    let p = snap
+        .processes
+        .iter()
+        .find(|p| p.tgid == tgid)
+        .unwrap_or_else(|| panic!("collapse-trace saw no events from pid {tgid}"));
+    assert_eq!(p.origin, "madvise", "a MADV_COLLAPSE caller is not a kernel thread");
+    p.results
+        .iter()
+        .map(|r| ((r.tracepoint.clone(), r.result.clone()), r.count))
+        .collect()
+}
+
+fn ftrace_for(text: &str, tgid: u32) -> Counts {
+    let mut c = Counts::new();
+    for l in text.lines().filter_map(parse_line) {
+        if l.tgid == Some(tgid) {
+            let result = l.result().expect("result field").to_string();
+            *c.entry((l.event, result)).or_default() += 1;
+        }
+    }
+    c
+}
+
+#[test]
+fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tracefs = Tracefs::open(None).expect("tracefs");
+    let instance = FtraceInstance::create(
+        &tracefs,
+        &format!("collapse-trace-e2e-{}", std::process::id()),
+        &[
+            "huge_memory/mm_khugepaged_scan_file",
+            "huge_memory/mm_khugepaged_collapse_file",
+        ],
+        16384,
+    )
+    .expect("private ftrace instance");
+
+    let stat = start_attached(&["stat", "--json"]);
+    let tally = provoke(&["all"]);
+    let json = sigint_and_wait(stat);
+    instance.stop().unwrap();
+    let trace = instance.read().expect("ftrace record");
+    let dir = instance.dir().to_path_buf();
+    drop(instance);
+    assert!(!dir.exists(), "the ftrace instance was not removed");
+
+    let snap: Snapshot = serde_json::from_str(&json).expect("stat --json parses");
+    assert_eq!(snap.schema, "collapse-trace.stat/1");
+    let ours = ours_for(&snap, tally.pid);
+    let truth = ftrace_for(&trace, tally.pid);
+    assert!(!truth.is_empty(), "ftrace saw nothing from pid {}", tally.pid);
+    assert_eq!(ours, truth, "collapse-trace vs ftrace, per tracepoint and result");
+
+    // Nothing lost, and the kernel counters account for every event.
+    assert_eq!(snap.totals.dropped, 0);
+    assert_eq!(snap.totals.delivered, snap.totals.events);
+
+    // The workload's errnos. Every MADV_COLLAPSE call emits one scan_file event carrying its
+    // final result, so the errno classes of those results must equal the tally exactly.
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut calls = 0;
+    let mut ok = 0;
+    for s in &tally.scenarios {
+        assert!(s.skipped.is_none(), "{} skipped: {:?}", s.scenario, s.skipped);
+        calls += s.calls;
+        ok += s.ok;
+        for (e, n) in &s.errnos {
+            *expected.entry(e.clone()).or_default() += n;
+        }
+    }
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen_ok = 0;
+    let mut scans = 0;
+    for ((tp, result), n) in &ours {
+        if tp == "mm_khugepaged_scan_file" {
+            scans += n;
+            match madvise_errno(result) {
+                Some(e) => *seen.entry(e.to_string()).or_default() += n,
+                None => seen_ok += n,
+            }
+        }
+    }
+    assert_eq!(scans, calls, "one scan_file event per MADV_COLLAPSE call");
+    assert_eq!(seen_ok, ok, "successful calls vs success results");
+    assert_eq!(seen, expected, "errnos vs the results behind them");
+
+    // The seed patch's cases, by scenario.
+    let by = |name: &str| tally.scenarios.iter().find(|s| s.scenario == name).unwrap();
+    let collapse = by("collapse");
+    assert_eq!(collapse.ok, collapse.calls, "every full range collapses");
+    let uffd = by("uffd-holes");
+    let ebusy = uffd.errnos.get("EBUSY").copied().unwrap_or(0);
+    assert_eq!(ebusy, uffd.calls, "every uffd-holes call is refused with EBUSY");
+    let key = |r: &str| ("mm_khugepaged_collapse_file".to_string(), r.to_string());
+    assert_eq!(ours.get(&key("exceed_none_pte")).copied(), Some(ebusy));
+    assert!(
+        ours.get(&key("page_filled")).copied().unwrap_or(0) >= 1,
+        "the page-filled race produced no page_filled in {} tries",
+        by("page-filled").calls
+    );
+}
+
+#[test]
+fn pid_filter_counts_only_that_process_in_the_kernel() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A filter for a pid that does nothing: the workload's events must not be counted.
+    let idle = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let pid = idle.id().to_string();
+    let stat = start_attached(&["stat", "--json", "--pid", &pid]);
+    let tally = provoke(&["collapse", "-n", "5"]);
+    assert_eq!(tally.scenarios[0].ok, 5);
+    let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
+    let mut idle = idle;
+    let _ = idle.kill();
+    let _ = idle.wait();
+    assert_eq!(snap.filters.pid, Some(pid.parse().unwrap()));
+    assert_eq!(snap.totals.events, 0, "filtered in the kernel: {snap:?}");
+    assert!(snap.processes.is_empty());
+}
+
+#[test]
+fn duration_stops_by_itself_and_text_output_names_results() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let start = Instant::now();
+    let child = Command::new(BIN)
+        .args(["stat", "--duration", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let tally = provoke(&["uffd-holes", "-n", "3"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("exceed_none_pte"), "{text}");
+    assert!(text.contains(&tally.pid.to_string()), "{text}");
+}
+
+#[test]
+fn doctor_reads_this_kernel() {
+    require_root();
+    let out = Command::new(BIN).arg("doctor").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("read from the kernel's tracepoint format"), "{text}");
+    assert!(text.contains("=page_filled"), "{text}");
+    assert!(text.contains("verdict: ready to trace"), "{text}");
+}
+
+#[test]
+fn a_tracefs_without_the_tracepoints_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("ct-empty-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("events/huge_memory")).unwrap();
+    let out = Command::new(BIN)
+        .args(["doctor", "--tracefs"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("mm_khugepaged_scan_file") && text.contains("MISSING"), "{text}");
+}
