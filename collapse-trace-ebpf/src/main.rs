@@ -12,7 +12,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
     },
     macros::{map, tracepoint},
     maps::{PerCpuArray, RingBuf},
@@ -73,7 +74,11 @@ macro_rules! field {
             if $compiled.$field == FIELD_ABSENT {
                 0 as $ty
             } else {
-                unsafe { *($ctx.as_ptr() as *const u8).add($compiled.$field as usize).cast::<$ty>() }
+                unsafe {
+                    *($ctx.as_ptr() as *const u8)
+                        .add($compiled.$field as usize)
+                        .cast::<$ty>()
+                }
             }
         } else {
             let off = conf!(layouts[i].$field);
@@ -115,7 +120,10 @@ fn handle(ctx: &TracePointContext, tp: Tracepoint, compiled: &TpLayout) {
     }
     let Some(mut entry) = EVENTS.reserve::<EventRecord>(0) else {
         bump(&DROPS, tp as u32);
-        debug!(ctx, "ring buffer full: dropped tp={} result={}", tp as u8, result);
+        debug!(
+            ctx,
+            "ring buffer full: dropped tp={} result={}", tp as u8, result
+        );
         return;
     };
     let pfn = field!(ctx, tp, compiled, pfn, u64);

@@ -66,7 +66,11 @@ fn sigint_and_wait(child: Child) -> String {
     // SAFETY: kill with a pid we own.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("wait for collapse-trace");
-    assert!(out.status.success(), "collapse-trace exited with {}", out.status);
+    assert!(
+        out.status.success(),
+        "collapse-trace exited with {}",
+        out.status
+    );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
@@ -93,7 +97,10 @@ fn ours_for(snap: &Snapshot, tgid: u32) -> Counts {
         .iter()
         .find(|p| p.tgid == tgid)
         .unwrap_or_else(|| panic!("collapse-trace saw no events from pid {tgid}"));
-    assert_eq!(p.origin, "madvise", "a MADV_COLLAPSE caller is not a kernel thread");
+    assert_eq!(
+        p.origin, "madvise",
+        "a MADV_COLLAPSE caller is not a kernel thread"
+    );
     p.results
         .iter()
         .map(|r| ((r.tracepoint.clone(), r.result.clone()), r.count))
@@ -113,6 +120,17 @@ fn ftrace_for(text: &str, tgid: u32) -> Counts {
 
 #[test]
 fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
+    check_against_ftrace(&[]);
+}
+
+/// The same check with every field read through `bpf_probe_read_kernel` at the offsets from
+/// tracefs: the path a kernel whose fields moved takes.
+#[test]
+fn the_probe_read_path_counts_the_same() {
+    check_against_ftrace(&["--force-probe-read"]);
+}
+
+fn check_against_ftrace(extra: &[&str]) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tracefs = Tracefs::open(None).expect("tracefs");
@@ -127,7 +145,9 @@ fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
     )
     .expect("private ftrace instance");
 
-    let stat = start_attached(&["stat", "--json"]);
+    let mut args = vec!["stat", "--json"];
+    args.extend_from_slice(extra);
+    let stat = start_attached(&args);
     let tally = provoke(&["all"]);
     let json = sigint_and_wait(stat);
     instance.stop().unwrap();
@@ -140,8 +160,15 @@ fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
     assert_eq!(snap.schema, "collapse-trace.stat/1");
     let ours = ours_for(&snap, tally.pid);
     let truth = ftrace_for(&trace, tally.pid);
-    assert!(!truth.is_empty(), "ftrace saw nothing from pid {}", tally.pid);
-    assert_eq!(ours, truth, "collapse-trace vs ftrace, per tracepoint and result");
+    assert!(
+        !truth.is_empty(),
+        "ftrace saw nothing from pid {}",
+        tally.pid
+    );
+    assert_eq!(
+        ours, truth,
+        "collapse-trace vs ftrace, per tracepoint and result"
+    );
 
     // Nothing lost, and the kernel counters account for every event.
     assert_eq!(snap.totals.dropped, 0);
@@ -153,7 +180,12 @@ fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
     let mut calls = 0;
     let mut ok = 0;
     for s in &tally.scenarios {
-        assert!(s.skipped.is_none(), "{} skipped: {:?}", s.scenario, s.skipped);
+        assert!(
+            s.skipped.is_none(),
+            "{} skipped: {:?}",
+            s.scenario,
+            s.skipped
+        );
         calls += s.calls;
         ok += s.ok;
         for (e, n) in &s.errnos {
@@ -182,7 +214,10 @@ fn stat_counts_equal_ftrace_and_the_workloads_errnos() {
     assert_eq!(collapse.ok, collapse.calls, "every full range collapses");
     let uffd = by("uffd-holes");
     let ebusy = uffd.errnos.get("EBUSY").copied().unwrap_or(0);
-    assert_eq!(ebusy, uffd.calls, "every uffd-holes call is refused with EBUSY");
+    assert_eq!(
+        ebusy, uffd.calls,
+        "every uffd-holes call is refused with EBUSY"
+    );
     let key = |r: &str| ("mm_khugepaged_collapse_file".to_string(), r.to_string());
     assert_eq!(ours.get(&key("exceed_none_pte")).copied(), Some(ebusy));
     assert!(
@@ -197,7 +232,10 @@ fn pid_filter_counts_only_that_process_in_the_kernel() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A filter for a pid that does nothing: the workload's events must not be counted.
-    let idle = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let idle = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
     let pid = idle.id().to_string();
     let stat = start_attached(&["stat", "--json", "--pid", &pid]);
     let tally = provoke(&["collapse", "-n", "5"]);
@@ -238,7 +276,10 @@ fn doctor_reads_this_kernel() {
     let out = Command::new(BIN).arg("doctor").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("read from the kernel's tracepoint format"), "{text}");
+    assert!(
+        text.contains("read from the kernel's tracepoint format"),
+        "{text}"
+    );
     assert!(text.contains("=page_filled"), "{text}");
     assert!(text.contains("verdict: ready to trace"), "{text}");
 }
@@ -255,5 +296,93 @@ fn a_tracefs_without_the_tracepoints_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{text}");
-    assert!(text.contains("mm_khugepaged_scan_file") && text.contains("MISSING"), "{text}");
+    assert!(
+        text.contains("mm_khugepaged_scan_file") && text.contains("MISSING"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_privileges_the_error_names_the_capabilities() {
+    require_root(); // to drop them
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(BIN)
+        .args(["stat", "--duration", "1s"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("sudo"), "{err}");
+}
+
+#[test]
+fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A tracefs copy that has scan_file's real format but no collapse_file.
+    let real = Tracefs::open(None).expect("tracefs");
+    let dir = std::env::temp_dir().join(format!("ct-one-tp-{}", std::process::id()));
+    let ev = dir.join("events/huge_memory/mm_khugepaged_scan_file");
+    std::fs::create_dir_all(&ev).unwrap();
+    std::fs::copy(
+        real.event_dir("huge_memory", "mm_khugepaged_scan_file").join("format"),
+        ev.join("format"),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["stat", "--json", "--duration", "4s", "--tracefs"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let tally = provoke(&["uffd-holes", "-n", "4"]);
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no huge_memory:mm_khugepaged_collapse_file"), "{err}");
+    let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    let attached: Vec<(&str, bool)> =
+        snap.tracepoints.iter().map(|t| (t.name.as_str(), t.attached)).collect();
+    assert_eq!(
+        attached,
+        [("mm_khugepaged_scan_file", true), ("mm_khugepaged_collapse_file", false)]
+    );
+    let ours = ours_for(&snap, tally.pid);
+    assert_eq!(
+        ours,
+        Counts::from([(
+            ("mm_khugepaged_scan_file".to_string(), "exceed_none_pte".to_string()),
+            4
+        )])
+    );
+}
+
+#[test]
+fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Filter by comm so the kernel counters hold only the workload's events.
+    let stat = start_attached(&[
+        "stat",
+        "--json",
+        "--ring-size",
+        "4096",
+        "--stall-reader",
+        "--comm",
+        "collapse-trace",
+    ]);
+    let tally = provoke(&["collapse", "-n", "300"]);
+    let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
+    eprintln!("tiny ring: {:?}", snap.totals);
+    assert!(snap.totals.dropped > 0, "a 4 KiB ring with a stalled reader must overflow");
+    assert_eq!(snap.totals.delivered + snap.totals.dropped, snap.totals.events);
+    for t in &snap.tracepoints {
+        assert_eq!(t.delivered + t.dropped, t.events, "{}", t.name);
+    }
+    // Two events per successful call, counted exactly in the kernel whatever was dropped.
+    assert_eq!(snap.totals.events, 2 * tally.scenarios[0].calls);
 }

@@ -67,7 +67,9 @@ pub fn parse_line(line: &str) -> Option<FtraceLine> {
     let rest = &line[after_cpu..];
     let ts_colon = rest.find(": ")?;
     let rest = &rest[ts_colon + 2..];
-    let (event, body) = rest.split_once(": ").unwrap_or((rest.trim_end_matches(':'), ""));
+    let (event, body) = rest
+        .split_once(": ")
+        .unwrap_or((rest.trim_end_matches(':'), ""));
     let mut fields = BTreeMap::new();
     for part in body.split(", ") {
         if let Some((k, v)) = part.split_once('=') {
@@ -96,7 +98,10 @@ mod tests {
              result=page_filled",
         )
         .unwrap();
-        assert_eq!((l.comm.as_str(), l.pid, l.tgid, l.cpu), ("collapse-trace", 14551, Some(14551), 1));
+        assert_eq!(
+            (l.comm.as_str(), l.pid, l.tgid, l.cpu),
+            ("collapse-trace", 14551, Some(14551), 1)
+        );
         assert_eq!(l.event, "mm_khugepaged_scan_file");
         assert_eq!(l.result(), Some("page_filled"));
         assert_eq!(l.fields["filename"], "page-filled-3");
@@ -106,7 +111,10 @@ mod tests {
              hpage_pfn=0x0, index=0, addr=7f0000000000, is_shmem=1, filename=f, nr=0, result=exceed_none_pte",
         )
         .unwrap();
-        assert_eq!((l.comm.as_str(), l.pid, l.tgid), ("my [odd]-name", 77, None));
+        assert_eq!(
+            (l.comm.as_str(), l.pid, l.tgid),
+            ("my [odd]-name", 77, None)
+        );
         assert_eq!(l.result(), Some("exceed_none_pte"));
     }
 

@@ -7,11 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use collapse_trace_common::FIELD_ABSENT;
 
-use crate::kernel::{
-    btf, caps,
-    probes::KernelInfo,
-    tracefs::Tracefs,
-};
+use crate::kernel::{btf, caps, probes::KernelInfo, tracefs::Tracefs};
 
 /// Options of `doctor`.
 #[derive(Debug, Args)]
@@ -57,7 +53,7 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     if !missing.is_empty() {
         let _ = writeln!(
             o,
-            "            -> missing {}: run with sudo, or use the systemd unit in the README",
+            "            -> missing {}: run with sudo, or grant the capabilities (README: Privileges)",
             missing.join(" and ")
         );
     }
@@ -84,7 +80,9 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                 "BTF         ok   {} (task_struct.flags at {}; enum scan_result: {} values)",
                 btf::VMLINUX,
                 b.task_flags_offset
-                    .map_or("not found: origin reads `unknown`".into(), |x| format!("+{x}")),
+                    .map_or("not found: origin reads `unknown`".into(), |x| format!(
+                        "+{x}"
+                    )),
                 b.scan_result.len()
             );
         }
@@ -176,7 +174,10 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
         }
     }
 
-    let _ = writeln!(o, "\ntransparent huge pages (read only; collapse-trace never changes them)");
+    let _ = writeln!(
+        o,
+        "\ntransparent huge pages (read only; collapse-trace never changes them)"
+    );
     for f in ["enabled", "shmem_enabled", "khugepaged/defrag"] {
         let p = format!("/sys/kernel/mm/transparent_hugepage/{f}");
         let v = std::fs::read_to_string(&p).unwrap_or_else(|e| format!("unreadable: {e}"));
@@ -187,7 +188,15 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
         "\nknown quirk: the tracepoints copy the dentry's inline name; file names longer than \
          about 40 bytes may show a stale, unrelated name (kernel side, not collapse-trace)."
     );
-    let _ = writeln!(o, "\nverdict: {}", if ok { "ready to trace" } else { "cannot trace: see MISSING above" });
+    let _ = writeln!(
+        o,
+        "\nverdict: {}",
+        if ok {
+            "ready to trace"
+        } else {
+            "cannot trace: see MISSING above"
+        }
+    );
     (o, ok)
 }
 

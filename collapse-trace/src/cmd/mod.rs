@@ -33,6 +33,12 @@ pub struct CollectArgs {
     /// Kernel-side diagnostics through aya-log (costs time on every event).
     #[arg(long)]
     pub kernel_log: bool,
+    /// Read fields with the probe helper even on the compiled layout (testing).
+    #[arg(long, hide = true)]
+    pub force_probe_read: bool,
+    /// Stall the reader: no kernel wakeups, drain every 2 s (overflow tests).
+    #[arg(long, hide = true)]
+    pub stall_reader: bool,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -58,7 +64,18 @@ impl CollectArgs {
             ring_bytes: self.ring_size,
             kernel_log: self.kernel_log,
             tracefs: self.tracefs.clone(),
+            force_probe_read: self.force_probe_read,
+            no_wakeup: self.stall_reader,
         })?)
+    }
+
+    /// How long to wait for a kernel wakeup before draining anyway.
+    pub fn drain_tick(&self) -> Duration {
+        if self.stall_reader {
+            Duration::from_secs(2)
+        } else {
+            crate::kernel::stream::DRAIN_TICK
+        }
     }
 }
 

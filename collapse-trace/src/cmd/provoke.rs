@@ -24,10 +24,7 @@ pub struct ProvokeArgs {
 
 /// Runs `provoke`.
 pub fn run(args: ProvokeArgs) -> Result<()> {
-    let scenario = args
-        .scenario
-        .or(args.scenario_pos)
-        .unwrap_or(Scenario::All);
+    let scenario = args.scenario.or(args.scenario_pos).unwrap_or(Scenario::All);
     let tally = provoke::run(&Options {
         scenario,
         iterations: args.iterations,
@@ -36,7 +33,10 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tally)?);
     } else {
-        println!("provoke (pid {}): what each MADV_COLLAPSE returned", tally.pid);
+        println!(
+            "provoke (pid {}): what each MADV_COLLAPSE returned",
+            tally.pid
+        );
         for s in &tally.scenarios {
             if let Some(why) = &s.skipped {
                 println!("  {:<12} skipped: {why}", s.scenario);

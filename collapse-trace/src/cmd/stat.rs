@@ -11,7 +11,7 @@ use clap::Args;
 use super::{CollectArgs, Stop};
 use crate::{
     export::json::{Filters, Snapshot},
-    kernel::stream::{Collector, DRAIN_TICK},
+    kernel::stream::Collector,
     model::{aggregate::Aggregate, results::meaning},
 };
 
@@ -45,7 +45,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     loop {
         tokio::select! {
             _ = stop.wait() => break,
-            _ = collector.wait(DRAIN_TICK) => {}
+            _ = collector.wait(args.collect.drain_tick()) => {}
         }
         collector.drain(|e| agg.add(&e));
     }
@@ -118,7 +118,11 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
     let _ = writeln!(
         o,
         "{} events: {} successes, {} failures; {} delivered, {} dropped\n",
-        s.totals.events, s.totals.successes, s.totals.failures, s.totals.delivered, s.totals.dropped
+        s.totals.events,
+        s.totals.successes,
+        s.totals.failures,
+        s.totals.delivered,
+        s.totals.dropped
     );
     for t in &s.tracepoints {
         if !t.attached && t.events == 0 {
@@ -175,7 +179,11 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
     }
     if !s.files.is_empty() {
         let _ = writeln!(o, "Top files by failures");
-        let _ = writeln!(o, "  {:>9} {:>9}  {:<32}  FILE", "EVENTS", "FAILURES", "TOP FAILURE");
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>9}  {:<32}  FILE",
+            "EVENTS", "FAILURES", "TOP FAILURE"
+        );
         for f in s.files.iter().take(top) {
             let _ = writeln!(
                 o,

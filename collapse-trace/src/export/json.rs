@@ -209,7 +209,11 @@ impl Snapshot {
                 .sum();
             let dropped = kernel.drops[tp as usize];
             totals.events += total;
-            totals.successes += results.iter().filter(|r| r.success).map(|r| r.count).sum::<u64>();
+            totals.successes += results
+                .iter()
+                .filter(|r| r.success)
+                .map(|r| r.count)
+                .sum::<u64>();
             totals.delivered += delivered;
             totals.dropped += dropped;
             tracepoints.push(TracepointRow {

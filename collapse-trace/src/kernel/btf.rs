@@ -95,7 +95,7 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
                     // With kind_flag, the low 24 bits are the bit offset, the top 8 the
                     // bitfield size (0 for an ordinary member).
                     let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    if bits % 8 == 0 {
+                    if bits.is_multiple_of(8) {
                         out.task_flags_offset = Some(bits / 8);
                     }
                 }
@@ -124,7 +124,7 @@ mod tests {
         // Every kernel this tool supports has BTF; the test machine's must parse.
         let btf = read_vmlinux().expect("this machine has /sys/kernel/btf/vmlinux");
         let off = btf.task_flags_offset.expect("task_struct.flags found");
-        assert!(off > 0 && off < 4096 && off % 4 == 0, "odd offset {off}");
+        assert!(off > 0 && off < 4096 && off.is_multiple_of(4), "odd offset {off}");
     }
 
     #[test]

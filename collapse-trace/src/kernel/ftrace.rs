@@ -20,7 +20,8 @@ impl FtraceInstance {
     /// buffer of `buffer_kb` per CPU.
     pub fn create(tracefs: &Tracefs, name: &str, events: &[&str], buffer_kb: u32) -> Result<Self> {
         let dir = tracefs.root().join("instances").join(name);
-        fs::create_dir(&dir).with_context(|| format!("creating ftrace instance {}", dir.display()))?;
+        fs::create_dir(&dir)
+            .with_context(|| format!("creating ftrace instance {}", dir.display()))?;
         let inst = FtraceInstance { dir };
         inst.write("buffer_size_kb", &buffer_kb.to_string())?;
         inst.write("options/record-tgid", "1")?;
@@ -58,7 +59,9 @@ impl FtraceInstance {
     pub fn overruns(&self) -> Result<u64> {
         let mut total = 0;
         let per_cpu = self.dir.join("per_cpu");
-        for cpu in fs::read_dir(&per_cpu).with_context(|| format!("listing {}", per_cpu.display()))? {
+        for cpu in
+            fs::read_dir(&per_cpu).with_context(|| format!("listing {}", per_cpu.display()))?
+        {
             let stats = fs::read_to_string(cpu?.path().join("stats"))?;
             for l in stats.lines() {
                 if let Some(v) = l.strip_prefix("overrun:") {
@@ -75,7 +78,10 @@ impl Drop for FtraceInstance {
         // Events must be off before the kernel lets the instance go.
         let _ = fs::write(self.dir.join("events/enable"), "0");
         if let Err(e) = fs::remove_dir(&self.dir) {
-            log::warn!("could not remove ftrace instance {}: {e}", self.dir.display());
+            log::warn!(
+                "could not remove ftrace instance {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! aggregation core.
 
 pub mod btf;
-pub mod ftrace;
 pub mod caps;
+pub mod ftrace;
 pub mod probes;
 pub mod stream;
 pub mod tracefs;
@@ -18,7 +18,7 @@ pub enum KernelError {
     #[error(
         "not enough privilege to load eBPF programs: missing {0}. \
          Fix: run as root (`sudo collapse-trace ...`), or grant CAP_BPF and CAP_PERFMON \
-         (plus CAP_SYS_ADMIN for tracefs) to the binary or service (see the README's systemd unit)"
+         (plus CAP_DAC_READ_SEARCH to read tracefs) to the binary or service (README: Privileges)"
     )]
     Privileges(String),
     /// tracefs trouble.

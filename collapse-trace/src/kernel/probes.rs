@@ -41,6 +41,11 @@ pub struct ProbeOptions {
     pub kernel_log: bool,
     /// tracefs location override (tests with hand-made format files).
     pub tracefs: Option<PathBuf>,
+    /// Read every field with `bpf_probe_read_kernel` even when the layout is the compiled
+    /// one: the path a kernel with moved fields takes, exercised on this one by tests.
+    pub force_probe_read: bool,
+    /// Never ask for a wakeup (a stalled reader, for overflow tests).
+    pub no_wakeup: bool,
 }
 
 impl Default for ProbeOptions {
@@ -52,6 +57,8 @@ impl Default for ProbeOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             kernel_log: false,
             tracefs: None,
+            force_probe_read: false,
+            no_wakeup: false,
         }
     }
 }
@@ -192,23 +199,55 @@ pub fn layout_from_format(tp: Tracepoint, f: &EventFormat) -> (TpLayout, Vec<Str
         result: get("result", 4, true),
         filename: get("filename", 4, true),
         pfn: get(if scan { "pfn" } else { "hpfn" }, 8, true),
-        present: if scan { get("present", 4, true) } else { FIELD_ABSENT },
-        swap: if scan { get("swap", 4, true) } else { FIELD_ABSENT },
-        index: if scan { FIELD_ABSENT } else { get("index", 8, true) },
-        addr: if scan { FIELD_ABSENT } else { get("addr", 8, true) },
-        is_shmem: if scan { FIELD_ABSENT } else { get("is_shmem", 1, true) },
-        nr: if scan { FIELD_ABSENT } else { get("nr", 4, true) },
+        present: if scan {
+            get("present", 4, true)
+        } else {
+            FIELD_ABSENT
+        },
+        swap: if scan {
+            get("swap", 4, true)
+        } else {
+            FIELD_ABSENT
+        },
+        index: if scan {
+            FIELD_ABSENT
+        } else {
+            get("index", 8, true)
+        },
+        addr: if scan {
+            FIELD_ABSENT
+        } else {
+            get("addr", 8, true)
+        },
+        is_shmem: if scan {
+            FIELD_ABSENT
+        } else {
+            get("is_shmem", 1, true)
+        },
+        nr: if scan {
+            FIELD_ABSENT
+        } else {
+            get("nr", 4, true)
+        },
         compiled: 0,
     };
     if layout.filename != FIELD_ABSENT && !f.field("filename").is_some_and(|x| x.is_data_loc()) {
-        warnings.push(format!("{}: `filename` is not a __data_loc string; not read", tp.name()));
+        warnings.push(format!(
+            "{}: `filename` is not a __data_loc string; not read",
+            tp.name()
+        ));
         layout.filename = FIELD_ABSENT;
     }
     let compiled = match tp {
         Tracepoint::ScanFile => SCAN_FILE_LAYOUT,
         Tracepoint::CollapseFile => COLLAPSE_FILE_LAYOUT,
     };
-    if layout == (TpLayout { compiled: 0, ..compiled }) {
+    if layout
+        == (TpLayout {
+            compiled: 0,
+            ..compiled
+        })
+    {
         layout.compiled = 1;
     }
     (layout, warnings)
@@ -245,12 +284,19 @@ impl Probes {
         }
 
         let mut config = Config::DEFAULT;
-        for t in &info.tracepoints {
+        for t in info.tracepoints.iter_mut() {
+            if opts.force_probe_read {
+                t.layout.compiled = 0;
+            }
             config.layouts[t.tracepoint as usize] = t.layout;
         }
         config.task_flags_offset = info.task_flags_offset.unwrap_or(u32::MAX);
         config.events = opts.events as u32;
-        config.wakeup_bytes = (opts.ring_bytes / 4) as u64;
+        config.wakeup_bytes = if opts.no_wakeup {
+            u64::MAX
+        } else {
+            (opts.ring_bytes / 4) as u64
+        };
         config.filter_tgid = opts.pid.unwrap_or(0);
         if let Some(comm) = &opts.comm {
             let b = comm.as_bytes();
@@ -357,7 +403,10 @@ impl Probes {
     }
 }
 
-fn take_percpu(ebpf: &mut Ebpf, name: &'static str) -> Result<PerCpuArray<MapData, u64>, KernelError> {
+fn take_percpu(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, KernelError> {
     let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
     PerCpuArray::try_from(map).map_err(|e| KernelError::Map(name, e))
 }
@@ -420,8 +469,7 @@ mod tests {
         let (l, w) = layout_from_format(Tracepoint::ScanFile, &parse_format(SCAN).unwrap());
         assert_eq!(l, SCAN_FILE_LAYOUT);
         assert!(w.is_empty(), "{w:?}");
-        let (l, w) =
-            layout_from_format(Tracepoint::CollapseFile, &parse_format(COLLAPSE).unwrap());
+        let (l, w) = layout_from_format(Tracepoint::CollapseFile, &parse_format(COLLAPSE).unwrap());
         assert_eq!(l, COLLAPSE_FILE_LAYOUT);
         assert!(w.is_empty(), "{w:?}");
     }
@@ -438,9 +486,15 @@ mod tests {
     fn a_missing_or_resized_field_is_absent_with_a_warning() {
         let text = COLLAPSE
             .replace("\tfield:int nr;\toffset:48;\tsize:4;\tsigned:1;\n", "")
-            .replace("bool is_shmem;\toffset:40;\tsize:1;", "int is_shmem;\toffset:40;\tsize:4;");
+            .replace(
+                "bool is_shmem;\toffset:40;\tsize:1;",
+                "int is_shmem;\toffset:40;\tsize:4;",
+            );
         let (l, w) = layout_from_format(Tracepoint::CollapseFile, &parse_format(&text).unwrap());
-        assert_eq!((l.nr, l.is_shmem, l.compiled), (FIELD_ABSENT, FIELD_ABSENT, 0));
+        assert_eq!(
+            (l.nr, l.is_shmem, l.compiled),
+            (FIELD_ABSENT, FIELD_ABSENT, 0)
+        );
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w.iter().any(|w| w.contains("no `nr` field")));
     }
@@ -461,7 +515,13 @@ mod tests {
         let mut kb = btf::KernelBtf::default();
         kb.scan_result.insert(31, "page_filled".into());
         let t = result_table(&[], &kb);
-        assert_eq!((t.source, t.name(31).as_str()), (ResultSource::Btf, "page_filled"));
-        assert_eq!(result_table(&[], &btf::KernelBtf::default()).source, ResultSource::Builtin);
+        assert_eq!(
+            (t.source, t.name(31).as_str()),
+            (ResultSource::Btf, "page_filled")
+        );
+        assert_eq!(
+            result_table(&[], &btf::KernelBtf::default()).source,
+            ResultSource::Builtin
+        );
     }
 }

@@ -30,7 +30,8 @@ impl Collector {
             let ring = probes.take_ring()?;
             // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as
             // long as the AsyncFd owns the ring buffer.
-            let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+            let fd =
+                unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
             Some(fd.map_err(|e| {
                 KernelError::Io("registering the ring buffer with epoll", e.into_parts().1)
             })?)

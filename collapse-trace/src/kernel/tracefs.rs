@@ -24,6 +24,12 @@ pub enum TracefsError {
          fix: run as root, or `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     NotMounted(std::io::Error),
+    /// tracefs is there but this process may not read it.
+    #[error(
+        "tracefs at {0} is not readable by this user; fix: run as root, or add \
+         CAP_DAC_READ_SEARCH to CAP_BPF and CAP_PERFMON"
+    )]
+    Unreadable(PathBuf),
     /// A `--tracefs` directory that does not look like tracefs.
     #[error("{0} has no events/ directory: it is not a tracefs mount")]
     NotTracefs(PathBuf),
@@ -56,6 +62,12 @@ impl Tracefs {
                 root,
                 mounted_by_us: false,
             });
+        }
+        if let Some(root) = CANDIDATES.iter().map(PathBuf::from).find(|p| {
+            std::fs::metadata(p.join("events"))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+        }) {
+            return Err(TracefsError::Unreadable(root));
         }
         let target = Path::new(CANDIDATES[0]);
         mount_tracefs(target).map_err(TracefsError::NotMounted)?;
@@ -310,7 +322,10 @@ mod tests {
         assert_eq!(f.name, "mm_khugepaged_scan_file");
         assert!(f.id > 0);
         let names: Vec<_> = f.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["mm", "pfn", "filename", "present", "swap", "result"]);
+        assert_eq!(
+            names,
+            ["mm", "pfn", "filename", "present", "swap", "result"]
+        );
         let filename = f.field("filename").unwrap();
         assert!(filename.is_data_loc());
         assert_eq!((filename.offset, filename.size), (24, 4));
@@ -327,7 +342,10 @@ mod tests {
     fn parses_real_collapse_file() {
         let f = parse_format(COLLAPSE_FILE).unwrap();
         let is_shmem = f.field("is_shmem").unwrap();
-        assert_eq!((is_shmem.offset, is_shmem.size, is_shmem.ctype.as_str()), (40, 1, "bool"));
+        assert_eq!(
+            (is_shmem.offset, is_shmem.size, is_shmem.ctype.as_str()),
+            (40, 1, "bool")
+        );
         assert_eq!(f.field("nr").unwrap().offset, 48);
         assert_eq!(f.field("result").unwrap().offset, 52);
         assert_eq!(f.symbols["result"][&5], "exceed_none_pte");
@@ -368,7 +386,10 @@ mod tests {
     fn bad_lines_are_errors_with_line_numbers() {
         let text = "name: x\nID: 7\nformat:\n\tfield:int result;\toffset:zz;\tsize:4;\tsigned:1;\n";
         let err = parse_format(text).unwrap_err().to_string();
-        assert!(err.contains("line 4") && err.contains("bad offset"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("bad offset"),
+            "{err}"
+        );
         assert!(matches!(parse_format("name: x\n"), Err(FormatError::NoId)));
     }
 
@@ -379,8 +400,16 @@ mod tests {
         fs::create_dir_all(&ev).unwrap();
         fs::write(ev.join("format"), SCAN_FILE).unwrap();
         let t = Tracefs::open(Some(&dir)).unwrap();
-        assert!(t.format("huge_memory", "mm_khugepaged_scan_file").unwrap().is_some());
-        assert!(t.format("huge_memory", "mm_khugepaged_collapse_file").unwrap().is_none());
+        assert!(
+            t.format("huge_memory", "mm_khugepaged_scan_file")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            t.format("huge_memory", "mm_khugepaged_collapse_file")
+                .unwrap()
+                .is_none()
+        );
         fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
             Tracefs::open(Some(&dir)),

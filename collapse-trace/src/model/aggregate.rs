@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use collapse_trace_common::{NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint};
+use collapse_trace_common::{
+    NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
+};
 
 use super::{
     event::Event,
@@ -257,7 +259,10 @@ mod tests {
         assert_eq!(failures(&p.results, &a.table), 2);
         assert_eq!(dominant(&p.results, true, &a.table), Some(30));
         assert_eq!(dominant(&p.results, false, &a.table), Some(30));
-        assert_eq!(a.files[&b"f2".to_vec()].results[&(Tracepoint::CollapseFile, 5)], 1);
+        assert_eq!(
+            a.files[&b"f2".to_vec()].results[&(Tracepoint::CollapseFile, 5)],
+            1
+        );
         // pte_mapped_hugepage is a success: not in recent failures.
         assert_eq!(a.recent_failures.len(), 3);
     }

@@ -168,10 +168,8 @@ pub(crate) mod tests {
         r.comm[..comm.len()].copy_from_slice(comm);
         r.filename[..name.len()].copy_from_slice(name);
         // SAFETY: viewing a repr(C) value as bytes.
-        unsafe {
-            std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<EventRecord>())
-        }
-        .to_vec()
+        unsafe { std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<EventRecord>()) }
+            .to_vec()
     }
 
     #[test]
@@ -186,7 +184,10 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_wrong_sizes_and_tracepoints() {
-        assert!(matches!(Event::decode(&[0; 8]), Err(DecodeError::Size { .. })));
+        assert!(matches!(
+            Event::decode(&[0; 8]),
+            Err(DecodeError::Size { .. })
+        ));
         let mut r = record(Tracepoint::ScanFile, 1, 0, b"", b"");
         r[64] = 9; // the tracepoint byte
         assert_eq!(Event::decode(&r), Err(DecodeError::Tracepoint(9)));

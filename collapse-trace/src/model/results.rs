@@ -152,8 +152,13 @@ pub fn madvise_errno(name: &str) -> Option<&'static str> {
         n if is_success(n) => None,
         "alloc_huge_page_failed" => Some("ENOMEM"),
         "ccgroup_charge_failed" | "exceed_none_pte" => Some("EBUSY"),
-        "page_count" | "not_suitable_page_count" | "page_locked" | "page_lru"
-        | "page_not_in_lru" | "could_not_delete_page_from_lru" | "page_filled" => Some("EAGAIN"),
+        "page_count"
+        | "not_suitable_page_count"
+        | "page_locked"
+        | "page_lru"
+        | "page_not_in_lru"
+        | "could_not_delete_page_from_lru"
+        | "page_filled" => Some("EAGAIN"),
         _ => Some("EINVAL"),
     }
 }
