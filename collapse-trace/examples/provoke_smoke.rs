@@ -2,11 +2,8 @@
 //!
 //! `cargo run -p collapse-trace --example provoke_smoke -- [SCENARIO] [ITERATIONS]`
 
-// The binary crate has no library target, so the module is compiled in here directly.
-#[path = "../src/provoke/mod.rs"]
-mod provoke;
-
 use clap::ValueEnum;
+use collapse_trace::provoke;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

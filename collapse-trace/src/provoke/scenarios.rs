@@ -1,14 +1,14 @@
 //! The `collapse` and `uffd-holes` scenarios, and the file/mapping plumbing all scenarios share.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr;
 
 use anyhow::{Context, Result};
 
 use super::ScenarioTally;
+use super::tmpfs::TmpfsMount;
 use super::uffd::{self, Armed};
 
 /// A PMD-sized huge page on x86-64, arm64 (4K pages), riscv64 — the size collapse works on.
@@ -24,38 +24,34 @@ const MADV_COLLAPSE: libc::c_int = 25;
 /// A 2 MiB tmpfs file mapped MAP_SHARED at a 2 MiB-aligned address; unmapped and unlinked on
 /// drop.
 #[derive(Debug)]
-pub(super) struct HugeFile {
-    path: PathBuf,
+pub(super) struct HugeFile<'m> {
+    mount: &'m TmpfsMount,
+    name: String,
     file: File,
     addr: *mut u8,
 }
 
-impl HugeFile {
-    /// Creates `dir/name`, sizes it to 2 MiB and maps it aligned (no page is touched yet).
-    pub(super) fn create(dir: &Path, name: &str) -> Result<Self> {
+impl<'m> HugeFile<'m> {
+    /// Creates `name` in the tmpfs, sizes it to 2 MiB and maps it aligned (no page is touched
+    /// yet).
+    pub(super) fn create(mount: &'m TmpfsMount, name: &str) -> Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         anyhow::ensure!(
             page == PAGE as libc::c_long,
             "base page size is {page}, these scenarios assume {PAGE}"
         );
-        let path = dir.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("open({}, O_CREAT|O_EXCL) failed", path.display()))?;
+        let file = mount.create(name)?;
         // From here on a partial HugeFile still unlinks the file on error.
         let mut me = HugeFile {
-            path,
+            mount,
+            name: name.to_string(),
             file,
             addr: ptr::null_mut(),
         };
         me.file
             .set_len(HPAGE as u64)
-            .with_context(|| format!("ftruncate({}, 2 MiB) failed", me.path.display()))?;
+            .with_context(|| format!("ftruncate({name}, 2 MiB) failed"))?;
         me.addr = map_aligned(&me.file)?;
         Ok(me)
     }
@@ -85,7 +81,7 @@ impl HugeFile {
     }
 }
 
-impl Drop for HugeFile {
+impl Drop for HugeFile<'_> {
     fn drop(&mut self) {
         if !self.addr.is_null() {
             // SAFETY: we mapped exactly HPAGE bytes at `addr` and nothing else refers to it now.
@@ -93,8 +89,8 @@ impl Drop for HugeFile {
                 log::warn!("munmap: {}", io::Error::last_os_error());
             }
         }
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            log::warn!("unlink {}: {e}", self.path.display());
+        if let Err(e) = self.mount.unlink(&self.name) {
+            log::warn!("{e:#}");
         }
     }
 }
@@ -170,7 +166,10 @@ pub(super) fn einval_reason() -> String {
             why.push_str(" (shmem_enabled is [deny])");
         } else {
             let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            if status.lines().any(|l| l.replace(' ', "") == "THP_enabled:\t0") {
+            if status
+                .lines()
+                .any(|l| l.replace(' ', "") == "THP_enabled:\t0")
+            {
                 why.push_str(" (THP disabled for this process by prctl(PR_SET_THP_DISABLE))");
             } else {
                 why.push_str(" (kernel older than 6.1, or THP for shmem not supported)");
@@ -196,9 +195,9 @@ pub(super) fn record_first_aware(
 }
 
 /// `collapse`: fully populated aligned files; MADV_COLLAPSE should succeed every time.
-pub(super) fn collapse(dir: &Path, iterations: u32, st: &mut ScenarioTally) -> Result<()> {
+pub(super) fn collapse(mount: &TmpfsMount, iterations: u32, st: &mut ScenarioTally) -> Result<()> {
     for i in 0..iterations {
-        let f = HugeFile::create(dir, &format!("collapse-{i}"))?;
+        let f = HugeFile::create(mount, &format!("collapse-{i}"))?;
         f.touch(|_| true);
         if !record_first_aware(st, f.collapse()) {
             break;
@@ -209,9 +208,13 @@ pub(super) fn collapse(dir: &Path, iterations: u32, st: &mut ScenarioTally) -> R
 
 /// `uffd-holes`: 7 of 8 pages present and a MISSING-mode userfaultfd armed on the range, so
 /// collapse must not fill the holes behind userspace's back: EBUSY (`exceed_none_pte`).
-pub(super) fn uffd_holes(dir: &Path, iterations: u32, st: &mut ScenarioTally) -> Result<()> {
+pub(super) fn uffd_holes(
+    mount: &TmpfsMount,
+    iterations: u32,
+    st: &mut ScenarioTally,
+) -> Result<()> {
     for i in 0..iterations {
-        let f = HugeFile::create(dir, &format!("uffd-holes-{i}"))?;
+        let f = HugeFile::create(mount, &format!("uffd-holes-{i}"))?;
         f.touch(|p| p % 8 != 7);
         // Declared after `f`, so dropped before it: the fd closes before the unmap.
         let _uffd = match uffd::arm_missing(f.addr() as usize, HPAGE)? {

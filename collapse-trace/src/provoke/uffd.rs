@@ -94,7 +94,7 @@ pub(super) fn arm_missing(addr: usize, len: usize) -> Result<Armed> {
         ioctls: 0,
     };
     // SAFETY: `api` is a live, correctly laid out uffdio_api the kernel reads and writes.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, &mut api as *mut UffdioApi) };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, &raw mut api) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
@@ -115,13 +115,7 @@ pub(super) fn arm_missing(addr: usize, len: usize) -> Result<Armed> {
         ioctls: 0,
     };
     // SAFETY: `reg` is a live, correctly laid out uffdio_register the kernel reads and writes.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            UFFDIO_REGISTER as _,
-            &mut reg as *mut UffdioRegister,
-        )
-    };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as _, &raw mut reg) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
