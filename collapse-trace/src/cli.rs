@@ -19,8 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Live terminal UI: results, rates, top offenders and recent failures, as they happen.
+    Top(cmd::top::TopArgs),
     /// Attach, collect, and print counts per tracepoint and result, drops, top processes and files.
     Stat(cmd::stat::StatArgs),
+    /// Daemon: serve Prometheus metrics (/metrics), the stat JSON snapshot (/json), /healthz.
+    Serve(cmd::serve::ServeArgs),
     /// Check what this kernel supports (tracepoints, result names, BTF, privileges, tracefs).
     Doctor(cmd::doctor::DoctorArgs),
     /// Make the kernel produce each collapse case for real (a private tmpfs, real MADV_COLLAPSE).
@@ -41,6 +45,8 @@ pub mod exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {
+        // A daemon logs its start, stop and trouble by default.
+        0 if matches!(cli.command, Command::Serve(_)) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -61,7 +67,9 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
+            Command::Top(a) => cmd::top::run(a).await,
             Command::Stat(a) => cmd::stat::run(a).await,
+            Command::Serve(a) => cmd::serve::run(a).await,
             Command::Doctor(a) => cmd::doctor::run(a),
             Command::Provoke(a) => cmd::provoke::run(a),
         }
@@ -70,9 +78,12 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("collapse-trace: error: {e:#}");
-            let code = e
-                .downcast_ref::<KernelError>()
-                .map_or(exit::FAILURE, KernelError::exit_code);
+            let code = if e.is::<cmd::top::NotATerminal>() {
+                exit::USAGE
+            } else {
+                e.downcast_ref::<KernelError>()
+                    .map_or(exit::FAILURE, KernelError::exit_code)
+            };
             ExitCode::from(code)
         }
     }

@@ -12,3 +12,4 @@ pub mod export;
 pub mod kernel;
 pub mod model;
 pub mod provoke;
+pub mod tui;

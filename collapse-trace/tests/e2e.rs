@@ -306,14 +306,22 @@ fn a_tracefs_without_the_tracepoints_is_a_clear_error() {
 fn without_privileges_the_error_names_the_capabilities() {
     require_root(); // to drop them
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(BIN)
         .args(["stat", "--duration", "1s"])
         .output()
         .expect("setpriv (util-linux) runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("sudo"), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && err.contains("sudo"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -326,7 +334,8 @@ fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
     let ev = dir.join("events/huge_memory/mm_khugepaged_scan_file");
     std::fs::create_dir_all(&ev).unwrap();
     std::fs::copy(
-        real.event_dir("huge_memory", "mm_khugepaged_scan_file").join("format"),
+        real.event_dir("huge_memory", "mm_khugepaged_scan_file")
+            .join("format"),
         ev.join("format"),
     )
     .unwrap();
@@ -343,19 +352,31 @@ fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
     std::fs::remove_dir_all(&dir).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("no huge_memory:mm_khugepaged_collapse_file"), "{err}");
+    assert!(
+        err.contains("no huge_memory:mm_khugepaged_collapse_file"),
+        "{err}"
+    );
     let snap: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
-    let attached: Vec<(&str, bool)> =
-        snap.tracepoints.iter().map(|t| (t.name.as_str(), t.attached)).collect();
+    let attached: Vec<(&str, bool)> = snap
+        .tracepoints
+        .iter()
+        .map(|t| (t.name.as_str(), t.attached))
+        .collect();
     assert_eq!(
         attached,
-        [("mm_khugepaged_scan_file", true), ("mm_khugepaged_collapse_file", false)]
+        [
+            ("mm_khugepaged_scan_file", true),
+            ("mm_khugepaged_collapse_file", false)
+        ]
     );
     let ours = ours_for(&snap, tally.pid);
     assert_eq!(
         ours,
         Counts::from([(
-            ("mm_khugepaged_scan_file".to_string(), "exceed_none_pte".to_string()),
+            (
+                "mm_khugepaged_scan_file".to_string(),
+                "exceed_none_pte".to_string()
+            ),
             4
         )])
     );
@@ -378,8 +399,14 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     let tally = provoke(&["collapse", "-n", "300"]);
     let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
     eprintln!("tiny ring: {:?}", snap.totals);
-    assert!(snap.totals.dropped > 0, "a 4 KiB ring with a stalled reader must overflow");
-    assert_eq!(snap.totals.delivered + snap.totals.dropped, snap.totals.events);
+    assert!(
+        snap.totals.dropped > 0,
+        "a 4 KiB ring with a stalled reader must overflow"
+    );
+    assert_eq!(
+        snap.totals.delivered + snap.totals.dropped,
+        snap.totals.events
+    );
     for t in &snap.tracepoints {
         assert_eq!(t.delivered + t.dropped, t.events, "{}", t.name);
     }

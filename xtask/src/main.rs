@@ -65,6 +65,7 @@ fn main() -> Result<()> {
         }
         Command::Test { args } => {
             setup::setup(&env)?;
+            setup::ensure_debian_packages(&env, setup::TEST_PACKAGES)?;
             test(&env, &args)
         }
         Command::Run { args } => {

@@ -261,3 +261,39 @@ fn leading_number(text: &str) -> Option<u32> {
         .unwrap_or(text.len());
     text[..end].parse().ok()
 }
+
+/// Debian packages the tests drive for real: tmux (the TUI in a real terminal) and
+/// prometheus (a real server scraping the daemon; it brings promtool).
+pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus"];
+
+/// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
+pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            let status = output(env.command("dpkg-query").args(["-W", "-f=${Status}", p]));
+            !status.is_ok_and(|s| s.trim() == "install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "Debian packages for the tests ({}): present",
+            packages.join(", ")
+        );
+        return Ok(());
+    }
+    println!(
+        "Debian packages for the tests: missing {}, installing with apt-get",
+        missing.join(", ")
+    );
+    let mut update = env.command("apt-get");
+    update.args(["update", "-q"]);
+    run(&mut update).context("apt-get update failed (needs root and the Debian mirror)")?;
+    let mut install = env.command("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing);
+    run(&mut install).with_context(|| format!("installing {} failed", missing.join(" ")))
+}

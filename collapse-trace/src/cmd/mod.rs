@@ -2,7 +2,9 @@
 
 pub mod doctor;
 pub mod provoke;
+pub mod serve;
 pub mod stat;
+pub mod top;
 
 use std::{path::PathBuf, time::Duration};
 

@@ -26,6 +26,17 @@ pub struct StatArgs {
     /// Print one JSON document (schema `collapse-trace.stat/1`, docs/json-schema.md).
     #[arg(long)]
     json: bool,
+    /// With --json: keep collecting and print one compact snapshot per interval, one per line
+    /// (NDJSON, same schema), plus a last one when stopped.
+    #[arg(long, requires = "json")]
+    follow: bool,
+    /// Time between snapshots with --follow (e.g. `1s`, `500ms`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// With --follow: print every event as one JSON line (schema `collapse-trace.event/1`)
+    /// instead of the periodic snapshots; one snapshot line still ends the stream.
+    #[arg(long, requires = "follow", conflicts_with = "no_events")]
+    events: bool,
     /// Rows in the process and file tables (text output).
     #[arg(long, default_value_t = 10)]
     top: usize,
@@ -42,6 +53,9 @@ pub async fn run(args: StatArgs) -> Result<()> {
 
     let start = Instant::now();
     let mut stop = Stop::new(args.duration)?;
+    if args.follow {
+        return follow(&args, collector, agg, stop, start).await;
+    }
     loop {
         tokio::select! {
             _ = stop.wait() => break,
@@ -201,4 +215,82 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
         );
     }
     o
+}
+
+/// `stat --json --follow`: NDJSON on stdout until the duration ends, Ctrl-C, SIGTERM or a
+/// closed pipe (all of them a normal end).
+async fn follow(
+    args: &StatArgs,
+    mut collector: Collector,
+    mut agg: Aggregate,
+    mut stop: Stop,
+    start: Instant,
+) -> Result<()> {
+    use crate::export::ndjson::{EventLine, write_line};
+
+    if args.interval.is_zero() {
+        anyhow::bail!("--interval must be more than zero");
+    }
+    let filters = Filters {
+        pid: args.collect.pid,
+        comm: args.collect.comm.clone(),
+    };
+    let events = !args.collect.no_events;
+    let mut out = std::io::stdout().lock();
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed: Option<std::io::Error> = None;
+    loop {
+        let mut due = false;
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = ticks.tick() => due = true,
+            _ = collector.wait(args.collect.drain_tick()) => {}
+        }
+        collector.drain(|e| {
+            agg.add(&e);
+            if args.events && failed.is_none() {
+                failed = write_line(&mut out, &EventLine::new(&e, &agg.table)).err();
+            }
+        });
+        if due && !args.events && failed.is_none() {
+            agg.set_kernel(collector.counters()?);
+            let snap = Snapshot::build(
+                &agg,
+                &collector.probes().info,
+                filters.clone(),
+                events,
+                start.elapsed().as_secs_f64(),
+            );
+            failed = write_line(&mut out, &snap).err();
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    collector.detach();
+    collector.drain(|e| {
+        agg.add(&e);
+        if args.events && failed.is_none() {
+            failed = write_line(&mut out, &EventLine::new(&e, &agg.table)).err();
+        }
+    });
+    agg.set_kernel(collector.counters()?);
+    if failed.is_none() {
+        let snap = Snapshot::build(
+            &agg,
+            &collector.probes().info,
+            filters,
+            events,
+            start.elapsed().as_secs_f64(),
+        );
+        failed = write_line(&mut out, &snap).err();
+    }
+    match failed {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(()),
+    }
 }

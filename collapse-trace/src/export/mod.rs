@@ -1,3 +1,5 @@
 //! Machine-readable outputs.
 
 pub mod json;
+pub mod ndjson;
+pub mod prometheus;

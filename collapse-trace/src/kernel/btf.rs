@@ -124,7 +124,10 @@ mod tests {
         // Every kernel this tool supports has BTF; the test machine's must parse.
         let btf = read_vmlinux().expect("this machine has /sys/kernel/btf/vmlinux");
         let off = btf.task_flags_offset.expect("task_struct.flags found");
-        assert!(off > 0 && off < 4096 && off.is_multiple_of(4), "odd offset {off}");
+        assert!(
+            off > 0 && off < 4096 && off.is_multiple_of(4),
+            "odd offset {off}"
+        );
     }
 
     #[test]

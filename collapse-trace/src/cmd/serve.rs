@@ -1,0 +1,264 @@
+//! `collapse-trace serve`: a daemon for one box or a fleet. One loop drains the kernel into
+//! the aggregation core; HTTP handlers only read the core:
+//!
+//! - `GET /metrics`: Prometheus text exposition ([`crate::export::prometheus`]);
+//! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
+//! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
+//!
+//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use clap::Args;
+
+use super::{CollectArgs, Stop};
+use crate::{
+    export::{
+        json::{Filters, Snapshot},
+        prometheus::{self, COMM_CAP, EventCounts, Source},
+    },
+    kernel::{probes::KernelInfo, stream::Collector},
+    model::aggregate::Aggregate,
+};
+
+/// Default listen address: loopback only; binding elsewhere is an explicit choice. 9867 is in
+/// the range Prometheus exporters use (9100-9999, which its port-allocation list shows as
+/// fully taken); it is not node_exporter's 9100 nor ebpf_exporter's 9435.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9867";
+
+/// How often the kernel counters are re-read into the core (each read is one map lookup per
+/// counter slot, so not on every 50 ms drain).
+pub const COUNTER_REFRESH: Duration = Duration::from_millis(250);
+
+/// `/healthz` fails when the collector loop has not drained for this long.
+pub const STALL: Duration = Duration::from_secs(10);
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    collect: CollectArgs,
+    /// Address and port to listen on (loopback by default; e.g. 0.0.0.0:9867 for a fleet).
+    #[arg(long, short = 'l', default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Distinct comms itemised in collapse_trace_process_events_total; events of further comms
+    /// are counted in collapse_trace_comm_cardinality_capped_total.
+    #[arg(long, default_value_t = COMM_CAP)]
+    max_comms: usize,
+}
+
+/// What the handlers read.
+struct Daemon {
+    agg: Aggregate,
+    counts: EventCounts,
+    info: KernelInfo,
+    filters: Filters,
+    events: bool,
+    started: Instant,
+    last_drain: Instant,
+    decode_errors: u64,
+}
+
+type Shared = Arc<Mutex<Daemon>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, Daemon> {
+    // A panic while holding the lock leaves plain counters behind: still worth serving.
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `serve`.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    // Bind first: a taken port should fail before anything is loaded into the kernel.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let mut stop = Stop::new(None)?;
+
+    let probes = args.collect.attach()?;
+    let events = !args.collect.no_events;
+    let mut collector = Collector::new(probes, events)?;
+    let info = collector.probes().info.clone();
+    let mut agg = Aggregate::new(info.results.clone());
+    agg.set_baseline(collector.counters()?);
+    let state: Shared = Arc::new(Mutex::new(Daemon {
+        agg,
+        counts: EventCounts::new(args.max_comms),
+        info: info.clone(),
+        filters: Filters {
+            pid: args.collect.pid,
+            comm: args.collect.comm.clone(),
+        },
+        events,
+        started: Instant::now(),
+        last_drain: Instant::now(),
+        decode_errors: 0,
+    }));
+
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/json", get(json))
+        .route("/healthz", get(healthz))
+        .route("/", get(index))
+        .with_state(state.clone());
+    let (quit, quit_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = quit_rx.await;
+            })
+            .into_future(),
+    );
+
+    let attached: Vec<&str> = info
+        .tracepoints
+        .iter()
+        .filter(|t| t.attached)
+        .map(|t| t.tracepoint.name())
+        .collect();
+    log::info!(
+        listen:% = local,
+        attached:% = attached.join(","),
+        kernel:% = info.release,
+        pid:% = args.collect.pid.map_or("any".to_string(), |p| p.to_string()),
+        comm:% = args.collect.comm.as_deref().unwrap_or("any"),
+        events = events;
+        "collapse-trace serve: attached to {} on {}; listening on http://{local} (/metrics /json /healthz)",
+        attached.join(", "),
+        info.release
+    );
+
+    let mut refreshed = Instant::now();
+    let outcome = loop {
+        tokio::select! {
+            _ = stop.wait() => break Ok(()),
+            r = &mut server => break Err(match r {
+                Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),
+                Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
+            }),
+            _ = collector.wait(args.collect.drain_tick()) => {}
+        }
+        let counters = if refreshed.elapsed() >= COUNTER_REFRESH {
+            refreshed = Instant::now();
+            Some(collector.counters()?)
+        } else {
+            None
+        };
+        let mut st = lock(&state);
+        let st = &mut *st;
+        collector.drain(|e| {
+            st.agg.add(&e);
+            st.counts.add(&e);
+        });
+        if let Some(k) = counters {
+            st.agg.set_kernel(k);
+        }
+        st.decode_errors = collector.decode_errors;
+        st.last_drain = Instant::now();
+    };
+
+    // Detach first, then one last drain: the final counts account for every event.
+    collector.detach();
+    {
+        let mut st = lock(&state);
+        let st = &mut *st;
+        collector.drain(|e| {
+            st.agg.add(&e);
+            st.counts.add(&e);
+        });
+        st.agg.set_kernel(collector.counters()?);
+        st.decode_errors = collector.decode_errors;
+        let k = st.agg.kernel();
+        let total: u64 = k.counts.iter().flatten().sum();
+        let dropped: u64 = k.drops.iter().sum();
+        log::info!(
+            events = total,
+            delivered = st.agg.delivered_total,
+            dropped = dropped;
+            "collapse-trace serve: detached after {:.1} s; {total} events, {dropped} dropped",
+            st.started.elapsed().as_secs_f64()
+        );
+    }
+    let _ = quit.send(());
+    if outcome.is_ok() {
+        match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(Ok(Err(e))) => log::warn!("HTTP server: {e}"),
+            Err(_) => log::warn!("HTTP connections still open after 5 s; closing them"),
+            _ => {}
+        }
+    }
+    outcome
+}
+
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    let body = {
+        let st = lock(&s);
+        prometheus::render(&Source {
+            agg: &st.agg,
+            counts: &st.counts,
+            info: &st.info,
+            decode_errors: st.decode_errors,
+        })
+    };
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body)
+}
+
+async fn json(State(s): State<Shared>) -> impl IntoResponse {
+    let snap = {
+        let st = lock(&s);
+        Snapshot::build(
+            &st.agg,
+            &st.info,
+            st.filters.clone(),
+            st.events,
+            st.started.elapsed().as_secs_f64(),
+        )
+    };
+    match serde_json::to_string_pretty(&snap) {
+        Ok(mut body) => {
+            body.push('\n');
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("serializing the snapshot: {e}\n"),
+        ),
+    }
+}
+
+async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
+    let since = lock(&s).last_drain.elapsed();
+    if since < STALL {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the collector has not drained for {:.0} s\n",
+                since.as_secs_f64()
+            ),
+        )
+    }
+}
+
+async fn index() -> &'static str {
+    "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/1), /healthz\n"
+}

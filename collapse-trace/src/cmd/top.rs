@@ -1,0 +1,144 @@
+//! `collapse-trace top`: the live terminal UI.
+
+use std::{io::IsTerminal as _, process::Stdio, time::Duration};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use tokio::{process::Command, sync::watch, task::JoinHandle};
+
+use super::{CollectArgs, Stop};
+use crate::{
+    kernel::stream::Collector,
+    tui::{
+        self,
+        app::{App, Header},
+    },
+};
+
+/// Options of `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    collect: CollectArgs,
+    /// Refresh and rate interval (e.g. `1s`, `500ms`).
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+    /// Run the built-in `provoke` scenarios in the background, so every case shows up at once
+    /// on an idle machine (stopped cleanly on quit).
+    #[arg(long)]
+    demo: bool,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 1s or 500ms)"))?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{s:?} is shorter than 100ms"));
+    }
+    Ok(d)
+}
+
+/// A `top` that cannot start because stdout is no terminal.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "top needs a terminal, and stdout is not one; use `collapse-trace stat` for a report or \
+     `collapse-trace stat --json` for machines"
+)]
+pub struct NotATerminal;
+
+/// Runs `top`.
+pub async fn run(args: TopArgs) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        bail!(NotATerminal);
+    }
+    let probes = args.collect.attach()?;
+    let mut collector = Collector::new(probes, true)?;
+    let info = &collector.probes().info;
+    let header = Header {
+        release: info.release.clone(),
+        attached: info
+            .tracepoints
+            .iter()
+            .filter(|t| t.attached)
+            .map(|t| t.tracepoint.name().to_string())
+            .collect(),
+        missing: info
+            .tracepoints
+            .iter()
+            .filter(|t| !t.attached)
+            .map(|t| t.tracepoint.name().to_string())
+            .collect(),
+        filters: match (&args.collect.pid, &args.collect.comm) {
+            (None, None) => "none".to_string(),
+            (pid, comm) => format!(
+                "pid={} comm={}",
+                pid.map_or("any".into(), |p| p.to_string()),
+                comm.as_deref().unwrap_or("any")
+            ),
+        },
+        demo: args.demo,
+    };
+    let table = info.results.clone();
+    let mut app = App::new(
+        table,
+        header,
+        args.interval,
+        collector.counters()?,
+        tui::monotonic_ns(),
+    );
+    let stop = Stop::new(None)?;
+    let demo = args.demo.then(Demo::start);
+
+    let mut terminal = ratatui::try_init()?;
+    let result = tui::run(&mut terminal, &mut app, &mut collector, stop).await;
+    ratatui::restore();
+    collector.detach();
+    if let Some(d) = demo {
+        d.stop().await;
+    }
+    result
+}
+
+/// The `--demo` workload: `provoke all` runs, one after the other, as child processes.
+struct Demo {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let Ok(exe) = std::env::current_exe() else {
+                return;
+            };
+            while !*stopped.borrow() {
+                // Short runs, so that quitting waits at most one of them and the last tally
+                // is complete rather than killed half-way.
+                let child = Command::new(&exe)
+                    .args(["provoke", "all", "--iterations", "20"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(false)
+                    .spawn();
+                let Ok(mut child) = child else { return };
+                let _ = child.wait().await;
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+        });
+        Demo { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .is_err()
+        {
+            log::warn!("the demo workload did not stop within 20 s");
+        }
+    }
+}

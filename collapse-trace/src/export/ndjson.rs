@@ -1,0 +1,133 @@
+//! NDJSON for log shippers: `stat --json --follow` writes one compact
+//! [`Snapshot`](super::json::Snapshot) per line (schema `collapse-trace.stat/1`), and
+//! `--events` one [`EventLine`] per event (schema [`EVENT_SCHEMA`]).
+
+use std::io::{self, Write};
+
+use collapse_trace_common::Tracepoint;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    event::{Event, escape, origin_name},
+    results::{ResultTable, is_success},
+};
+
+/// Schema name and major version of an event line.
+pub const EVENT_SCHEMA: &str = "collapse-trace.event/1";
+
+/// One event, as one JSON line. Fields a tracepoint does not have are absent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventLine {
+    /// Always [`EVENT_SCHEMA`].
+    pub schema: String,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// e.g. `mm_khugepaged_collapse_file`.
+    pub tracepoint: String,
+    /// Result name from the kernel, or `unknown(N)`.
+    pub result: String,
+    /// The kernel's number for it.
+    pub number: i64,
+    /// Whether the range is huge now (`succeeded` or `pte_mapped_hugepage`).
+    pub success: bool,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Task comm, escaped (`\\`, `\xNN`).
+    pub comm: String,
+    /// `khugepaged`, `madvise` or `unknown`.
+    pub origin: String,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// File name from the tracepoint, escaped.
+    pub file: String,
+    /// pfn (scan_file) or hpfn (collapse_file).
+    pub pfn: u64,
+    /// Present pages (scan_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub present: Option<i32>,
+    /// Swap entries (scan_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub swap: Option<i32>,
+    /// Whether the file is shmem (collapse_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub is_shmem: Option<bool>,
+    /// Pages handled (collapse_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nr: Option<i32>,
+    /// Page-cache index (collapse_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub index: Option<u64>,
+    /// Virtual address (collapse_file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub addr: Option<u64>,
+}
+
+impl EventLine {
+    /// The line for one event, with names from `table`.
+    pub fn new(e: &Event, table: &ResultTable) -> EventLine {
+        let result = table.name(e.result);
+        let scan = e.tracepoint == Tracepoint::ScanFile;
+        let collapse = e.tracepoint == Tracepoint::CollapseFile;
+        EventLine {
+            schema: EVENT_SCHEMA.to_string(),
+            ts_ns: e.ts_ns,
+            tracepoint: e.tracepoint.name().to_string(),
+            success: is_success(&result),
+            result,
+            number: e.result,
+            pid: e.pid,
+            tgid: e.tgid,
+            comm: escape(&e.comm),
+            origin: origin_name(e.origin).to_string(),
+            cgroup_id: e.cgroup_id,
+            file: escape(&e.filename),
+            pfn: e.pfn,
+            present: scan.then_some(e.present),
+            swap: scan.then_some(e.swap),
+            is_shmem: collapse.then_some(e.is_shmem),
+            nr: collapse.then_some(e.nr),
+            index: collapse.then_some(e.index),
+            addr: collapse.then_some(e.addr),
+        }
+    }
+}
+
+/// Writes `value` as one compact JSON line.
+pub fn write_line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::tests::record;
+
+    #[test]
+    fn an_event_line_is_one_escaped_line() {
+        let e = Event::decode(&record(
+            Tracepoint::CollapseFile,
+            9,
+            30,
+            b"a\"b\\\n",
+            b"f\nile\xff",
+        ))
+        .unwrap();
+        let line = EventLine::new(&e, &ResultTable::builtin());
+        let mut out = Vec::new();
+        write_line(&mut out, &line).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.ends_with('\n'));
+        let back: EventLine = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, line);
+        assert_eq!(back.comm, "a\"b\\\\\\x0a");
+        assert_eq!(back.file, "f\\x0aile\\xff");
+        assert_eq!(back.result, "page_filled");
+        assert_eq!(back.is_shmem, Some(true));
+        assert_eq!(back.present, None);
+        assert!(!text.contains("\"present\""));
+    }
+}

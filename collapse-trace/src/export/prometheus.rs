@@ -1,0 +1,366 @@
+//! Prometheus text exposition (format 0.0.4) of the aggregation core, for `serve`'s
+//! `/metrics`. Encoded by `prometheus-client` (names, `HELP`/`TYPE` lines, label escaping),
+//! never concatenated by hand.
+//!
+//! Every metric is rebuilt from the aggregation core on each scrape: the core is cumulative,
+//! so the counters are monotonic for the life of the daemon.
+//!
+//! | metric | labels | source |
+//! |---|---|---|
+//! | `collapse_trace_events_total` | tracepoint, result | kernel counters (exact); every known result of an attached tracepoint is exported, zeros included, so `rate()` sees the first event |
+//! | `collapse_trace_events_delivered_total` | tracepoint | records that reached userspace |
+//! | `collapse_trace_events_dropped_total` | tracepoint | records the ring buffer could not take (kernel counter) |
+//! | `collapse_trace_collapse_file_events_total` | shmem, result | delivered `mm_khugepaged_collapse_file` records, by `is_shmem` |
+//! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result | delivered records, for at most [`COMM_CAP`] distinct comms |
+//! | `collapse_trace_comm_cardinality_capped_total` | | delivered records whose comm was past the cap (not itemised) |
+//! | `collapse_trace_decode_errors_total` | | ring records that did not decode (a build mismatch) |
+//! | `collapse_trace_tracepoint_attached` | tracepoint | 1 when attached, 0 when this kernel lacks it |
+//! | `collapse_trace_build_info` | version, kernel_release, result_names | always 1 |
+//!
+//! Label values that come from the kernel (comm, result names) go through
+//! [`escape`](crate::model::event::escape) first: untrusted bytes become printable, reversible
+//! text; the encoder then applies the exposition format's own escaping (`\\`, `\"`, `\n`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use collapse_trace_common::Tracepoint;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+
+use crate::{
+    kernel::probes::KernelInfo,
+    model::{
+        aggregate::Aggregate,
+        event::{Event, escape, origin_name},
+    },
+};
+
+/// `Content-Type` of the body [`render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Default cap on distinct comms itemised in `collapse_trace_process_events_total`: each comm
+/// costs at most (origins x tracepoints x results) series, so 200 comms stay a few thousand
+/// series at worst. Events of further comms are counted in
+/// `collapse_trace_comm_cardinality_capped_total` (and, exactly, in `collapse_trace_events_total`).
+pub const COMM_CAP: usize = 200;
+
+/// Key of one per-comm count: (tracepoint, origin, result number).
+type CommKey = (Tracepoint, &'static str, i64);
+
+/// Counts the aggregation core does not keep, fed the same [`Event`] values as the core.
+#[derive(Debug)]
+pub struct EventCounts {
+    /// `mm_khugepaged_collapse_file` records by (is_shmem, result number).
+    pub by_shmem: BTreeMap<(bool, i64), u64>,
+    /// By raw comm, then (tracepoint, origin, result).
+    pub by_comm: HashMap<Vec<u8>, BTreeMap<CommKey, u64>>,
+    /// Records whose comm was not itemised because `cap` comms were tracked already.
+    pub comm_capped: u64,
+    cap: usize,
+}
+
+impl EventCounts {
+    /// Empty counts that itemise at most `cap` distinct comms.
+    pub fn new(cap: usize) -> EventCounts {
+        EventCounts {
+            by_shmem: BTreeMap::new(),
+            by_comm: HashMap::new(),
+            comm_capped: 0,
+            cap,
+        }
+    }
+
+    /// Takes one event (the same one the aggregation core takes).
+    pub fn add(&mut self, e: &Event) {
+        if e.tracepoint == Tracepoint::CollapseFile {
+            *self.by_shmem.entry((e.is_shmem, e.result)).or_default() += 1;
+        }
+        let key = (e.tracepoint, origin_name(e.origin), e.result);
+        if let Some(c) = self.by_comm.get_mut(&e.comm) {
+            *c.entry(key).or_default() += 1;
+        } else if self.by_comm.len() < self.cap {
+            self.by_comm
+                .insert(e.comm.clone(), BTreeMap::from([(key, 1)]));
+        } else {
+            self.comm_capped += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    tracepoint: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TracepointLabels {
+    tracepoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShmemLabels {
+    shmem: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    comm: String,
+    origin: String,
+    tracepoint: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    kernel_release: String,
+    result_names: String,
+}
+
+/// Everything [`render`] reads.
+pub struct Source<'a> {
+    /// The aggregation core (kernel counters refreshed by the caller).
+    pub agg: &'a Aggregate,
+    /// The extra per-event counts.
+    pub counts: &'a EventCounts,
+    /// What was attached.
+    pub info: &'a KernelInfo,
+    /// Ring records that did not decode.
+    pub decode_errors: u64,
+}
+
+fn result_label(agg: &Aggregate, r: i64) -> String {
+    escape(agg.table.name(r).as_bytes())
+}
+
+/// The `/metrics` body.
+pub fn render(src: &Source<'_>) -> String {
+    let agg = src.agg;
+    let mut reg = Registry::default();
+
+    let events = Family::<ResultLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_events",
+        "Tracepoint hits by result, counted in the kernel (exact, whatever the ring buffer dropped); \
+         success is succeeded (khugepaged) or pte_mapped_hugepage (MADV_COLLAPSE)",
+        events.clone(),
+    );
+    let attached = Family::<TracepointLabels, Gauge>::default();
+    reg.register(
+        "collapse_trace_tracepoint_attached",
+        "1 when the tracepoint is attached, 0 when this kernel lacks it",
+        attached.clone(),
+    );
+    for t in &src.info.tracepoints {
+        let tp = t.tracepoint.name().to_string();
+        attached
+            .get_or_create(&TracepointLabels {
+                tracepoint: tp.clone(),
+            })
+            .set(i64::from(t.attached));
+        if t.attached {
+            // Zeros for every result this kernel names, so the first event is a visible step.
+            for name in agg.table.names.values() {
+                let _ = events.get_or_create(&ResultLabels {
+                    tracepoint: tp.clone(),
+                    result: escape(name.as_bytes()),
+                });
+            }
+        }
+    }
+    for ((tp, r), n) in agg.kernel_results() {
+        events
+            .get_or_create(&ResultLabels {
+                tracepoint: tp.name().to_string(),
+                result: result_label(agg, r),
+            })
+            .inc_by(n);
+    }
+
+    let delivered = Family::<TracepointLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_events_delivered",
+        "Event records that reached userspace through the ring buffer",
+        delivered.clone(),
+    );
+    let dropped = Family::<TracepointLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_events_dropped",
+        "Event records the ring buffer could not take (the events are still in collapse_trace_events_total)",
+        dropped.clone(),
+    );
+    let kernel = agg.kernel();
+    for t in src.info.tracepoints.iter().filter(|t| t.attached) {
+        let tp = t.tracepoint;
+        let l = TracepointLabels {
+            tracepoint: tp.name().to_string(),
+        };
+        dropped.get_or_create(&l).inc_by(kernel.drops[tp as usize]);
+        let d: u64 = agg
+            .delivered
+            .iter()
+            .filter(|((k, _), _)| *k == tp)
+            .map(|(_, n)| n)
+            .sum();
+        delivered.get_or_create(&l).inc_by(d);
+    }
+
+    let shmem = Family::<ShmemLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_collapse_file_events",
+        "Delivered mm_khugepaged_collapse_file records by is_shmem and result",
+        shmem.clone(),
+    );
+    for ((is_shmem, r), n) in &src.counts.by_shmem {
+        shmem
+            .get_or_create(&ShmemLabels {
+                shmem: is_shmem.to_string(),
+                result: result_label(agg, *r),
+            })
+            .inc_by(*n);
+    }
+
+    let process = Family::<ProcessLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_process_events",
+        "Delivered records by task comm (escaped), origin, tracepoint and result; at most the \
+         configured number of distinct comms (default 200), see collapse_trace_comm_cardinality_capped_total",
+        process.clone(),
+    );
+    for (comm, results) in &src.counts.by_comm {
+        let comm = escape(comm);
+        for ((tp, origin, r), n) in results {
+            process
+                .get_or_create(&ProcessLabels {
+                    comm: comm.clone(),
+                    origin: (*origin).to_string(),
+                    tracepoint: tp.name().to_string(),
+                    result: result_label(agg, *r),
+                })
+                .inc_by(*n);
+        }
+    }
+    let capped = Counter::<u64>::default();
+    capped.inc_by(src.counts.comm_capped);
+    reg.register(
+        "collapse_trace_comm_cardinality_capped",
+        "Delivered records not itemised in collapse_trace_process_events_total because the comm cap was reached",
+        capped,
+    );
+
+    let decode = Counter::<u64>::default();
+    decode.inc_by(src.decode_errors);
+    reg.register(
+        "collapse_trace_decode_errors",
+        "Ring records that did not decode: the embedded eBPF object and the binary disagree",
+        decode,
+    );
+
+    reg.register(
+        "collapse_trace_build",
+        "collapse-trace's version, the kernel release, and where the result names came from",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: escape(src.info.release.as_bytes()),
+            result_names: format!("{:?}", agg.table.source).to_lowercase(),
+        }),
+    );
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_text::encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kernel::probes::TracepointInfo,
+        model::{aggregate::KernelCounters, event::tests::record, results::ResultTable},
+    };
+    use collapse_trace_common::TpLayout;
+
+    fn info() -> KernelInfo {
+        KernelInfo {
+            release: "6.18.0-test".into(),
+            tracepoints: Tracepoint::ALL
+                .iter()
+                .map(|&tp| TracepointInfo {
+                    tracepoint: tp,
+                    format: None,
+                    layout: TpLayout::ABSENT,
+                    warnings: vec![],
+                    attached: true,
+                })
+                .collect(),
+            results: ResultTable::builtin(),
+            task_flags_offset: None,
+            tracefs: "/sys/kernel/tracing".into(),
+            tracefs_mounted_by_us: false,
+        }
+    }
+
+    fn ev(tp: Tracepoint, result: i32, comm: &[u8]) -> Event {
+        Event::decode(&record(tp, 7, result, comm, b"f")).unwrap()
+    }
+
+    #[test]
+    fn renders_kernel_counts_drops_and_escaped_comms() {
+        let info = info();
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        let mut counts = EventCounts::new(2);
+        let mut k = KernelCounters::default();
+        agg.set_baseline(k.clone());
+        for comm in [&b"q\"b\\c\n\xff"[..], b"two", b"three", b"q\"b\\c\n\xff"] {
+            let e = ev(Tracepoint::CollapseFile, 30, comm);
+            agg.add(&e);
+            counts.add(&e);
+        }
+        k.counts[Tracepoint::CollapseFile as usize][30] = 5;
+        k.drops[Tracepoint::CollapseFile as usize] = 1;
+        agg.set_kernel(k);
+        let body = render(&Source {
+            agg: &agg,
+            counts: &counts,
+            info: &info,
+            decode_errors: 0,
+        });
+        let has = |l: &str| assert!(body.lines().any(|x| x == l), "no line {l:?} in\n{body}");
+        has("# TYPE collapse_trace_events_total counter");
+        has(
+            "collapse_trace_events_total{tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\"} 5",
+        );
+        has(
+            "collapse_trace_events_total{tracepoint=\"mm_khugepaged_scan_file\",result=\"page_filled\"} 0",
+        );
+        has("collapse_trace_events_dropped_total{tracepoint=\"mm_khugepaged_collapse_file\"} 1");
+        has("collapse_trace_events_delivered_total{tracepoint=\"mm_khugepaged_collapse_file\"} 4");
+        has("collapse_trace_collapse_file_events_total{shmem=\"true\",result=\"page_filled\"} 4");
+        // escape() gives q"b\\c\x0a\xff; the exposition format then escapes `"` and `\`.
+        has(
+            "collapse_trace_process_events_total{comm=\"q\\\"b\\\\\\\\c\\\\x0a\\\\xff\",origin=\"madvise\",\
+             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\"} 2",
+        );
+        // Two comms itemised, the third counted as capped.
+        assert!(!body.contains("comm=\"three\""));
+        has("collapse_trace_comm_cardinality_capped_total 1");
+        has(&format!(
+            "collapse_trace_build_info{{version=\"{}\",kernel_release=\"6.18.0-test\",result_names=\"builtin\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ));
+        // No raw control character or invalid UTF-8 reaches the body.
+        assert!(!body.chars().any(|c| c.is_control() && c != '\n'));
+        for l in body.lines() {
+            assert!(
+                l.starts_with("# ") || l.starts_with("collapse_trace_"),
+                "{l:?}"
+            );
+        }
+    }
+}
