@@ -4,56 +4,281 @@
 //! reads them back. Changing a layout means changing both sides in the same commit.
 #![no_std]
 
-/// The tracepoints collapse-trace knows. The discriminant is the index used in every map.
+/// What an event record or a counter row is about. The discriminant is the index used in
+/// every map.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tracepoint {
-    /// `huge_memory:mm_khugepaged_scan_file`: a file/shmem range was scanned.
+    /// `huge_memory:mm_khugepaged_scan_file`: a file/shmem range was scanned; carries the
+    /// attempt's final result.
     ScanFile = 0,
     /// `huge_memory:mm_khugepaged_collapse_file`: collapse_file() finished (or rolled back).
     CollapseFile = 1,
+    /// `huge_memory:mm_khugepaged_scan_pmd`: an anonymous range was scanned.
+    ScanPmd = 2,
+    /// `huge_memory:mm_collapse_huge_page`: collapse of an anonymous range finished.
+    CollapseHugePage = 3,
+    /// A MADV_COLLAPSE call returned (`syscalls:sys_exit_madvise` or
+    /// `sys_exit_process_madvise`); its "result" is the errno (0 for success).
+    MadviseCall = 4,
 }
 
-impl Tracepoint {
-    /// Every tracepoint, in index order.
-    pub const ALL: [Tracepoint; NUM_TRACEPOINTS] = [Tracepoint::ScanFile, Tracepoint::CollapseFile];
+/// How many record kinds the maps are sized for.
+pub const NUM_TRACEPOINTS: usize = 5;
 
-    /// The tracepoint for a map index, if it is one.
+impl Tracepoint {
+    /// Every kind, in index order.
+    pub const ALL: [Tracepoint; NUM_TRACEPOINTS] = [
+        Tracepoint::ScanFile,
+        Tracepoint::CollapseFile,
+        Tracepoint::ScanPmd,
+        Tracepoint::CollapseHugePage,
+        Tracepoint::MadviseCall,
+    ];
+
+    /// The kind for a map index, if it is one.
     pub const fn from_index(i: u8) -> Option<Tracepoint> {
         match i {
             0 => Some(Tracepoint::ScanFile),
             1 => Some(Tracepoint::CollapseFile),
+            2 => Some(Tracepoint::ScanPmd),
+            3 => Some(Tracepoint::CollapseHugePage),
+            4 => Some(Tracepoint::MadviseCall),
             _ => None,
         }
     }
 
+    /// The name used in every output: the tracefs event name, or `madvise_collapse` for
+    /// MADV_COLLAPSE calls.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tracepoint::ScanFile => "mm_khugepaged_scan_file",
+            Tracepoint::CollapseFile => "mm_khugepaged_collapse_file",
+            Tracepoint::ScanPmd => "mm_khugepaged_scan_pmd",
+            Tracepoint::CollapseHugePage => "mm_collapse_huge_page",
+            Tracepoint::MadviseCall => "madvise_collapse",
+        }
+    }
+
+    /// The kind of a name from [`Tracepoint::name`].
+    pub fn from_name(name: &str) -> Option<Tracepoint> {
+        Tracepoint::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Anonymous-memory side.
+    pub const fn is_anon(self) -> bool {
+        matches!(self, Tracepoint::ScanPmd | Tracepoint::CollapseHugePage)
+    }
+
+    /// The scan tracepoints: one event per attempt, carrying its final result.
+    pub const fn is_scan(self) -> bool {
+        matches!(self, Tracepoint::ScanFile | Tracepoint::ScanPmd)
+    }
+}
+
+/// A kernel attach point: a tracepoint collapse-trace's programs attach to.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Probe {
+    /// `huge_memory:mm_khugepaged_scan_file`.
+    ScanFile = 0,
+    /// `huge_memory:mm_khugepaged_collapse_file`.
+    CollapseFile = 1,
+    /// `huge_memory:mm_khugepaged_scan_pmd`.
+    ScanPmd = 2,
+    /// `huge_memory:mm_collapse_huge_page`.
+    CollapseHugePage = 3,
+    /// `syscalls:sys_enter_madvise`.
+    EnterMadvise = 4,
+    /// `syscalls:sys_exit_madvise`.
+    ExitMadvise = 5,
+    /// `syscalls:sys_enter_process_madvise`.
+    EnterProcessMadvise = 6,
+    /// `syscalls:sys_exit_process_madvise`.
+    ExitProcessMadvise = 7,
+}
+
+/// How many attach points there are.
+pub const NUM_PROBES: usize = 8;
+
+impl Probe {
+    /// Every probe, in index order.
+    pub const ALL: [Probe; NUM_PROBES] = [
+        Probe::ScanFile,
+        Probe::CollapseFile,
+        Probe::ScanPmd,
+        Probe::CollapseHugePage,
+        Probe::EnterMadvise,
+        Probe::ExitMadvise,
+        Probe::EnterProcessMadvise,
+        Probe::ExitProcessMadvise,
+    ];
+
     /// The tracefs event group.
     pub const fn group(self) -> &'static str {
-        "huge_memory"
+        match self {
+            Probe::ScanFile | Probe::CollapseFile | Probe::ScanPmd | Probe::CollapseHugePage => {
+                "huge_memory"
+            }
+            _ => "syscalls",
+        }
     }
 
     /// The tracefs event name.
     pub const fn name(self) -> &'static str {
         match self {
-            Tracepoint::ScanFile => "mm_khugepaged_scan_file",
-            Tracepoint::CollapseFile => "mm_khugepaged_collapse_file",
+            Probe::ScanFile => "mm_khugepaged_scan_file",
+            Probe::CollapseFile => "mm_khugepaged_collapse_file",
+            Probe::ScanPmd => "mm_khugepaged_scan_pmd",
+            Probe::CollapseHugePage => "mm_collapse_huge_page",
+            Probe::EnterMadvise => "sys_enter_madvise",
+            Probe::ExitMadvise => "sys_exit_madvise",
+            Probe::EnterProcessMadvise => "sys_enter_process_madvise",
+            Probe::ExitProcessMadvise => "sys_exit_process_madvise",
         }
     }
 
-    /// The eBPF program attached to this tracepoint (its symbol in the object).
+    /// The eBPF program attached here (its symbol in the object).
     pub const fn program(self) -> &'static str {
         match self {
-            Tracepoint::ScanFile => "scan_file",
-            Tracepoint::CollapseFile => "collapse_file",
+            Probe::ScanFile => "scan_file",
+            Probe::CollapseFile => "collapse_file",
+            Probe::ScanPmd => "scan_pmd",
+            Probe::CollapseHugePage => "collapse_huge_page",
+            Probe::EnterMadvise => "enter_madvise",
+            Probe::ExitMadvise => "exit_madvise",
+            Probe::EnterProcessMadvise => "enter_process_madvise",
+            Probe::ExitProcessMadvise => "exit_process_madvise",
+        }
+    }
+
+    /// The record kind this probe produces or completes.
+    pub const fn kind(self) -> Tracepoint {
+        match self {
+            Probe::ScanFile => Tracepoint::ScanFile,
+            Probe::CollapseFile => Tracepoint::CollapseFile,
+            Probe::ScanPmd => Tracepoint::ScanPmd,
+            Probe::CollapseHugePage => Tracepoint::CollapseHugePage,
+            _ => Tracepoint::MadviseCall,
         }
     }
 }
 
-/// How many tracepoints the maps are sized for.
-pub const NUM_TRACEPOINTS: usize = 2;
+/// Fields the programs read, as indices into [`Layout::offsets`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// `int result` (file) or `int status` (anon).
+    Result = 0,
+    /// `__data_loc char[] filename`.
+    Filename = 1,
+    /// `unsigned long pfn` / `hpfn`.
+    Pfn = 2,
+    /// `int present` (scan_file).
+    Present = 3,
+    /// `int swap` (scan_file).
+    Swap = 4,
+    /// `unsigned long index` (collapse_file).
+    Index = 5,
+    /// `unsigned long addr` (collapse_file).
+    Addr = 6,
+    /// `bool is_shmem` (collapse_file).
+    IsShmem = 7,
+    /// `int nr` (collapse_file).
+    Nr = 8,
+    /// `int referenced` (scan_pmd).
+    Referenced = 9,
+    /// `int none_or_zero` (scan_pmd).
+    NoneOrZero = 10,
+    /// `int unmapped` (scan_pmd).
+    Unmapped = 11,
+    /// `int isolated` (collapse_huge_page).
+    Isolated = 12,
+    /// `behavior` (sys_enter_madvise / process_madvise; 8 bytes like every syscall arg).
+    Behavior = 13,
+    /// `start` (sys_enter_madvise).
+    Start = 14,
+    /// `len_in` (sys_enter_madvise).
+    Len = 15,
+    /// `long ret` (sys_exit_*).
+    Ret = 16,
+}
 
-/// Result slots per tracepoint in the counter map. `scan_result` has about 32 values; the rest is
-/// headroom for newer kernels. A result outside `0..RESULT_SLOTS - 1` lands in the last slot.
+/// How many fields a layout has room for.
+pub const NUM_FIELDS: usize = 17;
+
+/// A field that the running kernel's tracepoint does not have.
+pub const FIELD_ABSENT: u16 = u16::MAX;
+
+/// Offsets (from the record start) of one probe's fields, read from its tracefs `format`
+/// file; [`FIELD_ABSENT`] marks a field the kernel does not have (or the probe does not use).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// By [`Field`].
+    pub offsets: [u16; NUM_FIELDS],
+    /// Non-zero when the offsets equal the compiled ones ([`COMPILED`]): the program then
+    /// loads fields straight from the context at constant offsets (the verifier rejects loads
+    /// at offsets it cannot see as constants); otherwise it reads them with
+    /// `bpf_probe_read_kernel` at these offsets.
+    pub compiled: u16,
+}
+
+impl Layout {
+    /// A layout where no field is present.
+    pub const ABSENT: Layout = Layout {
+        offsets: [FIELD_ABSENT; NUM_FIELDS],
+        compiled: 0,
+    };
+
+    /// The offset of `f`.
+    pub const fn get(&self, f: Field) -> u16 {
+        self.offsets[f as usize]
+    }
+
+    const fn with(mut self, f: Field, off: u16) -> Layout {
+        self.offsets[f as usize] = off;
+        self
+    }
+}
+
+/// The layouts compiled into the programs: kernels 6.x (read off 6.18), by [`Probe`].
+pub const COMPILED: [Layout; NUM_PROBES] = {
+    let a = Layout {
+        offsets: [FIELD_ABSENT; NUM_FIELDS],
+        compiled: 1,
+    };
+    [
+        a.with(Field::Result, 36)
+            .with(Field::Filename, 24)
+            .with(Field::Pfn, 16)
+            .with(Field::Present, 28)
+            .with(Field::Swap, 32),
+        a.with(Field::Result, 52)
+            .with(Field::Filename, 44)
+            .with(Field::Pfn, 16)
+            .with(Field::Index, 24)
+            .with(Field::Addr, 32)
+            .with(Field::IsShmem, 40)
+            .with(Field::Nr, 48),
+        a.with(Field::Result, 32)
+            .with(Field::Pfn, 16)
+            .with(Field::Referenced, 24)
+            .with(Field::NoneOrZero, 28)
+            .with(Field::Unmapped, 36),
+        a.with(Field::Result, 20).with(Field::Isolated, 16),
+        a.with(Field::Start, 16)
+            .with(Field::Len, 24)
+            .with(Field::Behavior, 32),
+        a.with(Field::Ret, 16),
+        a.with(Field::Behavior, 40),
+        a.with(Field::Ret, 16),
+    ]
+};
+
+/// Result slots per kind in the counter map. `scan_result` has about 32 values, errnos used
+/// by MADV_COLLAPSE are below 64; the rest is headroom. A result outside
+/// `0..RESULT_SLOTS - 1` lands in the last slot.
 pub const RESULT_SLOTS: usize = 64;
 
 /// The counter slot for results that do not fit (negative or too large).
@@ -65,8 +290,8 @@ pub const FILENAME_LEN: usize = 256;
 /// Bytes of comm (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 
-/// A field that the running kernel's tracepoint does not have.
-pub const FIELD_ABSENT: u16 = u16::MAX;
+/// `madvise(..., MADV_COLLAPSE)`.
+pub const MADV_COLLAPSE: u64 = 25;
 
 /// Who caused the event.
 #[repr(u8)]
@@ -91,87 +316,13 @@ impl Origin {
     }
 }
 
-/// Offsets (from the record start) of the fields of one tracepoint, read from its tracefs
-/// `format` file. [`FIELD_ABSENT`] marks a field this kernel does not have.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TpLayout {
-    /// `int result`.
-    pub result: u16,
-    /// `__data_loc char[] filename`.
-    pub filename: u16,
-    /// `unsigned long pfn` (scan_file) or `hpfn` (collapse_file).
-    pub pfn: u16,
-    /// `int present` (scan_file).
-    pub present: u16,
-    /// `int swap` (scan_file).
-    pub swap: u16,
-    /// `unsigned long index` (collapse_file).
-    pub index: u16,
-    /// `unsigned long addr` (collapse_file).
-    pub addr: u16,
-    /// `bool is_shmem` (collapse_file).
-    pub is_shmem: u16,
-    /// `int nr` (collapse_file).
-    pub nr: u16,
-    /// Non-zero when this layout equals the one compiled into the program
-    /// ([`SCAN_FILE_LAYOUT`] / [`COLLAPSE_FILE_LAYOUT`]): the program then loads fields straight
-    /// from the context at constant offsets (the verifier rejects loads at offsets it cannot see
-    /// as constants); otherwise it reads them with `bpf_probe_read_kernel` at these offsets.
-    pub compiled: u16,
-}
-
-impl TpLayout {
-    /// A layout where no field is present.
-    pub const ABSENT: TpLayout = TpLayout {
-        result: FIELD_ABSENT,
-        filename: FIELD_ABSENT,
-        pfn: FIELD_ABSENT,
-        present: FIELD_ABSENT,
-        swap: FIELD_ABSENT,
-        index: FIELD_ABSENT,
-        addr: FIELD_ABSENT,
-        is_shmem: FIELD_ABSENT,
-        nr: FIELD_ABSENT,
-        compiled: 0,
-    };
-}
-
-/// `mm_khugepaged_scan_file` as laid out by kernels 6.x (read off 6.18).
-pub const SCAN_FILE_LAYOUT: TpLayout = TpLayout {
-    result: 36,
-    filename: 24,
-    pfn: 16,
-    present: 28,
-    swap: 32,
-    index: FIELD_ABSENT,
-    addr: FIELD_ABSENT,
-    is_shmem: FIELD_ABSENT,
-    nr: FIELD_ABSENT,
-    compiled: 1,
-};
-
-/// `mm_khugepaged_collapse_file` as laid out by kernels 6.x (read off 6.18).
-pub const COLLAPSE_FILE_LAYOUT: TpLayout = TpLayout {
-    result: 52,
-    filename: 44,
-    pfn: 16,
-    present: FIELD_ABSENT,
-    swap: FIELD_ABSENT,
-    index: 24,
-    addr: 32,
-    is_shmem: 40,
-    nr: 48,
-    compiled: 1,
-};
-
 /// Read-only configuration, set by userspace before load (a `.rodata` global, so the verifier
 /// sees every value as a constant and prunes what is switched off).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// One layout per [`Tracepoint`].
-    pub layouts: [TpLayout; NUM_TRACEPOINTS],
+    /// One layout per [`Probe`].
+    pub layouts: [Layout; NUM_PROBES],
     /// Offset of `task_struct.flags` from BTF, or `u32::MAX` when unknown (origin then reads
     /// [`Origin::Unknown`]).
     pub task_flags_offset: u32,
@@ -193,7 +344,7 @@ pub struct Config {
 impl Config {
     /// The configuration compiled into the object: the 6.18 layouts, events on, no filter.
     pub const DEFAULT: Config = Config {
-        layouts: [SCAN_FILE_LAYOUT, COLLAPSE_FILE_LAYOUT],
+        layouts: COMPILED,
         task_flags_offset: u32::MAX,
         events: 1,
         wakeup_bytes: 0,
@@ -203,6 +354,23 @@ impl Config {
     };
 }
 
+/// A MADV_COLLAPSE call in progress, by thread id in the `CALLS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallInfo {
+    /// `bpf_ktime_get_ns()` at syscall entry: the call's id on this thread.
+    pub enter_ns: u64,
+    /// `start` argument (0 for process_madvise, whose ranges are in an iovec).
+    pub start: u64,
+    /// `len_in` argument (0 for process_madvise).
+    pub len: u64,
+    /// [`CALL_PROCESS_MADVISE`] or 0.
+    pub flags: u64,
+}
+
+/// The call was a process_madvise(2).
+pub const CALL_PROCESS_MADVISE: u8 = 1;
+
 /// One event, as written to the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -211,17 +379,20 @@ pub struct EventRecord {
     pub ts_ns: u64,
     /// `bpf_get_current_cgroup_id()`.
     pub cgroup_id: u64,
-    /// `pfn` (scan_file) or `hpfn` (collapse_file).
+    /// `pfn` (scan_file, scan_pmd) or `hpfn` (collapse_file).
     pub pfn: u64,
-    /// Page-cache index (collapse_file).
+    /// Page-cache index (collapse_file); `len` of a MADV_COLLAPSE call.
     pub index: u64,
-    /// Virtual address (collapse_file).
+    /// Virtual address (collapse_file); `start` of a MADV_COLLAPSE call.
     pub addr: u64,
+    /// Entry time of the MADV_COLLAPSE call this event happened in (on this thread), or 0
+    /// (khugepaged, or no call tracked).
+    pub call_ns: u64,
     /// Thread id.
     pub pid: u32,
     /// Process id.
     pub tgid: u32,
-    /// The `scan_result` number.
+    /// The `scan_result` number, or for [`Tracepoint::MadviseCall`] the errno (0: success).
     pub result: i32,
     /// Present pages (scan_file).
     pub present: i32,
@@ -229,14 +400,22 @@ pub struct EventRecord {
     pub swap: i32,
     /// Pages handled (collapse_file).
     pub nr: i32,
+    /// Referenced pages (scan_pmd).
+    pub referenced: i32,
+    /// Empty or zero-page PTEs (scan_pmd).
+    pub none_or_zero: i32,
+    /// Swapped-out PTEs (scan_pmd).
+    pub unmapped: i32,
+    /// Pages isolated (collapse_huge_page).
+    pub isolated: i32,
     /// [`Tracepoint`] index.
     pub tracepoint: u8,
     /// [`Origin`].
     pub origin: u8,
     /// `is_shmem` (collapse_file).
     pub is_shmem: u8,
-    /// Reserved, zero.
-    pub _pad: u8,
+    /// [`CALL_PROCESS_MADVISE`] for a process_madvise call record.
+    pub call_flags: u8,
     /// Bytes of `filename` used (without the NUL).
     pub filename_len: u32,
     /// Task comm, NUL-padded.
@@ -247,18 +426,25 @@ pub struct EventRecord {
 
 /// Map names, shared so neither side can misspell them.
 pub mod maps {
-    /// Per-CPU `u64` counters, index `tracepoint * RESULT_SLOTS + result`.
+    /// Per-CPU `u64` counters, index `kind * RESULT_SLOTS + result`.
     pub const COUNTS: &str = "COUNTS";
-    /// Per-CPU `u64` records that could not be reserved, index `tracepoint`.
+    /// Per-CPU `u64` records that could not be reserved, index `kind`.
     pub const DROPS: &str = "DROPS";
+    /// Per-CPU `u64` MADV_COLLAPSE calls that could not be tracked (the `CALLS` map was full).
+    pub const UNTRACKED_CALLS: &str = "UNTRACKED_CALLS";
     /// The ring buffer of [`crate::EventRecord`].
     pub const EVENTS: &str = "EVENTS";
+    /// MADV_COLLAPSE calls in progress, by thread id.
+    pub const CALLS: &str = "CALLS";
     /// The `.rodata` global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
 }
 
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+/// Threads that can be inside MADV_COLLAPSE at once before calls go untracked.
+pub const MAX_CALLS: u32 = 16384;
 
 #[cfg(feature = "user")]
 mod user {

@@ -1,29 +1,31 @@
-//! collapse-trace's kernel programs: one small function per tracepoint.
+//! collapse-trace's kernel programs: one small function per attach point.
 //!
-//! Each event: apply the load-time filter, bump the per-CPU counter for (tracepoint, result),
-//! then (unless counting only) reserve a ring-buffer record, or count a drop when the ring is
-//! full. Field offsets come from the running kernel's tracefs `format` files through the
-//! read-only `CONFIG`, so the verifier sees them as constants.
+//! A huge_memory event: apply the load-time filter, bump the per-CPU counter for
+//! (kind, result), then (unless counting only) reserve a ring-buffer record, or count a drop
+//! when the ring is full. MADV_COLLAPSE calls: the syscall entry remembers the call per
+//! thread, so events inside it carry the call's id, and the exit counts the errno and sends a
+//! call record. Field offsets come from the running kernel's tracefs `format` files through
+//! the read-only `CONFIG`, so the verifier sees them as constants.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
     },
     macros::{map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
-    COLLAPSE_FILE_LAYOUT, COMM_LEN, Config, DEFAULT_RING_BYTES, EventRecord, FIELD_ABSENT,
-    NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, SCAN_FILE_LAYOUT, TpLayout,
-    Tracepoint,
+    CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, DEFAULT_RING_BYTES, EventRecord,
+    FIELD_ABSENT, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
+    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
 };
 
 /// Set by userspace before load (`.rodata`: frozen, so the verifier knows every value).
@@ -38,20 +40,62 @@ static COUNTS: PerCpuArray<u64> =
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_TRACEPOINTS as u32, 0);
 
 #[map]
+static UNTRACKED_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map]
+static CALLS: HashMap<u32, CallInfo> = HashMap::with_max_entries(MAX_CALLS, 0);
 
 /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread (khugepaged).
 const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[tracepoint]
 pub fn scan_file(ctx: TracePointContext) -> u32 {
-    handle(&ctx, Tracepoint::ScanFile, &SCAN_FILE_LAYOUT);
+    collapse_event::<{ Probe::ScanFile as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn collapse_file(ctx: TracePointContext) -> u32 {
-    handle(&ctx, Tracepoint::CollapseFile, &COLLAPSE_FILE_LAYOUT);
+    collapse_event::<{ Probe::CollapseFile as usize }>(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn scan_pmd(ctx: TracePointContext) -> u32 {
+    collapse_event::<{ Probe::ScanPmd as usize }>(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn collapse_huge_page(ctx: TracePointContext) -> u32 {
+    collapse_event::<{ Probe::CollapseHugePage as usize }>(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn enter_madvise(ctx: TracePointContext) -> u32 {
+    call_enter::<{ Probe::EnterMadvise as usize }>(&ctx, 0);
+    0
+}
+
+#[tracepoint]
+pub fn enter_process_madvise(ctx: TracePointContext) -> u32 {
+    call_enter::<{ Probe::EnterProcessMadvise as usize }>(&ctx, CALL_PROCESS_MADVISE);
+    0
+}
+
+#[tracepoint]
+pub fn exit_madvise(ctx: TracePointContext) -> u32 {
+    call_exit::<{ Probe::ExitMadvise as usize }>(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn exit_process_madvise(ctx: TracePointContext) -> u32 {
+    call_exit::<{ Probe::ExitProcessMadvise as usize }>(&ctx);
     0
 }
 
@@ -63,40 +107,43 @@ macro_rules! conf {
     };
 }
 
-/// Reads field `$field` of type `$ty` from the tracepoint record. When the running kernel's
+/// Reads field `$field` of type `$ty` from probe `$p`'s record. When the running kernel's
 /// layout equals the compiled one, a direct context load at a constant offset (the cheapest
 /// access; the verifier only allows constant offsets into the context); otherwise a
 /// `bpf_probe_read_kernel` at the offset read from tracefs; 0 when the kernel lacks the field.
 macro_rules! field {
-    ($ctx:expr, $tp:expr, $compiled:expr, $field:ident, $ty:ty) => {{
-        let i = $tp as usize;
-        if conf!(layouts[i].compiled) != 0 {
-            if $compiled.$field == FIELD_ABSENT {
+    ($ctx:expr, $p:expr, $field:expr, $ty:ty) => {{
+        let compiled_off: u16 = COMPILED[$p].offsets[$field as usize];
+        if conf!(layouts[$p].compiled) != 0 {
+            if compiled_off == FIELD_ABSENT {
                 0 as $ty
             } else {
+                // SAFETY: a constant offset inside the record, checked by the verifier.
                 unsafe {
                     *($ctx.as_ptr() as *const u8)
-                        .add($compiled.$field as usize)
+                        .add(compiled_off as usize)
                         .cast::<$ty>()
                 }
             }
         } else {
-            let off = conf!(layouts[i].$field);
+            let off = conf!(layouts[$p].offsets[$field as usize]);
             if off == FIELD_ABSENT {
                 0 as $ty
             } else {
+                // SAFETY: the probe helper tolerates any address.
                 unsafe { $ctx.read_at::<$ty>(off as usize) }.unwrap_or(0 as $ty)
             }
         }
     }};
 }
 
+/// The load-time filter. Returns the current pid_tgid and comm when the task passes.
 #[inline(always)]
-fn handle(ctx: &TracePointContext, tp: Tracepoint, compiled: &TpLayout) {
+fn admit() -> Option<(u64, [u8; COMM_LEN])> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if conf!(filter_tgid) != 0 && conf!(filter_tgid) != tgid {
-        return;
+        return None;
     }
     let comm = if conf!(filter_comm_on) != 0 || conf!(events) != 0 {
         bpf_get_current_comm().unwrap_or([0; COMM_LEN])
@@ -104,36 +151,60 @@ fn handle(ctx: &TracePointContext, tp: Tracepoint, compiled: &TpLayout) {
         [0; COMM_LEN]
     };
     if conf!(filter_comm_on) != 0 && comm != conf!(filter_comm) {
-        return;
+        return None;
     }
+    Some((pid_tgid, comm))
+}
 
-    let result: i32 = field!(ctx, tp, compiled, result, i32);
+#[inline(always)]
+fn count(kind: Tracepoint, result: i32) {
     let slot = if (result as u32) < RESULT_OVERFLOW_SLOT {
         result as u32
     } else {
         RESULT_OVERFLOW_SLOT
     };
-    bump(&COUNTS, tp as u32 * RESULT_SLOTS as u32 + slot);
+    bump(&COUNTS, kind as u32 * RESULT_SLOTS as u32 + slot);
+}
 
+#[inline(always)]
+fn collapse_event<const P: usize>(ctx: &TracePointContext) {
+    let kind = match P {
+        0 => Tracepoint::ScanFile,
+        1 => Tracepoint::CollapseFile,
+        2 => Tracepoint::ScanPmd,
+        _ => Tracepoint::CollapseHugePage,
+    };
+    let Some((pid_tgid, comm)) = admit() else {
+        return;
+    };
+    let result: i32 = field!(ctx, P, Field::Result, i32);
+    count(kind, result);
     if conf!(events) == 0 {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<EventRecord>(0) else {
-        bump(&DROPS, tp as u32);
+        bump(&DROPS, kind as u32);
         debug!(
             ctx,
-            "ring buffer full: dropped tp={} result={}", tp as u8, result
+            "ring buffer full: dropped kind={} result={}", kind as u8, result
         );
         return;
     };
-    let pfn = field!(ctx, tp, compiled, pfn, u64);
-    let index = field!(ctx, tp, compiled, index, u64);
-    let addr = field!(ctx, tp, compiled, addr, u64);
-    let present = field!(ctx, tp, compiled, present, i32);
-    let swap = field!(ctx, tp, compiled, swap, i32);
-    let nr = field!(ctx, tp, compiled, nr, i32);
-    let is_shmem = field!(ctx, tp, compiled, is_shmem, u8);
-    let loc = field!(ctx, tp, compiled, filename, u32);
+    let tid = pid_tgid as u32;
+    // SAFETY: a lookup of a plain value by key; the reference is used at once.
+    let call_ns = unsafe { CALLS.get(&tid) }.map_or(0, |c| c.enter_ns);
+    let pfn = field!(ctx, P, Field::Pfn, u64);
+    let index = field!(ctx, P, Field::Index, u64);
+    let addr = field!(ctx, P, Field::Addr, u64);
+    let present = field!(ctx, P, Field::Present, i32);
+    let swap = field!(ctx, P, Field::Swap, i32);
+    let nr = field!(ctx, P, Field::Nr, i32);
+    let referenced = field!(ctx, P, Field::Referenced, i32);
+    let none_or_zero = field!(ctx, P, Field::NoneOrZero, i32);
+    let unmapped = field!(ctx, P, Field::Unmapped, i32);
+    let isolated = field!(ctx, P, Field::Isolated, i32);
+    let is_shmem = field!(ctx, P, Field::IsShmem, u8);
+    let loc = field!(ctx, P, Field::Filename, u32);
     let origin = origin() as u8;
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved, writable record of the right size; every field is
@@ -144,16 +215,21 @@ fn handle(ctx: &TracePointContext, tp: Tracepoint, compiled: &TpLayout) {
         (*rec).pfn = pfn;
         (*rec).index = index;
         (*rec).addr = addr;
-        (*rec).pid = pid_tgid as u32;
-        (*rec).tgid = tgid;
+        (*rec).call_ns = call_ns;
+        (*rec).pid = tid;
+        (*rec).tgid = (pid_tgid >> 32) as u32;
         (*rec).result = result;
         (*rec).present = present;
         (*rec).swap = swap;
         (*rec).nr = nr;
-        (*rec).tracepoint = tp as u8;
+        (*rec).referenced = referenced;
+        (*rec).none_or_zero = none_or_zero;
+        (*rec).unmapped = unmapped;
+        (*rec).isolated = isolated;
+        (*rec).tracepoint = kind as u8;
         (*rec).origin = origin;
         (*rec).is_shmem = is_shmem;
-        (*rec)._pad = 0;
+        (*rec).call_flags = 0;
         (*rec).comm = comm;
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
@@ -165,16 +241,99 @@ fn handle(ctx: &TracePointContext, tp: Tracepoint, compiled: &TpLayout) {
             }
         }
     }
-    // Waking the reader costs microseconds per event in a guest (IRQ work), more than the rest
-    // of the program: wake it only once the ring is filling up; the reader also drains on a
-    // short timer, so records below the threshold are never stranded.
+    entry.submit(submit_flags());
+}
+
+/// Remembers a MADV_COLLAPSE call on this thread, so the events inside it and its errno can
+/// be joined.
+#[inline(always)]
+fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
+    let behavior = field!(ctx, P, Field::Behavior, u64);
+    if behavior != MADV_COLLAPSE {
+        return;
+    }
+    let Some((pid_tgid, _)) = admit() else {
+        return;
+    };
+    let call = CallInfo {
+        // SAFETY: no preconditions.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        start: field!(ctx, P, Field::Start, u64),
+        len: field!(ctx, P, Field::Len, u64),
+        flags: flags as u64,
+    };
+    if CALLS
+        .insert(&(pid_tgid as u32), &call, BPF_ANY as u64)
+        .is_err()
+    {
+        bump(&UNTRACKED_CALLS, 0);
+    }
+}
+
+/// Counts the errno of a tracked MADV_COLLAPSE call and sends its record.
+#[inline(always)]
+fn call_exit<const P: usize>(ctx: &TracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // Every madvise exit passes here; only tracked calls go further.
+    // SAFETY: a lookup of a plain value by key, copied out at once.
+    let Some(call) = (unsafe { CALLS.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = CALLS.remove(&tid);
+    let ret = field!(ctx, P, Field::Ret, i64);
+    let errno = if ret < 0 { (-ret) as i32 } else { 0 };
+    count(Tracepoint::MadviseCall, errno);
+    if conf!(events) == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<EventRecord>(0) else {
+        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        return;
+    };
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    let rec = entry.as_mut_ptr();
+    // SAFETY: as in collapse_event.
+    unsafe {
+        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).cgroup_id = bpf_get_current_cgroup_id();
+        (*rec).pfn = 0;
+        (*rec).index = call.len;
+        (*rec).addr = call.start;
+        (*rec).call_ns = call.enter_ns;
+        (*rec).pid = tid;
+        (*rec).tgid = (pid_tgid >> 32) as u32;
+        (*rec).result = errno;
+        (*rec).present = 0;
+        (*rec).swap = 0;
+        (*rec).nr = 0;
+        (*rec).referenced = 0;
+        (*rec).none_or_zero = 0;
+        (*rec).unmapped = 0;
+        (*rec).isolated = 0;
+        (*rec).tracepoint = Tracepoint::MadviseCall as u8;
+        (*rec).origin = Origin::Madvise as u8;
+        (*rec).is_shmem = 0;
+        (*rec).call_flags = call.flags as u8;
+        (*rec).comm = comm;
+        (*rec).filename_len = 0;
+        (*rec).filename[0] = 0;
+    }
+    entry.submit(submit_flags());
+}
+
+/// Waking the reader costs microseconds per event in a guest (IRQ work), more than the rest
+/// of the program: wake it only once the ring is filling up; the reader also drains on a
+/// short timer, so records below the threshold are never stranded.
+#[inline(always)]
+fn submit_flags() -> u64 {
     let wakeup_bytes = conf!(wakeup_bytes);
     let flags = if wakeup_bytes == 0 || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
+    flags as u64
 }
 
 /// The khugepaged kernel thread, or a user task (a MADV_COLLAPSE caller): told apart by

@@ -107,6 +107,15 @@ fn ours_for(snap: &Snapshot, tgid: u32) -> Counts {
         .collect()
 }
 
+/// The huge_memory events only (ftrace's instance records those; calls are checked against
+/// the workload's own tally).
+fn events_only(c: &Counts) -> Counts {
+    c.iter()
+        .filter(|((tp, _), _)| tp != "madvise_collapse")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
 fn ftrace_for(text: &str, tgid: u32) -> Counts {
     let mut c = Counts::new();
     for l in text.lines().filter_map(parse_line) {
@@ -134,21 +143,27 @@ fn check_against_ftrace(extra: &[&str]) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tracefs = Tracefs::open(None).expect("tracefs");
+    // The workload runs under a name of its own; both collapse-trace (in BPF) and ftrace (its
+    // own event filter) keep only that task, so other work on the machine cannot interfere.
+    let comm = format!("ct-f{}", std::process::id() % 1_000_000);
     let instance = FtraceInstance::create(
         &tracefs,
         &format!("collapse-trace-e2e-{}", std::process::id()),
         &[
             "huge_memory/mm_khugepaged_scan_file",
             "huge_memory/mm_khugepaged_collapse_file",
+            "huge_memory/mm_khugepaged_scan_pmd",
+            "huge_memory/mm_collapse_huge_page",
         ],
+        Some(&format!("comm == \"{comm}\"")),
         16384,
     )
     .expect("private ftrace instance");
 
-    let mut args = vec!["stat", "--json"];
+    let mut args = vec!["stat", "--json", "--comm", &comm];
     args.extend_from_slice(extra);
     let stat = start_attached(&args);
-    let tally = provoke(&["all"]);
+    let tally = provoke(&["all", "--comm", &comm]);
     let json = sigint_and_wait(stat);
     instance.stop().unwrap();
     let trace = instance.read().expect("ftrace record");
@@ -166,13 +181,17 @@ fn check_against_ftrace(extra: &[&str]) {
         tally.pid
     );
     assert_eq!(
-        ours, truth,
+        events_only(&ours),
+        truth,
         "collapse-trace vs ftrace, per tracepoint and result"
     );
 
     // Nothing lost, and the kernel counters account for every event.
     assert_eq!(snap.totals.dropped, 0);
-    assert_eq!(snap.totals.delivered, snap.totals.events);
+    assert_eq!(
+        snap.totals.delivered,
+        snap.totals.events + snap.totals.calls
+    );
 
     // The workload's errnos. Every MADV_COLLAPSE call emits one scan_file event carrying its
     // final result, so the errno classes of those results must equal the tally exactly.
@@ -196,7 +215,7 @@ fn check_against_ftrace(extra: &[&str]) {
     let mut seen_ok = 0;
     let mut scans = 0;
     for ((tp, result), n) in &ours {
-        if tp == "mm_khugepaged_scan_file" {
+        if tp == "mm_khugepaged_scan_file" || tp == "mm_khugepaged_scan_pmd" {
             scans += n;
             match madvise_errno(result) {
                 Some(e) => *seen.entry(e.to_string()).or_default() += n,
@@ -204,9 +223,48 @@ fn check_against_ftrace(extra: &[&str]) {
             }
         }
     }
-    assert_eq!(scans, calls, "one scan_file event per MADV_COLLAPSE call");
+    assert_eq!(scans, calls, "one scan event per MADV_COLLAPSE call");
     assert_eq!(seen_ok, ok, "successful calls vs success results");
     assert_eq!(seen, expected, "errnos vs the results behind them");
+
+    // The calls as collapse-trace saw them from the syscall exits: the same errnos.
+    let mut calls_seen: BTreeMap<String, u64> = BTreeMap::new();
+    for ((tp, errno), n) in &ours {
+        if tp == "madvise_collapse" && errno != "ok" {
+            calls_seen.insert(errno.clone(), *n);
+        }
+    }
+    assert_eq!(
+        calls_seen, expected,
+        "madvise exits vs the workload's errnos"
+    );
+    assert_eq!(
+        ours.get(&("madvise_collapse".into(), "ok".into()))
+            .copied()
+            .unwrap_or(0),
+        ok
+    );
+
+    // The join: each errno of this caller, with the final results of the ranges behind it.
+    let caller = snap
+        .callers
+        .iter()
+        .find(|c| c.tgid == tally.pid)
+        .expect("the workload is a MADV_COLLAPSE caller");
+    assert_eq!(caller.calls, calls);
+    for e in &caller.errnos {
+        let scans: u64 = e
+            .results
+            .iter()
+            .filter(|r| r.tracepoint.contains("scan"))
+            .map(|r| r.count)
+            .sum();
+        assert_eq!(scans, e.calls, "{}: one final result per call", e.errno);
+        for r in e.results.iter().filter(|r| r.tracepoint.contains("scan")) {
+            let class = madvise_errno(&r.result).unwrap_or("ok");
+            assert_eq!(class, e.errno, "{} behind {}", r.result, e.errno);
+        }
+    }
 
     // The seed patch's cases, by scenario.
     let by = |name: &str| tally.scenarios.iter().find(|s| s.scenario == name).unwrap();
@@ -225,6 +283,12 @@ fn check_against_ftrace(extra: &[&str]) {
         "the page-filled race produced no page_filled in {} tries",
         by("page-filled").calls
     );
+
+    // The anonymous side: kept apart from the file side, and it succeeds.
+    let anon = by("anon");
+    let key_anon = |r: &str| ("mm_collapse_huge_page".to_string(), r.to_string());
+    assert_eq!(anon.ok, anon.calls);
+    assert_eq!(ours.get(&key_anon("succeeded")).copied(), Some(anon.ok));
 }
 
 #[test]
@@ -253,15 +317,10 @@ fn pid_filter_counts_only_that_process_in_the_kernel() {
 fn duration_stops_by_itself_and_text_output_names_results() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let comm = format!("ct-d{}", std::process::id() % 1_000_000);
     let start = Instant::now();
-    let child = Command::new(BIN)
-        .args(["stat", "--duration", "3s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let tally = provoke(&["uffd-holes", "-n", "3"]);
+    let child = start_attached(&["stat", "--duration", "4s", "--comm", &comm]);
+    let tally = provoke(&["uffd-holes", "-n", "3", "--comm", &comm]);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(start.elapsed() < Duration::from_secs(20));
@@ -366,10 +425,13 @@ fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
         attached,
         [
             ("mm_khugepaged_scan_file", true),
-            ("mm_khugepaged_collapse_file", false)
+            ("mm_khugepaged_collapse_file", false),
+            ("mm_khugepaged_scan_pmd", false),
+            ("mm_collapse_huge_page", false),
+            ("madvise_collapse", false),
         ]
     );
-    let ours = ours_for(&snap, tally.pid);
+    let ours = events_only(&ours_for(&snap, tally.pid));
     assert_eq!(
         ours,
         Counts::from([(
@@ -386,7 +448,8 @@ fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
 fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Filter by comm so the kernel counters hold only the workload's events.
+    // Filter by the workload's own comm so the kernel counters hold only its events.
+    let comm = format!("ct-e{}", std::process::id() % 1_000_000);
     let stat = start_attached(&[
         "stat",
         "--json",
@@ -394,9 +457,9 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
         "4096",
         "--stall-reader",
         "--comm",
-        "collapse-trace",
+        &comm,
     ]);
-    let tally = provoke(&["collapse", "-n", "300"]);
+    let tally = provoke(&["collapse", "-n", "300", "--comm", &comm]);
     let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
     eprintln!("tiny ring: {:?}", snap.totals);
     assert!(
@@ -405,7 +468,7 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     );
     assert_eq!(
         snap.totals.delivered + snap.totals.dropped,
-        snap.totals.events
+        snap.totals.events + snap.totals.calls
     );
     for t in &snap.tracepoints {
         assert_eq!(t.delivered + t.dropped, t.events, "{}", t.name);

@@ -203,6 +203,12 @@ fn start_serve(bin: &Path, args: &[&str], setpriv: Option<&[String]>) -> (Guard,
     (guard, addr)
 }
 
+/// A task name for this test binary's workloads, so that `--comm` filters exactly them even
+/// when other collapse-trace workloads run on the machine.
+fn workload_comm() -> String {
+    format!("ct-s{}", std::process::id() % 1_000_000)
+}
+
 fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
     let out = Command::new(bin)
         .arg("provoke")
@@ -284,7 +290,8 @@ fn prometheus_scrapes_equal_the_daemons_json() {
     let dir = TempDir::new("prom");
     // --comm: khugepaged runs in the background; the kernel counts only the workload (the
     // daemon, also `collapse-trace`, never calls madvise).
-    let (mut daemon, d_addr) = start_serve(Path::new(BIN), &["--comm", "collapse-trace"], None);
+    let comm = workload_comm();
+    let (mut daemon, d_addr) = start_serve(Path::new(BIN), &["--comm", &comm], None);
     assert_eq!(get_ok(d_addr, "/healthz"), "ok\n");
     let (_prom, p_addr) = start_prometheus(&dir.0, d_addr);
 
@@ -298,14 +305,17 @@ fn prometheus_scrapes_equal_the_daemons_json() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let tally = provoke_with(Path::new(BIN), &["all"]);
+    let tally = provoke_with(Path::new(BIN), &["all", "--comm", &comm]);
     // The kernel counters are re-read every 250 ms.
     std::thread::sleep(Duration::from_millis(600));
     let snap: Snapshot = serde_json::from_str(&get_ok(d_addr, "/json")).expect("/json parses");
     assert_eq!(snap.schema, "collapse-trace.stat/1");
-    assert_eq!(snap.filters.comm.as_deref(), Some("collapse-trace"));
+    assert_eq!(snap.filters.comm.as_deref(), Some(comm.as_str()));
     assert_eq!(snap.totals.dropped, 0);
-    assert_eq!(snap.totals.delivered, snap.totals.events);
+    assert_eq!(
+        snap.totals.delivered,
+        snap.totals.events + snap.totals.calls
+    );
     let ours = kernel_counts(&snap);
     let key = |tp: &str, r: &str| (tp.to_string(), r.to_string());
     let cf = "mm_khugepaged_collapse_file";
@@ -368,9 +378,11 @@ fn prometheus_scrapes_equal_the_daemons_json() {
     );
 
     // The per-comm series (from delivered events) say the same for the workload.
-    let q = "sum by (tracepoint, result) (collapse_trace_process_events_total{comm=\"collapse-trace\",\
-             origin=\"madvise\",result=~\"page_filled|exceed_none_pte\"})";
-    let per_comm: BTreeMap<(String, String), u64> = prom_query(p_addr, q)
+    let q = format!(
+        "sum by (tracepoint, result) (collapse_trace_process_events_total{{comm=\"{comm}\",\
+         origin=\"madvise\",result=~\"page_filled|exceed_none_pte\"}})"
+    );
+    let per_comm: BTreeMap<(String, String), u64> = prom_query(p_addr, &q)
         .iter()
         .map(|s| {
             let m = &s["metric"];
@@ -544,8 +556,9 @@ fn serve_runs_with_only_the_units_capabilities() {
         format!("--ambient-caps={set}"),
         format!("--bounding-set=-all,{set}"),
     ];
-    let (mut daemon, addr) = start_serve(Path::new(BIN), &["--comm", "collapse-trace"], Some(&pre));
-    let tally = provoke_with(Path::new(BIN), &["uffd-holes", "-n", "2"]);
+    let comm = workload_comm();
+    let (mut daemon, addr) = start_serve(Path::new(BIN), &["--comm", &comm], Some(&pre));
+    let tally = provoke_with(Path::new(BIN), &["uffd-holes", "-n", "2", "--comm", &comm]);
     std::thread::sleep(Duration::from_millis(600));
     let snap: Snapshot = serde_json::from_str(&get_ok(addr, "/json")).unwrap();
     let p = snap
@@ -563,6 +576,7 @@ fn serve_runs_with_only_the_units_capabilities() {
 fn stat_follow_prints_ndjson() {
     require_root();
     let _serial = serial();
+    let comm = workload_comm();
     for events in [false, true] {
         let mut args = vec![
             "stat",
@@ -571,7 +585,7 @@ fn stat_follow_prints_ndjson() {
             "--interval",
             "300ms",
             "--comm",
-            "collapse-trace",
+            &comm,
         ];
         if events {
             args.push("--events");
@@ -603,7 +617,7 @@ fn stat_follow_prints_ndjson() {
             s
         });
         rx.recv_timeout(Duration::from_secs(30)).expect("attached");
-        let tally = provoke_with(Path::new(BIN), &["uffd-holes", "-n", "3"]);
+        let tally = provoke_with(Path::new(BIN), &["uffd-holes", "-n", "3", "--comm", &comm]);
         std::thread::sleep(Duration::from_millis(700));
         assert!(guard.terminate().success());
         let out = reader.join().unwrap();
@@ -616,10 +630,18 @@ fn stat_follow_prints_ndjson() {
                 .iter()
                 .map(|l| serde_json::from_str(l).expect("an event line"))
                 .collect();
-            assert_eq!(evs.len(), 6, "{out}");
+            assert_eq!(evs.len(), 9, "3 calls x (2 events + the call): {out}");
             assert!(evs.iter().all(|e| e.schema == "collapse-trace.event/1"
                 && e.tgid == tally.pid
-                && e.result == "exceed_none_pte"));
+                && e.call_ns.is_some()));
+            let (calls, events): (Vec<_>, Vec<_>) =
+                evs.iter().partition(|e| e.tracepoint == "madvise_collapse");
+            assert!(
+                calls
+                    .iter()
+                    .all(|e| e.result == "EBUSY" && e.len == Some(2 << 20))
+            );
+            assert!(events.iter().all(|e| e.result == "exceed_none_pte"));
             let shmem = evs.iter().filter(|e| e.is_shmem == Some(true)).count();
             assert_eq!(shmem, 3);
         } else {

@@ -44,9 +44,15 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A task name for this test's workload, so that `--comm` filters exactly it even when other
+/// collapse-trace workloads run on the machine.
+fn workload_comm() -> String {
+    format!("ct-t{}", std::process::id() % 1_000_000)
+}
+
 fn start_stat() -> Child {
     let mut child = Command::new(BIN)
-        .args(["stat", "--json", "--comm", "collapse-trace"])
+        .args(["stat", "--json", "--comm", &workload_comm()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,7 +77,8 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
     let exit_file = std::env::temp_dir().join(format!("{name}.exit"));
     let _ = std::fs::remove_file(&exit_file);
     let cmd = format!(
-        "{BIN} top --comm collapse-trace --interval 500ms; echo $? > {}; sleep 60",
+        "{BIN} top --comm {} --interval 500ms; echo $? > {}; sleep 60",
+        workload_comm(),
         exit_file.display()
     );
     tmux(&[
@@ -93,7 +100,13 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
 
     let stat = start_stat();
     let out = Command::new(BIN)
-        .args(["provoke", "page-filled", "--json"])
+        .args([
+            "provoke",
+            "page-filled",
+            "--json",
+            "--comm",
+            &workload_comm(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -5,7 +5,7 @@ mod setup;
 
 use std::{ffi::OsString, os::unix::process::CommandExt as _, path::Path};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
 use crate::env::{Env, command_line, run};
@@ -124,10 +124,73 @@ fn test(env: &Env, extra: &[OsString]) -> Result<()> {
             cmd.args(extra);
         }
         println!("\n==> [{}/{count}] {name}: {}", i + 1, command_line(&cmd));
-        run(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
+        if i + 1 == count {
+            run_tests(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
+        } else {
+            run(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
+        }
     }
     println!("\n==> all {count} steps passed");
     Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line that sums up every
+/// test binary's `test result:` line: `tests: N passed, M failed, K skipped`.
+fn run_tests(cmd: &mut std::process::Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start `{}`", command_line(cmd)))?;
+    let mut totals = TestTotals::default();
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    ensure!(
+        status.success(),
+        "`{}` failed ({status})",
+        command_line(cmd)
+    );
+    ensure!(totals.passed > 0, "cargo test ran no test");
+    Ok(())
+}
+
+/// Sums of cargo test's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Adds `test result: ok. 9 passed; 0 failed; 1 ignored; ...`; other lines are ignored.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Builds collapse-trace in release mode and replaces this process with it, so that its exit code
@@ -167,4 +230,28 @@ fn is_root() -> Result<bool> {
         .and_then(|ids| ids.split_whitespace().nth(1))
         .with_context(|| format!("no effective uid in {}", status.display()))?;
     Ok(euid == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_test_result_lines() {
+        let mut t = TestTotals::default();
+        t.add_line("test result: ok. 39 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 3.07s");
+        t.add_line(
+            "test result: FAILED. 8 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("test foo ... ok");
+        t.add_line("running 3 tests");
+        assert_eq!(
+            t,
+            TestTotals {
+                passed: 47,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
 }

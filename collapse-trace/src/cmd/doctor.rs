@@ -5,7 +5,6 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Result;
 use clap::Args;
-use collapse_trace_common::FIELD_ABSENT;
 
 use crate::kernel::{btf, caps, probes::KernelInfo, tracefs::Tracefs};
 
@@ -104,14 +103,14 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     match KernelInfo::probe(mounted.as_deref()) {
         Ok(info) => {
             let _ = writeln!(o, "\ntracepoints");
-            for t in &info.tracepoints {
-                let tp = t.tracepoint;
+            for t in &info.probes {
+                let tp = t.probe;
                 match &t.format {
                     None => {
                         let _ = writeln!(
                             o,
-                            "  {:<30} MISSING (the kernel has no such event)",
-                            tp.name()
+                            "  {:<34} MISSING (the kernel has no such event)",
+                            format!("{}:{}", tp.group(), tp.name())
                         );
                     }
                     Some(f) => {
@@ -120,11 +119,11 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                         } else {
                             "layout differs from the compiled one: probe-read path"
                         };
-                        let usable = t.layout.result != FIELD_ABSENT;
+                        let usable = t.usable;
                         let _ = writeln!(
                             o,
-                            "  {:<30} {} id {}, {path}",
-                            tp.name(),
+                            "  {:<34} {} id {}, {path}",
+                            format!("{}:{}", tp.group(), tp.name()),
                             mark(usable),
                             f.id
                         );
@@ -146,6 +145,13 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                 let _ = writeln!(
                     o,
                     "  -> no collapse tracepoint: needs CONFIG_TRANSPARENT_HUGEPAGE and kernel >= ~6.1"
+                );
+            }
+            if !info.probes[collapse_trace_common::Probe::ExitMadvise as usize].usable {
+                let _ = writeln!(
+                    o,
+                    "  -> no syscalls:sys_{{enter,exit}}_madvise (CONFIG_FTRACE_SYSCALLS): \
+                     MADV_COLLAPSE errnos cannot be joined with their results"
                 );
             }
             let r = &info.results;

@@ -20,10 +20,27 @@ pub struct ProvokeArgs {
     /// Print the tally as JSON.
     #[arg(long)]
     json: bool,
+    /// Run under this task name (comm, at most 15 bytes), so that a tracer can filter the
+    /// workload exactly with `--comm NAME`.
+    #[arg(long, value_parser = parse_comm)]
+    comm: Option<std::ffi::CString>,
+}
+
+fn parse_comm(s: &str) -> Result<std::ffi::CString, String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err(format!("{s:?}: a comm is 1 to 15 bytes"));
+    }
+    std::ffi::CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
 /// Runs `provoke`.
 pub fn run(args: ProvokeArgs) -> Result<()> {
+    if let Some(comm) = &args.comm {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) } != 0 {
+            anyhow::bail!("prctl(PR_SET_NAME): {}", std::io::Error::last_os_error());
+        }
+    }
     let scenario = args.scenario.or(args.scenario_pos).unwrap_or(Scenario::All);
     let tally = provoke::run(&Options {
         scenario,

@@ -131,10 +131,13 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
     }
     let _ = writeln!(
         o,
-        "{} events: {} successes, {} failures; {} delivered, {} dropped\n",
+        "{} collapse events: {} successes, {} failures; {} MADV_COLLAPSE calls, {} failed; \
+         {} records delivered, {} dropped\n",
         s.totals.events,
         s.totals.successes,
         s.totals.failures,
+        s.totals.calls,
+        s.totals.failed_calls,
         s.totals.delivered,
         s.totals.dropped
     );
@@ -188,6 +191,39 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
                 p.failures,
                 p.top_failure.as_deref().unwrap_or("-")
             );
+        }
+        let _ = writeln!(o);
+    }
+    if !s.callers.is_empty() {
+        let _ = writeln!(
+            o,
+            "MADV_COLLAPSE callers: what each errno came from (ranges by final result)"
+        );
+        for c in s.callers.iter().take(top) {
+            let _ = writeln!(o, "  {} ({}): {} calls", c.comm, c.tgid, c.calls);
+            for e in &c.errnos {
+                // A scan event carries each range's final result: one per range tried.
+                let behind: Vec<String> = e
+                    .results
+                    .iter()
+                    .filter(|r| {
+                        collapse_trace_common::Tracepoint::from_name(&r.tracepoint)
+                            .is_some_and(|t| t.is_scan())
+                    })
+                    .map(|r| format!("{} {}", r.result, r.count))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "    {:<7} {:>7} calls  <- {}",
+                    e.errno,
+                    e.calls,
+                    if behind.is_empty() {
+                        "no collapse event".to_string()
+                    } else {
+                        behind.join(", ")
+                    }
+                );
+            }
         }
         let _ = writeln!(o);
     }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use collapse_trace_common::Tracepoint;
+
 use crate::{
     kernel::probes::KernelInfo,
     model::{
@@ -42,6 +44,10 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRow>,
     /// Per file (from delivered events), most failures first.
     pub files: Vec<FileRow>,
+    /// MADV_COLLAPSE callers: what their calls returned and the results behind each errno
+    /// (from delivered call records joined with the events inside each call).
+    #[serde(default)]
+    pub callers: Vec<CallerRow>,
     /// Events from processes / files past the tracking cap, counted but not itemised.
     pub untracked: Untracked,
 }
@@ -58,16 +64,50 @@ pub struct Filters {
 /// Totals.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Totals {
-    /// Events counted in the kernel.
+    /// Collapse events counted in the kernel (all tracepoints; MADV_COLLAPSE call records
+    /// are counted in `calls`).
     pub events: u64,
     /// Of which `succeeded` or `pte_mapped_hugepage`.
     pub successes: u64,
     /// The rest.
     pub failures: u64,
-    /// Events that reached userspace.
+    /// Records (collapse events and calls) that reached userspace:
+    /// `delivered + dropped = events + calls`.
     pub delivered: u64,
-    /// Events whose record the ring buffer could not take.
+    /// Records (collapse events and calls) the ring buffer could not take.
     pub dropped: u64,
+    /// MADV_COLLAPSE calls that returned, counted in the kernel.
+    #[serde(default)]
+    pub calls: u64,
+    /// Of which returned an error.
+    #[serde(default)]
+    pub failed_calls: u64,
+}
+
+/// One MADV_COLLAPSE caller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallerRow {
+    /// Process id.
+    pub tgid: u32,
+    /// comm, escaped.
+    pub comm: String,
+    /// Calls delivered.
+    pub calls: u64,
+    /// By errno, most calls first.
+    pub errnos: Vec<ErrnoRow>,
+}
+
+/// The calls of one caller that returned one errno.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrnoRow {
+    /// `ok`, `EAGAIN`, `EBUSY`, ...
+    pub errno: String,
+    /// The number (0 for ok).
+    pub number: i64,
+    /// Calls.
+    pub calls: u64,
+    /// The collapse results those calls produced, most frequent first.
+    pub results: Vec<KeyedCount>,
 }
 
 /// One tracepoint.
@@ -161,7 +201,7 @@ fn keyed(results: &ResultCounts, agg: &Aggregate) -> Vec<KeyedCount> {
         .iter()
         .map(|((tp, r), n)| KeyedCount {
             tracepoint: tp.name().to_string(),
-            result: agg.table.name(*r),
+            result: agg.table.name_of(*tp, *r),
             number: *r,
             count: *n,
         })
@@ -190,7 +230,7 @@ impl Snapshot {
                 .iter()
                 .filter(|((k, _), _)| *k == tp)
                 .map(|((_, r), n)| {
-                    let name = agg.table.name(*r);
+                    let name = agg.table.name_of(tp, *r);
                     ResultRow {
                         success: is_success(&name),
                         result: name,
@@ -208,12 +248,14 @@ impl Snapshot {
                 .map(|(_, n)| n)
                 .sum();
             let dropped = kernel.drops[tp as usize];
-            totals.events += total;
-            totals.successes += results
-                .iter()
-                .filter(|r| r.success)
-                .map(|r| r.count)
-                .sum::<u64>();
+            let successes: u64 = results.iter().filter(|r| r.success).map(|r| r.count).sum();
+            if tp == Tracepoint::MadviseCall {
+                totals.calls += total;
+                totals.failed_calls += total - successes;
+            } else {
+                totals.events += total;
+                totals.successes += successes;
+            }
             totals.delivered += delivered;
             totals.dropped += dropped;
             tracepoints.push(TracepointRow {
@@ -234,7 +276,7 @@ impl Snapshot {
                 tgid: *tgid,
                 comm: escape(&p.comm),
                 origin: p.origin.map_or("unknown", origin_name).to_string(),
-                events: p.results.values().sum(),
+                events: crate::model::aggregate::events(&p.results),
                 failures: failures(&p.results, &agg.table),
                 top_failure: dominant(&p.results, true, &agg.table).map(|r| agg.table.name(r)),
                 results: keyed(&p.results, agg),
@@ -259,6 +301,31 @@ impl Snapshot {
                 .then(a.name.cmp(&b.name))
         });
 
+        let mut callers: Vec<CallerRow> = agg
+            .callers
+            .iter()
+            .map(|(tgid, c)| {
+                let mut errnos: Vec<ErrnoRow> = c
+                    .by_errno
+                    .iter()
+                    .map(|(errno, o)| ErrnoRow {
+                        errno: agg.table.name_of(Tracepoint::MadviseCall, *errno),
+                        number: *errno,
+                        calls: o.calls,
+                        results: keyed(&o.results, agg),
+                    })
+                    .collect();
+                errnos.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.number.cmp(&b.number)));
+                CallerRow {
+                    tgid: *tgid,
+                    comm: escape(&c.comm),
+                    calls: c.by_errno.values().map(|o| o.calls).sum(),
+                    errnos,
+                }
+            })
+            .collect();
+        callers.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
+
         Snapshot {
             schema: SCHEMA.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -271,6 +338,7 @@ impl Snapshot {
             tracepoints,
             processes,
             files,
+            callers,
             untracked: Untracked {
                 process_events: agg.processes_other,
                 file_events: agg.files_other,

@@ -62,14 +62,42 @@ pub struct EventLine {
     /// Virtual address (collapse_file).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub addr: Option<u64>,
+    /// Referenced pages (scan_pmd).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub referenced: Option<i32>,
+    /// Empty or zero-page PTEs (scan_pmd).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub none_or_zero: Option<i32>,
+    /// Swapped-out PTEs (scan_pmd).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unmapped: Option<i32>,
+    /// Pages isolated (collapse_huge_page).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub isolated: Option<i32>,
+    /// Entry time of the MADV_COLLAPSE call the event happened in, or of this call
+    /// (`madvise_collapse` records): joins a call with its events on the same `pid`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub call_ns: Option<u64>,
+    /// `start` of a MADV_COLLAPSE call (0 for process_madvise).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start: Option<u64>,
+    /// `len` of a MADV_COLLAPSE call (0 for process_madvise).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub len: Option<u64>,
+    /// The call was process_madvise(2).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub process_madvise: Option<bool>,
 }
 
 impl EventLine {
     /// The line for one event, with names from `table`.
     pub fn new(e: &Event, table: &ResultTable) -> EventLine {
-        let result = table.name(e.result);
+        let result = table.name_of(e.tracepoint, e.result);
         let scan = e.tracepoint == Tracepoint::ScanFile;
         let collapse = e.tracepoint == Tracepoint::CollapseFile;
+        let pmd = e.tracepoint == Tracepoint::ScanPmd;
+        let anon = e.tracepoint == Tracepoint::CollapseHugePage;
+        let call = e.tracepoint == Tracepoint::MadviseCall;
         EventLine {
             schema: EVENT_SCHEMA.to_string(),
             ts_ns: e.ts_ns,
@@ -90,6 +118,14 @@ impl EventLine {
             nr: collapse.then_some(e.nr),
             index: collapse.then_some(e.index),
             addr: collapse.then_some(e.addr),
+            referenced: pmd.then_some(e.referenced),
+            none_or_zero: pmd.then_some(e.none_or_zero),
+            unmapped: pmd.then_some(e.unmapped),
+            isolated: anon.then_some(e.isolated),
+            call_ns: (e.call_ns != 0).then_some(e.call_ns),
+            start: call.then_some(e.addr),
+            len: call.then_some(e.index),
+            process_madvise: call.then_some(e.process_madvise),
         }
     }
 }

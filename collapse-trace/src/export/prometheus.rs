@@ -97,6 +97,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrnoLabels {
+    errno: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TracepointLabels {
     tracepoint: String,
 }
@@ -134,9 +139,18 @@ pub struct Source<'a> {
     pub decode_errors: u64,
 }
 
-fn result_label(agg: &Aggregate, r: i64) -> String {
-    escape(agg.table.name(r).as_bytes())
+fn result_label(agg: &Aggregate, tp: Tracepoint, r: i64) -> String {
+    escape(agg.table.name_of(tp, r).as_bytes())
 }
+
+/// Errnos exported from zero, so that `rate()` sees the first failing call.
+const ZERO_ERRNOS: [i64; 5] = [
+    0,
+    libc::EAGAIN as i64,
+    libc::EBUSY as i64,
+    libc::ENOMEM as i64,
+    libc::EINVAL as i64,
+];
 
 /// The `/metrics` body.
 pub fn render(src: &Source<'_>) -> String {
@@ -156,6 +170,13 @@ pub fn render(src: &Source<'_>) -> String {
         "1 when the tracepoint is attached, 0 when this kernel lacks it",
         attached.clone(),
     );
+    let calls = Family::<ErrnoLabels, Counter>::default();
+    reg.register(
+        "collapse_trace_madvise_calls",
+        "MADV_COLLAPSE calls (madvise and process_madvise) by the errno they returned (ok for \
+         success), counted in the kernel",
+        calls.clone(),
+    );
     for t in &src.info.tracepoints {
         let tp = t.tracepoint.name().to_string();
         attached
@@ -163,7 +184,15 @@ pub fn render(src: &Source<'_>) -> String {
                 tracepoint: tp.clone(),
             })
             .set(i64::from(t.attached));
-        if t.attached {
+        if t.tracepoint == Tracepoint::MadviseCall {
+            if t.attached {
+                for e in ZERO_ERRNOS {
+                    let _ = calls.get_or_create(&ErrnoLabels {
+                        errno: agg.table.name_of(Tracepoint::MadviseCall, e),
+                    });
+                }
+            }
+        } else if t.attached {
             // Zeros for every result this kernel names, so the first event is a visible step.
             for name in agg.table.names.values() {
                 let _ = events.get_or_create(&ResultLabels {
@@ -174,10 +203,18 @@ pub fn render(src: &Source<'_>) -> String {
         }
     }
     for ((tp, r), n) in agg.kernel_results() {
+        if tp == Tracepoint::MadviseCall {
+            calls
+                .get_or_create(&ErrnoLabels {
+                    errno: result_label(agg, tp, r),
+                })
+                .inc_by(n);
+            continue;
+        }
         events
             .get_or_create(&ResultLabels {
                 tracepoint: tp.name().to_string(),
-                result: result_label(agg, r),
+                result: result_label(agg, tp, r),
             })
             .inc_by(n);
     }
@@ -220,7 +257,7 @@ pub fn render(src: &Source<'_>) -> String {
         shmem
             .get_or_create(&ShmemLabels {
                 shmem: is_shmem.to_string(),
-                result: result_label(agg, *r),
+                result: result_label(agg, Tracepoint::CollapseFile, *r),
             })
             .inc_by(*n);
     }
@@ -240,7 +277,7 @@ pub fn render(src: &Source<'_>) -> String {
                     comm: comm.clone(),
                     origin: (*origin).to_string(),
                     tracepoint: tp.name().to_string(),
-                    result: result_label(agg, *r),
+                    result: result_label(agg, *tp, *r),
                 })
                 .inc_by(*n);
         }
@@ -281,21 +318,18 @@ pub fn render(src: &Source<'_>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        kernel::probes::TracepointInfo,
+        kernel::probes::KindInfo,
         model::{aggregate::KernelCounters, event::tests::record, results::ResultTable},
     };
-    use collapse_trace_common::TpLayout;
 
     fn info() -> KernelInfo {
         KernelInfo {
             release: "6.18.0-test".into(),
+            probes: vec![],
             tracepoints: Tracepoint::ALL
                 .iter()
-                .map(|&tp| TracepointInfo {
+                .map(|&tp| KindInfo {
                     tracepoint: tp,
-                    format: None,
-                    layout: TpLayout::ABSENT,
-                    warnings: vec![],
                     attached: true,
                 })
                 .collect(),
@@ -324,6 +358,7 @@ mod tests {
         }
         k.counts[Tracepoint::CollapseFile as usize][30] = 5;
         k.drops[Tracepoint::CollapseFile as usize] = 1;
+        k.counts[Tracepoint::MadviseCall as usize][11] = 3;
         agg.set_kernel(k);
         let body = render(&Source {
             agg: &agg,
@@ -333,6 +368,12 @@ mod tests {
         });
         let has = |l: &str| assert!(body.lines().any(|x| x == l), "no line {l:?} in\n{body}");
         has("# TYPE collapse_trace_events_total counter");
+        has("collapse_trace_madvise_calls_total{errno=\"EAGAIN\"} 3");
+        has("collapse_trace_madvise_calls_total{errno=\"EBUSY\"} 0");
+        assert!(
+            !body.contains("tracepoint=\"madvise_collapse\",result"),
+            "{body}"
+        );
         has(
             "collapse_trace_events_total{tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\"} 5",
         );

@@ -17,8 +17,15 @@ pub struct FtraceInstance {
 
 impl FtraceInstance {
     /// Creates instance `name` with `events` (`group/name`) enabled, tgids recorded and a
-    /// buffer of `buffer_kb` per CPU.
-    pub fn create(tracefs: &Tracefs, name: &str, events: &[&str], buffer_kb: u32) -> Result<Self> {
+    /// buffer of `buffer_kb` per CPU; `filter` (ftrace filter syntax, e.g. `comm == "x"`)
+    /// applies to every event.
+    pub fn create(
+        tracefs: &Tracefs,
+        name: &str,
+        events: &[&str],
+        filter: Option<&str>,
+        buffer_kb: u32,
+    ) -> Result<Self> {
         let dir = tracefs.root().join("instances").join(name);
         fs::create_dir(&dir)
             .with_context(|| format!("creating ftrace instance {}", dir.display()))?;
@@ -26,6 +33,9 @@ impl FtraceInstance {
         inst.write("buffer_size_kb", &buffer_kb.to_string())?;
         inst.write("options/record-tgid", "1")?;
         for e in events {
+            if let Some(f) = filter {
+                inst.write(&format!("events/{e}/filter"), f)?;
+            }
             inst.write(&format!("events/{e}/enable"), "1")?;
         }
         Ok(inst)

@@ -8,7 +8,7 @@ pub mod probes;
 pub mod stream;
 pub mod tracefs;
 
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::Probe;
 use thiserror::Error;
 
 /// Why the kernel side could not be set up. Each message names the cause and the fix.
@@ -54,10 +54,10 @@ pub enum KernelError {
     Io(&'static str, #[source] std::io::Error),
     /// The verifier refused a program, or attaching failed.
     #[error("{}", program_error(*.0, .1))]
-    Program(Tracepoint, aya::programs::ProgramError),
+    Program(Probe, aya::programs::ProgramError),
 }
 
-fn program_error(tp: Tracepoint, e: &aya::programs::ProgramError) -> String {
+fn program_error(tp: Probe, e: &aya::programs::ProgramError) -> String {
     match probes::verifier_log(e) {
         Some(log) => format!(
             "the kernel's verifier rejected the program for {}:{} ({e}). This kernel may \

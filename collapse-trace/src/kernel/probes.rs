@@ -9,8 +9,8 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use collapse_trace_common::{
-    COLLAPSE_FILE_LAYOUT, COMM_LEN, Config, DEFAULT_RING_BYTES, FIELD_ABSENT, NUM_TRACEPOINTS,
-    RESULT_SLOTS, SCAN_FILE_LAYOUT, TpLayout, Tracepoint, maps,
+    COMM_LEN, COMPILED, Config, DEFAULT_RING_BYTES, FIELD_ABSENT, Field, Layout, NUM_TRACEPOINTS,
+    Probe, RESULT_SLOTS, Tracepoint, maps,
 };
 
 use super::{
@@ -63,18 +63,29 @@ impl Default for ProbeOptions {
     }
 }
 
-/// What the running kernel offers for one tracepoint.
+/// What the running kernel offers for one attach point.
 #[derive(Debug, Clone)]
-pub struct TracepointInfo {
+pub struct ProbeInfo {
     /// Which one.
-    pub tracepoint: Tracepoint,
+    pub probe: Probe,
     /// Its parsed format, `None` when the kernel lacks it.
     pub format: Option<EventFormat>,
     /// The layout handed to the program.
-    pub layout: TpLayout,
+    pub layout: Layout,
     /// Problems worth telling the user (missing fields, odd sizes).
     pub warnings: Vec<String>,
+    /// Whether the kernel has what the program needs.
+    pub usable: bool,
     /// Attached in this run.
+    pub attached: bool,
+}
+
+/// Whether the records of one kind were collected in this run.
+#[derive(Debug, Clone)]
+pub struct KindInfo {
+    /// Which kind.
+    pub tracepoint: Tracepoint,
+    /// Its probes were attached (both entry and exit, for calls).
     pub attached: bool,
 }
 
@@ -83,8 +94,10 @@ pub struct TracepointInfo {
 pub struct KernelInfo {
     /// `uname -r`.
     pub release: String,
-    /// Per tracepoint.
-    pub tracepoints: Vec<TracepointInfo>,
+    /// Per attach point.
+    pub probes: Vec<ProbeInfo>,
+    /// Per record kind, derived from `probes`.
+    pub tracepoints: Vec<KindInfo>,
     /// Result names.
     pub results: ResultTable,
     /// Offset of `task_struct.flags` (origin detection), if BTF had it.
@@ -99,56 +112,82 @@ impl KernelInfo {
     /// Reads formats, BTF and names; loads nothing. Used by `doctor` and by [`Probes::attach`].
     pub fn probe(tracefs: Option<&std::path::Path>) -> Result<KernelInfo, KernelError> {
         let fs = Tracefs::open(tracefs)?;
-        let mut tracepoints = Vec::new();
-        for tp in Tracepoint::ALL {
-            let format = fs.format(tp.group(), tp.name())?;
-            let (layout, warnings) = match &format {
-                Some(f) => layout_from_format(tp, f),
+        let mut probes = Vec::new();
+        for p in Probe::ALL {
+            let format = fs.format(p.group(), p.name())?;
+            let (layout, warnings, usable) = match &format {
+                Some(f) => layout_from_format(p, f),
                 None => (
-                    TpLayout::ABSENT,
+                    Layout::ABSENT,
                     vec![format!(
                         "this kernel has no {}:{} tracepoint",
-                        tp.group(),
-                        tp.name()
+                        p.group(),
+                        p.name()
                     )],
+                    false,
                 ),
             };
-            tracepoints.push(TracepointInfo {
-                tracepoint: tp,
+            probes.push(ProbeInfo {
+                probe: p,
                 format,
                 layout,
                 warnings,
+                usable,
                 attached: false,
             });
+        }
+        // A call is only worth tracking with both its entry and its exit.
+        for (enter, exit) in [
+            (Probe::EnterMadvise, Probe::ExitMadvise),
+            (Probe::EnterProcessMadvise, Probe::ExitProcessMadvise),
+        ] {
+            let both = probes[enter as usize].usable && probes[exit as usize].usable;
+            probes[enter as usize].usable = both;
+            probes[exit as usize].usable = both;
         }
         let kbtf = btf::read_vmlinux()
             .inspect_err(|e| log::warn!("no BTF ({e:#}): origin will read `unknown`"))
             .unwrap_or_default();
-        let results = result_table(&tracepoints, &kbtf);
-        Ok(KernelInfo {
+        let results = result_table(&probes, &kbtf);
+        let mut info = KernelInfo {
             release: kernel_release(),
-            tracepoints,
+            tracepoints: Vec::new(),
+            probes,
             results,
             task_flags_offset: kbtf.task_flags_offset,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
-        })
+        };
+        info.derive_kinds();
+        Ok(info)
     }
 
-    /// Tracepoints the kernel has.
-    pub fn available(&self) -> impl Iterator<Item = &TracepointInfo> {
-        self.tracepoints
-            .iter()
-            .filter(|t| t.format.is_some() && t.layout.result != FIELD_ABSENT)
+    fn derive_kinds(&mut self) {
+        self.tracepoints = Tracepoint::ALL
+            .into_iter()
+            .map(|tp| KindInfo {
+                tracepoint: tp,
+                attached: self
+                    .probes
+                    .iter()
+                    .any(|p| p.probe.kind() == tp && p.attached),
+            })
+            .collect();
+    }
+
+    /// Attach points the kernel has everything for.
+    pub fn available(&self) -> impl Iterator<Item = &ProbeInfo> {
+        self.probes.iter().filter(|p| p.usable)
     }
 }
 
 /// The names: the tracepoints' own tables if any, else BTF's enum, else the built-in copy.
-fn result_table(tps: &[TracepointInfo], kbtf: &btf::KernelBtf) -> ResultTable {
+fn result_table(probes: &[ProbeInfo], kbtf: &btf::KernelBtf) -> ResultTable {
     let mut names = std::collections::BTreeMap::new();
-    for t in tps {
-        if let Some(table) = t.format.as_ref().and_then(|f| f.symbols.get("result")) {
-            for (n, s) in table {
+    for p in probes {
+        let Some(f) = &p.format else { continue };
+        for field in ["result", "status"] {
+            for (n, s) in f.symbols.get(field).into_iter().flatten() {
                 if let Some(old) = names.insert(*n, s.clone())
                     && old != *s
                 {
@@ -167,90 +206,92 @@ fn result_table(tps: &[TracepointInfo], kbtf: &btf::KernelBtf) -> ResultTable {
     ResultTable::builtin()
 }
 
-/// Builds the layout the program gets from a tracepoint's format, checking each field's size.
-pub fn layout_from_format(tp: Tracepoint, f: &EventFormat) -> (TpLayout, Vec<String>) {
+/// The fields each program reads: (field, name in the format file, size, required).
+fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
+    use Field::*;
+    match p {
+        Probe::ScanFile => &[
+            (Result, "result", 4, true),
+            (Filename, "filename", 4, false),
+            (Pfn, "pfn", 8, false),
+            (Present, "present", 4, false),
+            (Swap, "swap", 4, false),
+        ],
+        Probe::CollapseFile => &[
+            (Result, "result", 4, true),
+            (Filename, "filename", 4, false),
+            (Pfn, "hpfn", 8, false),
+            (Index, "index", 8, false),
+            (Addr, "addr", 8, false),
+            (IsShmem, "is_shmem", 1, false),
+            (Nr, "nr", 4, false),
+        ],
+        Probe::ScanPmd => &[
+            (Result, "status", 4, true),
+            (Pfn, "pfn", 8, false),
+            (Referenced, "referenced", 4, false),
+            (NoneOrZero, "none_or_zero", 4, false),
+            (Unmapped, "unmapped", 4, false),
+        ],
+        Probe::CollapseHugePage => &[
+            (Result, "status", 4, true),
+            (Isolated, "isolated", 4, false),
+        ],
+        // Syscall tracepoints store every argument in 8 bytes.
+        Probe::EnterMadvise => &[
+            (Behavior, "behavior", 8, true),
+            (Start, "start", 8, false),
+            (Len, "len_in", 8, false),
+        ],
+        Probe::EnterProcessMadvise => &[(Behavior, "behavior", 8, true)],
+        Probe::ExitMadvise | Probe::ExitProcessMadvise => &[(Ret, "ret", 8, true)],
+    }
+}
+
+/// Builds the layout a program gets from its tracepoint's format, checking each field's
+/// size. Returns the layout, warnings, and whether every required field is there.
+pub fn layout_from_format(p: Probe, f: &EventFormat) -> (Layout, Vec<String>, bool) {
     let mut warnings = Vec::new();
-    let mut get = |name: &str, size: u32, required: bool| -> u16 {
-        match f.field(name) {
-            Some(field) if field.size == size && field.offset < u16::MAX as u32 => {
-                field.offset as u16
+    let mut layout = Layout::ABSENT;
+    let mut usable = true;
+    for &(field, name, size, required) in wanted(p) {
+        let off = match f.field(name) {
+            Some(x) if x.size == size && x.offset < u16::MAX as u32 => {
+                if field == Field::Filename && !x.is_data_loc() {
+                    warnings.push(format!(
+                        "{}: `filename` is not a __data_loc string; not read",
+                        p.name()
+                    ));
+                    FIELD_ABSENT
+                } else {
+                    x.offset as u16
+                }
             }
-            Some(field) => {
+            Some(x) => {
                 warnings.push(format!(
                     "{}: field `{name}` has size {} (expected {size}); not read",
-                    tp.name(),
-                    field.size
+                    p.name(),
+                    x.size
                 ));
                 FIELD_ABSENT
             }
             None => {
-                if required {
-                    warnings.push(format!(
-                        "{}: this kernel has no `{name}` field; reported as 0",
-                        tp.name()
-                    ));
-                }
+                warnings.push(format!(
+                    "{}: this kernel has no `{name}` field; reported as 0",
+                    p.name()
+                ));
                 FIELD_ABSENT
             }
+        };
+        if off == FIELD_ABSENT && required {
+            usable = false;
         }
-    };
-    let scan = tp == Tracepoint::ScanFile;
-    let mut layout = TpLayout {
-        result: get("result", 4, true),
-        filename: get("filename", 4, true),
-        pfn: get(if scan { "pfn" } else { "hpfn" }, 8, true),
-        present: if scan {
-            get("present", 4, true)
-        } else {
-            FIELD_ABSENT
-        },
-        swap: if scan {
-            get("swap", 4, true)
-        } else {
-            FIELD_ABSENT
-        },
-        index: if scan {
-            FIELD_ABSENT
-        } else {
-            get("index", 8, true)
-        },
-        addr: if scan {
-            FIELD_ABSENT
-        } else {
-            get("addr", 8, true)
-        },
-        is_shmem: if scan {
-            FIELD_ABSENT
-        } else {
-            get("is_shmem", 1, true)
-        },
-        nr: if scan {
-            FIELD_ABSENT
-        } else {
-            get("nr", 4, true)
-        },
-        compiled: 0,
-    };
-    if layout.filename != FIELD_ABSENT && !f.field("filename").is_some_and(|x| x.is_data_loc()) {
-        warnings.push(format!(
-            "{}: `filename` is not a __data_loc string; not read",
-            tp.name()
-        ));
-        layout.filename = FIELD_ABSENT;
+        layout.offsets[field as usize] = off;
     }
-    let compiled = match tp {
-        Tracepoint::ScanFile => SCAN_FILE_LAYOUT,
-        Tracepoint::CollapseFile => COLLAPSE_FILE_LAYOUT,
-    };
-    if layout
-        == (TpLayout {
-            compiled: 0,
-            ..compiled
-        })
-    {
+    if layout.offsets == COMPILED[p as usize].offsets {
         layout.compiled = 1;
     }
-    (layout, warnings)
+    (layout, warnings, usable)
 }
 
 /// `uname -r`.
@@ -284,11 +325,11 @@ impl Probes {
         }
 
         let mut config = Config::DEFAULT;
-        for t in info.tracepoints.iter_mut() {
+        for p in info.probes.iter_mut() {
             if opts.force_probe_read {
-                t.layout.compiled = 0;
+                p.layout.compiled = 0;
             }
-            config.layouts[t.tracepoint as usize] = t.layout;
+            config.layouts[p.probe as usize] = p.layout;
         }
         config.task_flags_offset = info.task_flags_offset.unwrap_or(u32::MAX);
         config.events = opts.events as u32;
@@ -326,27 +367,25 @@ impl Probes {
             }
         }
 
-        for t in info.tracepoints.iter_mut() {
-            if t.format.is_none() || t.layout.result == FIELD_ABSENT {
-                for w in &t.warnings {
-                    log::warn!("{w}");
-                }
-                continue;
-            }
-            for w in &t.warnings {
+        for p in info.probes.iter_mut() {
+            for w in &p.warnings {
                 log::warn!("{w}");
             }
-            let tp = t.tracepoint;
+            if !p.usable {
+                continue;
+            }
+            let probe = p.probe;
             let prog: &mut TracePoint = ebpf
-                .program_mut(tp.program())
-                .ok_or(KernelError::MissingProgram(tp.program()))?
+                .program_mut(probe.program())
+                .ok_or(KernelError::MissingProgram(probe.program()))?
                 .try_into()
-                .map_err(|e| KernelError::Program(tp, e))?;
-            prog.load().map_err(|e| KernelError::Program(tp, e))?;
-            prog.attach(tp.group(), tp.name())
-                .map_err(|e| KernelError::Program(tp, e))?;
-            t.attached = true;
+                .map_err(|e| KernelError::Program(probe, e))?;
+            prog.load().map_err(|e| KernelError::Program(probe, e))?;
+            prog.attach(probe.group(), probe.name())
+                .map_err(|e| KernelError::Program(probe, e))?;
+            p.attached = true;
         }
+        info.derive_kinds();
 
         let counts = take_percpu(&mut ebpf, maps::COUNTS)?;
         let drops = take_percpu(&mut ebpf, maps::DROPS)?;
@@ -370,13 +409,13 @@ impl Probes {
     /// Detaches and unloads every program; maps stay readable. `info` keeps saying what was
     /// attached during the run.
     pub fn detach(&mut self) {
-        for t in self.info.tracepoints.iter().filter(|t| t.attached) {
-            if let Some(p) = self.ebpf.program_mut(t.tracepoint.program()) {
+        for t in self.info.probes.iter().filter(|t| t.attached) {
+            if let Some(p) = self.ebpf.program_mut(t.probe.program()) {
                 let p: Result<&mut TracePoint, _> = p.try_into();
                 if let Ok(p) = p
                     && let Err(e) = p.unload()
                 {
-                    log::warn!("detaching {}: {e}", t.tracepoint.name());
+                    log::warn!("detaching {}: {e}", t.probe.name());
                 }
             }
         }
@@ -463,23 +502,37 @@ mod tests {
 
     const SCAN: &str = include_str!("../../tests/data/mm_khugepaged_scan_file.format");
     const COLLAPSE: &str = include_str!("../../tests/data/mm_khugepaged_collapse_file.format");
+    const SCAN_PMD: &str = include_str!("../../tests/data/mm_khugepaged_scan_pmd.format");
+    const HUGE_PAGE: &str = include_str!("../../tests/data/mm_collapse_huge_page.format");
+    const ENTER: &str = include_str!("../../tests/data/sys_enter_madvise.format");
+    const EXIT: &str = include_str!("../../tests/data/sys_exit_madvise.format");
+    const PENTER: &str = include_str!("../../tests/data/sys_enter_process_madvise.format");
 
     #[test]
-    fn this_kernels_layout_is_the_compiled_one() {
-        let (l, w) = layout_from_format(Tracepoint::ScanFile, &parse_format(SCAN).unwrap());
-        assert_eq!(l, SCAN_FILE_LAYOUT);
-        assert!(w.is_empty(), "{w:?}");
-        let (l, w) = layout_from_format(Tracepoint::CollapseFile, &parse_format(COLLAPSE).unwrap());
-        assert_eq!(l, COLLAPSE_FILE_LAYOUT);
-        assert!(w.is_empty(), "{w:?}");
+    fn this_kernels_layouts_are_the_compiled_ones() {
+        for (p, text) in [
+            (Probe::ScanFile, SCAN),
+            (Probe::CollapseFile, COLLAPSE),
+            (Probe::ScanPmd, SCAN_PMD),
+            (Probe::CollapseHugePage, HUGE_PAGE),
+            (Probe::EnterMadvise, ENTER),
+            (Probe::ExitMadvise, EXIT),
+            (Probe::EnterProcessMadvise, PENTER),
+            (Probe::ExitProcessMadvise, EXIT),
+        ] {
+            let (l, w, usable) = layout_from_format(p, &parse_format(text).unwrap());
+            assert_eq!(l, COMPILED[p as usize], "{p:?}");
+            assert!(w.is_empty() && usable, "{p:?}: {w:?}");
+        }
     }
 
     #[test]
     fn a_moved_field_takes_the_generic_path() {
         let text = SCAN.replace("offset:36;\tsize:4;", "offset:40;\tsize:4;");
-        let (l, _) = layout_from_format(Tracepoint::ScanFile, &parse_format(&text).unwrap());
-        assert_eq!(l.result, 40);
+        let (l, _, usable) = layout_from_format(Probe::ScanFile, &parse_format(&text).unwrap());
+        assert_eq!(l.get(Field::Result), 40);
         assert_eq!(l.compiled, 0);
+        assert!(usable);
     }
 
     #[test]
@@ -490,26 +543,32 @@ mod tests {
                 "bool is_shmem;\toffset:40;\tsize:1;",
                 "int is_shmem;\toffset:40;\tsize:4;",
             );
-        let (l, w) = layout_from_format(Tracepoint::CollapseFile, &parse_format(&text).unwrap());
+        let (l, w, usable) = layout_from_format(Probe::CollapseFile, &parse_format(&text).unwrap());
         assert_eq!(
-            (l.nr, l.is_shmem, l.compiled),
+            (l.get(Field::Nr), l.get(Field::IsShmem), l.compiled),
             (FIELD_ABSENT, FIELD_ABSENT, 0)
         );
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w.iter().any(|w| w.contains("no `nr` field")));
+        assert!(usable, "result is still there");
+        let no_result = SCAN.replace("field:int result;", "field:int outcome;");
+        let (_, _, usable) =
+            layout_from_format(Probe::ScanFile, &parse_format(&no_result).unwrap());
+        assert!(!usable);
     }
 
     #[test]
     fn names_come_from_the_kernel_first() {
         let f = parse_format(SCAN).unwrap();
-        let tps = vec![TracepointInfo {
-            tracepoint: Tracepoint::ScanFile,
+        let probes = vec![ProbeInfo {
+            probe: Probe::ScanFile,
             format: Some(f),
-            layout: SCAN_FILE_LAYOUT,
+            layout: COMPILED[0],
             warnings: vec![],
+            usable: true,
             attached: false,
         }];
-        let t = result_table(&tps, &btf::KernelBtf::default());
+        let t = result_table(&probes, &btf::KernelBtf::default());
         assert_eq!(t.source, ResultSource::Tracefs);
         assert_eq!(t.name(30), "page_filled");
         let mut kb = btf::KernelBtf::default();

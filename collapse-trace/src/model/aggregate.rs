@@ -73,20 +73,30 @@ pub struct FileStats {
     pub results: ResultCounts,
 }
 
-/// Per-key counts plus a failure total; shared by processes and files.
+/// Failed collapse events in `results` (MADV_COLLAPSE call records are not events of a
+/// collapse and are left out).
 pub fn failures(results: &ResultCounts, table: &ResultTable) -> u64 {
     results
         .iter()
-        .filter(|((_, r), _)| !is_success(&table.name(*r)))
+        .filter(|((tp, r), _)| *tp != Tracepoint::MadviseCall && !is_success(&table.name(*r)))
         .map(|(_, n)| n)
         .sum()
 }
 
-/// The result with the most events in `results` (ties: the lower number).
+/// Collapse events in `results` (call records left out).
+pub fn events(results: &ResultCounts) -> u64 {
+    results
+        .iter()
+        .filter(|((tp, _), _)| *tp != Tracepoint::MadviseCall)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The result with the most collapse events in `results` (ties: the lower number).
 pub fn dominant(results: &ResultCounts, failures_only: bool, table: &ResultTable) -> Option<i64> {
     let mut by_result: BTreeMap<i64, u64> = BTreeMap::new();
-    for ((_, r), n) in results {
-        if !failures_only || !is_success(&table.name(*r)) {
+    for ((tp, r), n) in results {
+        if *tp != Tracepoint::MadviseCall && (!failures_only || !is_success(&table.name(*r))) {
             *by_result.entry(*r).or_default() += n;
         }
     }
@@ -98,6 +108,27 @@ pub fn dominant(results: &ResultCounts, failures_only: bool, table: &ResultTable
 
 /// How many distinct processes and files are tracked before the rest fold into `other`.
 pub const KEY_CAP: usize = 4096;
+
+/// MADV_COLLAPSE calls whose events are being gathered before their exit record.
+pub const PENDING_CAP: usize = 16384;
+
+/// The calls of one process that returned one errno, and the results behind them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// Calls.
+    pub calls: u64,
+    /// The collapse events those calls produced, by (tracepoint, result).
+    pub results: ResultCounts,
+}
+
+/// What one process's MADV_COLLAPSE calls returned.
+#[derive(Debug, Clone, Default)]
+pub struct CallerStats {
+    /// Last comm seen (raw bytes).
+    pub comm: Vec<u8>,
+    /// By errno number (0: success).
+    pub by_errno: BTreeMap<i64, CallOutcome>,
+}
 
 /// Recent failure events kept for views.
 pub const RECENT_CAP: usize = 256;
@@ -123,6 +154,12 @@ pub struct Aggregate {
     pub recent_failures: VecDeque<Event>,
     /// First and last event time (CLOCK_MONOTONIC ns).
     pub span_ns: Option<(u64, u64)>,
+    /// MADV_COLLAPSE callers (from call records joined with the events inside each call).
+    pub callers: HashMap<u32, CallerStats>,
+    /// Call-tagged events whose call record never came (the call was still running at the
+    /// end, or its record was dropped) or that did not fit [`PENDING_CAP`].
+    pub unjoined_events: u64,
+    pending: HashMap<(u32, u64), ResultCounts>,
     baseline: KernelCounters,
     latest: KernelCounters,
 }
@@ -140,6 +177,9 @@ impl Aggregate {
             files_other: 0,
             recent_failures: VecDeque::new(),
             span_ns: None,
+            callers: HashMap::new(),
+            unjoined_events: 0,
+            pending: HashMap::new(),
             baseline: KernelCounters::default(),
             latest: KernelCounters::default(),
         }
@@ -176,23 +216,66 @@ impl Aggregate {
             None => self.processes_other += 1,
         }
 
-        let n = self.files.len();
-        match self.files.get_mut(&e.filename) {
-            Some(f) => *f.results.entry(key).or_default() += 1,
-            None if n < KEY_CAP => {
-                let mut f = FileStats::default();
-                f.results.insert(key, 1);
-                self.files.insert(e.filename.clone(), f);
+        // Anonymous events and call records have no file.
+        if !e.filename.is_empty() {
+            let n = self.files.len();
+            match self.files.get_mut(&e.filename) {
+                Some(f) => *f.results.entry(key).or_default() += 1,
+                None if n < KEY_CAP => {
+                    let mut f = FileStats::default();
+                    f.results.insert(key, 1);
+                    self.files.insert(e.filename.clone(), f);
+                }
+                None => self.files_other += 1,
             }
-            None => self.files_other += 1,
         }
 
-        if !is_success(&self.table.name(e.result)) {
+        self.join_call(e);
+
+        if !is_success(&self.table.name_of(e.tracepoint, e.result)) {
             if self.recent_failures.len() == RECENT_CAP {
                 self.recent_failures.pop_front();
             }
             self.recent_failures.push_back(e.clone());
         }
+    }
+
+    /// Gathers the events inside a MADV_COLLAPSE call until its exit record, then files them
+    /// under the caller and the errno the call returned. The ring buffer is ordered by
+    /// reservation, so a call's events always come before its exit record.
+    fn join_call(&mut self, e: &Event) {
+        if e.call_ns == 0 {
+            return;
+        }
+        let key = (e.pid, e.call_ns);
+        if e.tracepoint != Tracepoint::MadviseCall {
+            let n = self.pending.len();
+            match self.pending.get_mut(&key) {
+                Some(r) => *r.entry((e.tracepoint, e.result)).or_default() += 1,
+                None if n < PENDING_CAP => {
+                    self.pending
+                        .insert(key, BTreeMap::from([((e.tracepoint, e.result), 1)]));
+                }
+                None => self.unjoined_events += 1,
+            }
+            return;
+        }
+        let results = self.pending.remove(&key).unwrap_or_default();
+        let caller = self.callers.entry(e.tgid).or_default();
+        if caller.comm != e.comm {
+            caller.comm.clone_from(&e.comm);
+        }
+        let outcome = caller.by_errno.entry(e.result).or_default();
+        outcome.calls += 1;
+        for (k, n) in results {
+            *outcome.results.entry(k).or_default() += n;
+        }
+    }
+
+    /// Call-tagged events still waiting for their call's exit record (at the end of a run:
+    /// calls that had not returned yet).
+    pub fn pending_events(&self) -> u64 {
+        self.pending.values().flat_map(|r| r.values()).sum()
     }
 
     /// Takes a kernel counter snapshot.
@@ -265,6 +348,40 @@ mod tests {
         );
         // pte_mapped_hugepage is a success: not in recent failures.
         assert_eq!(a.recent_failures.len(), 3);
+    }
+
+    #[test]
+    fn calls_are_joined_with_the_results_inside_them() {
+        let mut a = Aggregate::new(ResultTable::builtin());
+        let with_call = |tp, result, call_ns| {
+            let name: &[u8] = if tp == Tracepoint::MadviseCall {
+                b""
+            } else {
+                b"f"
+            };
+            let mut e = ev(tp, 7, result, name);
+            e.call_ns = call_ns;
+            e
+        };
+        // Call 100: page_filled then EAGAIN. Call 200: success. A khugepaged event (no call).
+        a.add(&with_call(Tracepoint::CollapseFile, 30, 100));
+        a.add(&with_call(Tracepoint::ScanFile, 30, 100));
+        a.add(&ev(Tracepoint::ScanFile, 7, 1, b"g"));
+        a.add(&with_call(Tracepoint::MadviseCall, 11, 100));
+        a.add(&with_call(Tracepoint::ScanFile, 10, 200));
+        a.add(&with_call(Tracepoint::MadviseCall, 0, 200));
+        a.add(&with_call(Tracepoint::ScanFile, 16, 300)); // its call never returned
+        let c = &a.callers[&7];
+        assert_eq!(c.by_errno[&11].calls, 1);
+        assert_eq!(c.by_errno[&11].results[&(Tracepoint::CollapseFile, 30)], 1);
+        assert_eq!(c.by_errno[&11].results[&(Tracepoint::ScanFile, 30)], 1);
+        assert_eq!(c.by_errno[&0].results[&(Tracepoint::ScanFile, 10)], 1);
+        assert_eq!(a.pending_events(), 1);
+        // Call records are neither collapse events nor files.
+        let p = a.process(7).unwrap();
+        assert_eq!(events(&p.results), 5);
+        assert_eq!(failures(&p.results, &a.table), 3);
+        assert_eq!(a.files.len(), 2);
     }
 
     #[test]

@@ -35,10 +35,23 @@ pub struct Event {
     pub is_shmem: bool,
     /// Pages handled (collapse_file).
     pub nr: i32,
-    /// Page-cache index (collapse_file).
+    /// Page-cache index (collapse_file); `len` of a MADV_COLLAPSE call.
     pub index: u64,
-    /// Virtual address (collapse_file).
+    /// Virtual address (collapse_file); `start` of a MADV_COLLAPSE call.
     pub addr: u64,
+    /// Entry time of the MADV_COLLAPSE call this event happened in (same clock as `ts_ns`),
+    /// or 0 (khugepaged, or no call tracked). For a call record: its own entry time.
+    pub call_ns: u64,
+    /// Referenced pages (scan_pmd).
+    pub referenced: i32,
+    /// Empty or zero-page PTEs (scan_pmd).
+    pub none_or_zero: i32,
+    /// Swapped-out PTEs (scan_pmd).
+    pub unmapped: i32,
+    /// Pages isolated (collapse_huge_page).
+    pub isolated: i32,
+    /// A call record of process_madvise(2) rather than madvise(2).
+    pub process_madvise: bool,
 }
 
 /// A ring-buffer record that is not an [`EventRecord`].
@@ -94,6 +107,12 @@ impl Event {
             nr: r.nr,
             index: r.index,
             addr: r.addr,
+            call_ns: r.call_ns,
+            referenced: r.referenced,
+            none_or_zero: r.none_or_zero,
+            unmapped: r.unmapped,
+            isolated: r.isolated,
+            process_madvise: r.call_flags & collapse_trace_common::CALL_PROCESS_MADVISE != 0,
         })
     }
 }
@@ -129,6 +148,21 @@ pub fn serialize_escaped<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::
     escape(bytes).serialize(s)
 }
 
+/// The numeric fields that matter for a kind, in words (`present=128 swap=0`).
+pub fn detail(e: &Event) -> String {
+    match e.tracepoint {
+        Tracepoint::ScanFile => format!("present={} swap={}", e.present, e.swap),
+        Tracepoint::CollapseFile => format!("nr={} shmem={}", e.nr, e.is_shmem as u8),
+        Tracepoint::ScanPmd => format!(
+            "referenced={} none={} unmapped={}",
+            e.referenced, e.none_or_zero, e.unmapped
+        ),
+        Tracepoint::CollapseHugePage => format!("isolated={}", e.isolated),
+        Tracepoint::MadviseCall if e.process_madvise => "process_madvise".to_string(),
+        Tracepoint::MadviseCall => format!("start={:#x} len={:#x}", e.addr, e.index),
+    }
+}
+
 /// The word used for an origin in every output.
 pub fn origin_name(o: Origin) -> &'static str {
     match o {
@@ -151,16 +185,21 @@ pub(crate) mod tests {
             pfn: 3,
             index: 4,
             addr: 5,
+            call_ns: 0,
             pid: tgid,
             tgid,
             result,
             present: 6,
             swap: 7,
             nr: 8,
+            referenced: 9,
+            none_or_zero: 10,
+            unmapped: 11,
+            isolated: 12,
             tracepoint: tp as u8,
             origin: Origin::Madvise as u8,
             is_shmem: 1,
-            _pad: 0,
+            call_flags: 0,
             filename_len: name.len() as u32,
             comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
@@ -189,7 +228,7 @@ pub(crate) mod tests {
             Err(DecodeError::Size { .. })
         ));
         let mut r = record(Tracepoint::ScanFile, 1, 0, b"", b"");
-        r[64] = 9; // the tracepoint byte
+        r[88] = 9; // the tracepoint byte
         assert_eq!(Event::decode(&r), Err(DecodeError::Tracepoint(9)));
     }
 

@@ -103,6 +103,16 @@ impl ResultTable {
         }
     }
 
+    /// The name of result `r` of kind `tp`: a `scan_result` name, or for MADV_COLLAPSE calls
+    /// the errno's (`ok` for success).
+    pub fn name_of(&self, tp: collapse_trace_common::Tracepoint, r: i64) -> String {
+        if tp == collapse_trace_common::Tracepoint::MadviseCall {
+            errno_name(r)
+        } else {
+            self.name(r)
+        }
+    }
+
     /// The number of a result name, if the table has it.
     pub fn number(&self, name: &str) -> Option<i64> {
         self.names
@@ -134,6 +144,11 @@ pub fn meaning(name: &str) -> &'static str {
         "scan_aborted" => "scan aborted (khugepaged asked to stop)",
         "store_failed" => "page cache store failed",
         "copy_poisoned_page" => "a source page is hardware-poisoned",
+        "ok" => "MADV_COLLAPSE returned 0: the range is huge",
+        "EAGAIN" => "transient (a fault or lock raced the collapse): retrying may succeed",
+        "EBUSY" => "refused: holes under a userfaultfd, or a cgroup charge failed",
+        "ENOMEM" => "no huge page could be allocated",
+        "EINVAL" => "the range cannot be collapsed (not THP-eligible, empty, misaligned)",
         _ => "",
     }
 }
@@ -141,7 +156,38 @@ pub fn meaning(name: &str) -> &'static str {
 /// Results that mean the range ended up huge: khugepaged says `succeeded`, a MADV_COLLAPSE
 /// caller `pte_mapped_hugepage`. Views that speak of success count both.
 pub fn is_success(name: &str) -> bool {
-    matches!(name, "succeeded" | "pte_mapped_hugepage")
+    matches!(name, "succeeded" | "pte_mapped_hugepage" | "ok")
+}
+
+/// The symbolic name of an errno number, for the errnos MADV_COLLAPSE (and provoke's set-up)
+/// can return; `ok` for 0, `E<n>` for the rest.
+pub fn errno_name(n: i64) -> String {
+    let Ok(n) = i32::try_from(n) else {
+        return format!("E{n}");
+    };
+    let name = match n {
+        0 => "ok",
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::ESRCH => "ESRCH",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EHWPOISON => "EHWPOISON",
+        n => return format!("E{n}"),
+    };
+    name.to_string()
 }
 
 /// The errno MADV_COLLAPSE returns for a final result (mm/khugepaged.c
@@ -175,6 +221,16 @@ mod tests {
         assert_eq!(t.name(-1), "unknown(-1)");
         assert_eq!(t.number("exceed_none_pte"), Some(5));
         assert_eq!(t.source, ResultSource::Builtin);
+    }
+
+    #[test]
+    fn call_results_are_errnos() {
+        let t = ResultTable::builtin();
+        use collapse_trace_common::Tracepoint::*;
+        assert_eq!(t.name_of(MadviseCall, 11), "EAGAIN");
+        assert_eq!(t.name_of(MadviseCall, 0), "ok");
+        assert_eq!(t.name_of(MadviseCall, 99), "E99");
+        assert_eq!(t.name_of(CollapseFile, 11), "lack_referenced_page");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::model::results::errno_name;
+
 /// A workload that provokes one kind of collapse outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,7 +27,9 @@ pub enum Scenario {
     /// 1 page in 4 present while a second thread faults a hole in mid-collapse: some EAGAIN
     /// (`page_filled`).
     PageFilled,
-    /// `collapse`, `uffd-holes` and `page-filled` in turn.
+    /// Fully touched, aligned 2 MiB private anonymous mappings: the anonymous path succeeds.
+    Anon,
+    /// `collapse`, `uffd-holes`, `page-filled` and `anon` in turn.
     All,
 }
 
@@ -36,10 +40,12 @@ impl Scenario {
             Scenario::Collapse => &[Scenario::Collapse],
             Scenario::UffdHoles => &[Scenario::UffdHoles],
             Scenario::PageFilled => &[Scenario::PageFilled],
+            Scenario::Anon => &[Scenario::Anon],
             Scenario::All => &[
                 Scenario::Collapse,
                 Scenario::UffdHoles,
                 Scenario::PageFilled,
+                Scenario::Anon,
             ],
         }
     }
@@ -50,6 +56,7 @@ impl Scenario {
             Scenario::Collapse => "collapse",
             Scenario::UffdHoles => "uffd-holes",
             Scenario::PageFilled => "page-filled",
+            Scenario::Anon => "anon",
             Scenario::All => "all",
         }
     }
@@ -57,7 +64,7 @@ impl Scenario {
     /// Iterations used when [`Options::iterations`] is 0.
     fn default_iterations(self) -> u32 {
         match self {
-            Scenario::Collapse | Scenario::UffdHoles => 20,
+            Scenario::Collapse | Scenario::UffdHoles | Scenario::Anon => 20,
             // Measured here: 400 tries take ~0.3 s and give ~40% `page_filled` on an idle machine,
             // still ~10-25% with the CPUs busy.
             Scenario::PageFilled => 400,
@@ -117,7 +124,7 @@ impl ScenarioTally {
         self.calls += 1;
         match outcome {
             Ok(()) => self.ok += 1,
-            Err(errno) => *self.errnos.entry(errno_name(errno)).or_insert(0) += 1,
+            Err(errno) => *self.errnos.entry(errno_name(errno.into())).or_insert(0) += 1,
         }
     }
 }
@@ -146,37 +153,13 @@ pub fn run(opts: &Options) -> Result<Tally> {
             Scenario::Collapse => scenarios::collapse(&mount, iterations, &mut st)?,
             Scenario::UffdHoles => scenarios::uffd_holes(&mount, iterations, &mut st)?,
             Scenario::PageFilled => race::page_filled(&mount, iterations, &mut st)?,
+            Scenario::Anon => scenarios::anon(iterations, &mut st)?,
             Scenario::All => unreachable!("expand() never yields All"),
         }
         tally.scenarios.push(st);
     }
     drop(mount);
     Ok(tally)
-}
-
-/// errno number to its name, for the errnos MADV_COLLAPSE and our setup can return.
-fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EHWPOISON => "EHWPOISON",
-        n => return format!("E{n}"),
-    };
-    name.to_string()
 }
 
 #[cfg(test)]
@@ -217,8 +200,8 @@ mod tests {
 
     #[test]
     fn provoke_errno_names() {
-        assert_eq!(errno_name(libc::EAGAIN), "EAGAIN");
-        assert_eq!(errno_name(libc::EBUSY), "EBUSY");
+        assert_eq!(errno_name(libc::EAGAIN.into()), "EAGAIN");
+        assert_eq!(errno_name(libc::EBUSY.into()), "EBUSY");
         assert_eq!(errno_name(4095), "E4095");
     }
 
@@ -289,7 +272,7 @@ mod tests {
             .find_map(|l| l.split_once("TALLY ").map(|(_, json)| json))
             .unwrap_or_else(|| panic!("no tally in child output: {stdout}"));
         let tally: Tally = serde_json::from_str(json).unwrap();
-        assert_eq!(tally.scenarios.len(), 3);
+        assert_eq!(tally.scenarios.len(), 4);
         for st in &tally.scenarios {
             let why = st
                 .skipped
@@ -330,7 +313,7 @@ mod tests {
             .iter()
             .map(|s| s.scenario.as_str())
             .collect();
-        assert_eq!(names, ["collapse", "uffd-holes", "page-filled"]);
+        assert_eq!(names, ["collapse", "uffd-holes", "page-filled", "anon"]);
         assert!(tally.scenarios.iter().all(|s| s.calls == 3));
     }
 }

@@ -206,6 +206,53 @@ pub(super) fn collapse(mount: &TmpfsMount, iterations: u32, st: &mut ScenarioTal
     Ok(())
 }
 
+/// `anon`: a fully touched, 2 MiB-aligned private anonymous mapping: MADV_COLLAPSE succeeds
+/// through the anonymous path (`mm_khugepaged_scan_pmd`, `mm_collapse_huge_page`).
+pub(super) fn anon(iterations: u32, st: &mut ScenarioTally) -> Result<()> {
+    for _ in 0..iterations {
+        let span = 2 * HPAGE;
+        // SAFETY: a private anonymous mapping at an address of the kernel's choice.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()).context("mmap(4 MiB anonymous) failed");
+        }
+        let aligned = ((base as usize + HPAGE - 1) & !(HPAGE - 1)) as *mut u8;
+        for i in 0..NR_PAGES {
+            // SAFETY: inside the 2 MiB-aligned half of our own read/write mapping.
+            unsafe { ptr::write_volatile(aligned.add(i * PAGE), 1u8) };
+        }
+        // SAFETY: the range is our own mapping; MADV_COLLAPSE keeps its contents.
+        let rc = unsafe { libc::madvise(aligned.cast(), HPAGE, MADV_COLLAPSE) };
+        let outcome = if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        };
+        // SAFETY: unmapping exactly what we mapped.
+        unsafe { libc::munmap(base, span) };
+        let first = st.calls == 0;
+        st.record(outcome);
+        if first && outcome == Err(libc::EINVAL) {
+            st.skipped = Some(
+                "MADV_COLLAPSE returned EINVAL on an anonymous mapping: THP is off for this \
+                 process or kernel (transparent_hugepage/enabled = never?)"
+                    .to_string(),
+            );
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// `uffd-holes`: 7 of 8 pages present and a MISSING-mode userfaultfd armed on the range, so
 /// collapse must not fill the holes behind userspace's back: EBUSY (`exceed_none_pte`).
 pub(super) fn uffd_holes(

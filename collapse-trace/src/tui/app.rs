@@ -263,9 +263,9 @@ impl App {
             let d = n - self.prev.get(k).copied().unwrap_or(0).min(*n);
             self.rates.insert(*k, d as f64 / dt);
             all += d;
-            // A call emits both tracepoints; scan_file carries its final result, so the
-            // chart counts scan_file only, i.e. one point per attempt.
-            if k.0 == Tracepoint::ScanFile {
+            // An attempt emits a scan event carrying its final result (and maybe a collapse
+            // event): the chart counts scan events only, i.e. one point per attempt.
+            if k.0.is_scan() {
                 if is_success(&self.agg.table.name(k.1)) {
                     ok += d;
                 } else {
@@ -320,7 +320,7 @@ impl App {
             .kernel_results()
             .into_iter()
             .map(|((tp, r), n)| {
-                let name = table.name(r);
+                let name = table.name_of(tp, r);
                 let total = kernel.total(tp).max(1);
                 ResultLine {
                     tracepoint: tp.name().trim_start_matches("mm_khugepaged_"),
@@ -393,11 +393,8 @@ impl App {
                 comm: escape(&e.comm),
                 pid: e.pid,
                 file: escape(&e.filename),
-                result: table.name(e.result),
-                detail: match e.tracepoint {
-                    Tracepoint::ScanFile => format!("present={} swap={}", e.present, e.swap),
-                    Tracepoint::CollapseFile => format!("nr={} shmem={}", e.nr, e.is_shmem as u8),
-                },
+                result: table.name_of(e.tracepoint, e.result),
+                detail: crate::model::event::detail(e),
             })
             .collect();
 
