@@ -415,3 +415,477 @@ fn two_instances_each_see_every_event_and_survive_each_other() {
         .sum();
     assert_eq!(scans, calls(&t1) + calls(&t2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Signals in every subcommand.
+
+/// The kernel's count of scan_file events in a snapshot (one per MADV_COLLAPSE call).
+fn scan_events(s: &Snapshot) -> u64 {
+    s.tracepoints
+        .iter()
+        .filter(|t| t.name == "mm_khugepaged_scan_file")
+        .map(|t| t.events)
+        .sum()
+}
+
+/// `stat --json`: SIGINT, SIGTERM and SIGHUP each end it with exit 0, a whole JSON document
+/// and its programs gone; also when the signal comes right after the "attached" line.
+#[test]
+fn stat_on_signals_detaches_and_prints_a_whole_document() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("sig-stat");
+    let comm = unique_comm("cts-");
+    let link = workload_link(&dir, &comm);
+    for (sig, workload) in [
+        (libc::SIGINT, true),
+        (libc::SIGTERM, true),
+        (libc::SIGHUP, true),
+        (libc::SIGINT, false),
+        (libc::SIGTERM, false),
+    ] {
+        let mut stat = Running::start(
+            Path::new(BIN),
+            &["stat", "--json", "--comm", &comm],
+            "attached to",
+        );
+        let progs = progs_of(&stat);
+        let calls = if workload {
+            provoke_with(&link, &["uffd-holes", "-n", "3"]).scenarios[0].calls
+        } else {
+            0
+        };
+        let (st, out) = stat.signal_and_wait(sig);
+        assert_eq!(st.code(), Some(0), "stat on signal {sig}: {st}");
+        let snap = snapshot(&out);
+        assert_eq!(scan_events(&snap), calls, "signal {sig}");
+        assert_eq!(snap.totals.events, 2 * calls, "signal {sig}");
+        assert_eq!(snap.totals.delivered, snap.totals.events);
+        assert_progs_gone(&progs, "stat");
+    }
+}
+
+/// `stat --json --follow`: on SIGTERM or SIGINT every line is whole JSON and the last one is
+/// the final snapshot.
+#[test]
+fn stat_follow_on_signals_ends_with_a_final_snapshot() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("sig-follow");
+    let comm = unique_comm("ctf-");
+    let link = workload_link(&dir, &comm);
+    for (sig, events) in [(libc::SIGTERM, false), (libc::SIGINT, true)] {
+        let mut args = vec![
+            "stat",
+            "--json",
+            "--follow",
+            "--interval",
+            "200ms",
+            "--comm",
+            &comm,
+        ];
+        if events {
+            args.push("--events");
+        }
+        let mut follow = Running::start(Path::new(BIN), &args, "attached to");
+        let progs = progs_of(&follow);
+        let tally = provoke_with(&link, &["uffd-holes", "-n", "3"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let (st, out) = follow.signal_and_wait(sig);
+        assert_eq!(st.code(), Some(0), "stat --follow on signal {sig}: {st}");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(text.ends_with('\n'), "the last line is whole: {text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        }
+        let last: Snapshot = serde_json::from_str(lines.last().expect("a line")).unwrap();
+        assert_eq!(last.totals.events, 6, "3 calls x 2 tracepoints");
+        if events {
+            assert_eq!(lines.len(), 7, "6 event lines and the snapshot:\n{text}");
+        }
+        assert!(last.processes.iter().all(|p| p.tgid == tally.pid));
+        assert_progs_gone(&progs, "stat --follow");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over HTTP/1.0: (status, body).
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    Ok((status, body.to_string()))
+}
+
+fn start_serve(args: &[&str]) -> (Running, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut all = vec!["serve", "--listen", &addr];
+    all.extend_from_slice(args);
+    let r = Running::start(Path::new(BIN), &all, "listening on");
+    (r, addr)
+}
+
+/// `serve`: SIGHUP is ignored (logged, still serving); SIGINT and SIGTERM detach, log the
+/// totals and exit 0.
+#[test]
+fn serve_ignores_sighup_and_stops_cleanly_on_sigint_and_sigterm() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("sig-serve");
+    let comm = unique_comm("ctd-");
+    let link = workload_link(&dir, &comm);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut serve, addr) = start_serve(&["--comm", &comm]);
+        let progs = progs_of(&serve);
+        // SAFETY: kill with the pid of a child we have not reaped.
+        unsafe { libc::kill(serve.pid() as i32, libc::SIGHUP) };
+        let start = Instant::now();
+        while !serve.stderr().iter().any(|l| l.contains("SIGHUP ignored")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no SIGHUP log line"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        provoke_with(&link, &["uffd-holes", "-n", "2"]);
+        std::thread::sleep(Duration::from_millis(600));
+        let (code, body) = http_get(&addr, "/json").expect("serve still answers after SIGHUP");
+        assert_eq!(code, 200);
+        let snap: Snapshot = serde_json::from_str(&body).unwrap();
+        assert_eq!(snap.totals.events, 4);
+        let (st, _) = serve.signal_and_wait(sig);
+        assert_eq!(st.code(), Some(0), "serve on signal {sig}: {st}");
+        assert!(
+            serve.stderr().iter().any(|l| l.contains("detached after")),
+            "{:?}",
+            serve.stderr()
+        );
+        assert_progs_gone(&progs, "serve");
+        assert!(http_get(&addr, "/healthz").is_err(), "still listening");
+    }
+}
+
+/// `provoke`: SIGINT/SIGTERM stop it after the current try; it prints its tally (exact: equal
+/// to what the kernel counted for it), marks it interrupted and exits 128 + the signal.
+#[test]
+fn provoke_on_signals_stops_after_the_current_try_and_prints_its_tally() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("sig-provoke");
+    let comm = unique_comm("ctp-");
+    let link = workload_link(&dir, &comm);
+    for (sig, name, scenario) in [
+        (libc::SIGINT, "SIGINT", "page-filled"),
+        (libc::SIGTERM, "SIGTERM", "collapse"),
+    ] {
+        let mut stat = Running::start(
+            Path::new(BIN),
+            &["stat", "--json", "--comm", &comm],
+            "attached to",
+        );
+        let mut provoke = Command::new(&link)
+            .args(["provoke", scenario, "-n", "4000000", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(provoke.try_wait().unwrap().is_none(), "provoke ended early");
+        // SAFETY: kill with the pid of a child we have not reaped.
+        unsafe { libc::kill(provoke.id() as i32, sig) };
+        let start = Instant::now();
+        while provoke.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "provoke did not stop within 10 s of {name}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = provoke.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + sig), "{err}");
+        assert!(err.contains(&format!("stopped by {name}")), "{err}");
+        let tally: Tally = serde_json::from_slice(&out.stdout).expect("the tally is whole JSON");
+        assert_eq!(tally.interrupted.as_deref(), Some(name));
+        let s = &tally.scenarios[0];
+        assert!(s.calls > 0 && s.calls < 4_000_000, "{s:?}");
+        assert_eq!(s.calls, s.ok + s.errnos.values().sum::<u64>());
+        let (st, out) = stat.signal_and_wait(libc::SIGINT);
+        assert!(st.success());
+        let snap = snapshot(&out);
+        assert_eq!(
+            scan_events(&snap),
+            s.calls,
+            "one scan_file event per call the tally counts"
+        );
+    }
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is installed (`cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the tmux session however the test ends.
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The children of a process (from /proc/PID/task/*/children).
+fn children(pid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            v.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    v
+}
+
+/// `top` in tmux: SIGTERM and SIGINT from outside end it with exit 0, out of the alternate
+/// screen, the terminal back in cooked mode with echo, and its programs gone.
+#[test]
+fn top_on_signals_restores_the_terminal() {
+    require_root();
+    for (sig, tag) in [(libc::SIGTERM, "term"), (libc::SIGINT, "int")] {
+        let name = format!("ct-harden-top-{tag}-{}", std::process::id());
+        let dir = TempDir::new(&format!("top-{tag}"));
+        let exit_file = dir.0.join("exit");
+        let stty_file = dir.0.join("stty");
+        let cmd = format!(
+            "{BIN} top --pid 1 --interval 200ms; echo $? > {}.tmp; stty -a > {}; mv {0}.tmp {0}; \
+             sleep 60",
+            exit_file.display(),
+            stty_file.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ]);
+        let session = Session(name.clone());
+        wait_until("top to draw", Duration::from_secs(30), || {
+            tmux(&["capture-pane", "-p", "-t", &session.0]).contains("collapse-trace top")
+        });
+        assert_eq!(
+            tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim(),
+            "1"
+        );
+        let shell: u32 = tmux(&["display", "-p", "-t", &name, "#{pane_pid}"])
+            .trim()
+            .parse()
+            .unwrap();
+        let top = children(shell)
+            .into_iter()
+            .find(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "collapse-trace")
+            })
+            .expect("top's pid under the pane's shell");
+        let progs = bpf_prog_ids(top);
+        assert_eq!(progs.len(), 2, "top's programs: {progs:?}");
+        // SAFETY: kill with the pid of top, which we started (through tmux).
+        unsafe { libc::kill(top as i32, sig) };
+        wait_until("top to exit", Duration::from_secs(15), || {
+            exit_file.exists()
+        });
+        let code = std::fs::read_to_string(&exit_file).unwrap();
+        assert_eq!(code.trim(), "0", "top's exit code on signal {sig}");
+        assert_eq!(
+            tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim(),
+            "0",
+            "top left the alternate screen on"
+        );
+        assert_eq!(
+            tmux(&["display", "-p", "-t", &name, "#{cursor_flag}"]).trim(),
+            "1",
+            "top left the cursor hidden"
+        );
+        let stty = std::fs::read_to_string(&stty_file).unwrap();
+        let flags: Vec<&str> = stty.split_whitespace().collect();
+        for want in ["icanon", "echo", "isig", "icrnl", "opost"] {
+            assert!(flags.contains(&want), "terminal not restored: {stty}");
+        }
+        assert_progs_gone(&progs, "top");
+        drop(session);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Command-line values.
+
+/// Runs collapse-trace with `args`; returns (exit code, stdout, stderr).
+fn run_args(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run collapse-trace");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every bad value is refused before anything is loaded: exit 2, a message naming the value
+/// and what would do, nothing on stdout.
+#[test]
+fn bad_values_are_refused_with_a_clear_message() {
+    // A thread id of this process (not a process id).
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = rx.recv().unwrap().to_string();
+    let long_comm = "a-comm-of-16-byt";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["stat", "--duration", "ten"], "not a duration"),
+        (vec!["stat", "-d", "0s"], "zero"),
+        (
+            vec!["stat", "--json", "--follow", "--interval", "0s"],
+            "zero",
+        ),
+        (vec!["stat", "--interval", "1s"], "--follow"),
+        (vec!["stat", "--events"], "--follow"),
+        (vec!["stat", "--pid", "0"], "0 is not a process id"),
+        (vec!["stat", "--pid=-5"], "not a process id"),
+        (
+            vec!["stat", "--pid", "4194304"],
+            "no process has pid 4194304",
+        ),
+        (vec!["stat", "--pid", &tid], "is a thread of process"),
+        (vec!["stat", "--comm", ""], "empty comm"),
+        (vec!["stat", "--comm", long_comm], "at most 15 bytes"),
+        (vec!["stat", "--ring-size", "5000"], "power of two"),
+        (
+            vec!["stat", "--tracefs", "/nonexistent/ct"],
+            "cannot read directory",
+        ),
+        (
+            vec!["doctor", "--tracefs", "/nonexistent/ct"],
+            "cannot read directory",
+        ),
+        (vec!["top", "--interval", "10ms"], "shorter than 100ms"),
+        (
+            vec!["serve", "--listen", "localhost"],
+            "invalid socket address",
+        ),
+        (
+            vec!["serve", "--listen", "127.0.0.1:99999"],
+            "invalid socket address",
+        ),
+        (vec!["provoke", "bogus"], "invalid value 'bogus'"),
+        (vec!["provoke", "-n", "-1"], "-1"),
+        (
+            vec!["provoke", "--scenario", "collapse", "all"],
+            "cannot be used",
+        ),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = run_args(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in: {err}");
+        assert!(out.is_empty(), "{args:?} wrote to stdout: {out}");
+    }
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+}
+
+/// `serve` on an address in use fails at once, before loading anything, and says what to do.
+#[test]
+fn serve_on_a_port_in_use_says_so_before_attaching() {
+    require_root();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let start = Instant::now();
+    let (code, out, err) = run_args(&["serve", "--listen", &addr]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}"))
+            && err.contains("in use")
+            && err.contains("--listen"),
+        "{err}"
+    );
+    assert!(!err.contains("attached"), "{err}");
+    assert!(out.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// A format file that cannot be read is named in the error (exit 4), not a panic.
+#[test]
+fn an_unreadable_format_file_is_named() {
+    require_root();
+    let dir = TempDir::new("badformat");
+    // A directory where the file should be: read fails with EISDIR even for root.
+    std::fs::create_dir_all(
+        dir.0
+            .join("events/huge_memory/mm_khugepaged_scan_file/format"),
+    )
+    .unwrap();
+    let (code, out, err) = run_args(&[
+        "stat",
+        "--duration",
+        "1s",
+        "--tracefs",
+        dir.0.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("mm_khugepaged_scan_file/format"),
+        "{err}"
+    );
+    assert!(out.is_empty());
+}

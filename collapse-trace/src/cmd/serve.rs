@@ -5,7 +5,8 @@
 //! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
 //! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
 //!
-//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0.
+//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP is ignored
+//! (logged): logs go to stderr, there is nothing to reopen.
 
 use std::{
     net::SocketAddr,
@@ -81,11 +82,26 @@ fn lock(s: &Shared) -> MutexGuard<'_, Daemon> {
 /// Runs `serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
     // Bind first: a taken port should fail before anything is loaded into the kernel.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {}: the address is in use (another collapse-trace serve, or \
+             another exporter?); pick a free one with --listen ADDR:PORT",
+            args.listen
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => anyhow::bail!(
+            "cannot listen on {}: no interface of this machine has that address ({e})",
+            args.listen
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
+        }
+    };
     let local = listener.local_addr()?;
     let mut stop = Stop::new(None)?;
+    // SIGHUP: ignored (logged). The daemon logs to stderr, which journald or the caller owns,
+    // so there is no log file to reopen, and a hangup must not kill a daemon.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let probes = args.collect.attach()?;
     let events = !args.collect.no_events;
@@ -144,6 +160,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let outcome = loop {
         tokio::select! {
             _ = stop.wait() => break Ok(()),
+            _ = hangup.recv() => {
+                log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
+                continue;
+            }
             r = &mut server => break Err(match r {
                 Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
                 Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),

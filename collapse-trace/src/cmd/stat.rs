@@ -21,7 +21,7 @@ pub struct StatArgs {
     #[command(flatten)]
     collect: CollectArgs,
     /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
-    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    #[arg(long, short = 'd', value_parser = super::parse_positive_duration)]
     duration: Option<Duration>,
     /// Print one JSON document (schema `collapse-trace.stat/1`, docs/json-schema.md).
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct StatArgs {
     #[arg(long, requires = "json")]
     follow: bool,
     /// Time between snapshots with --follow (e.g. `1s`, `500ms`).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", requires = "follow", value_parser = super::parse_positive_duration)]
     interval: Duration,
     /// With --follow: print every event as one JSON line (schema `collapse-trace.event/1`)
     /// instead of the periodic snapshots; one snapshot line still ends the stream.
@@ -44,6 +44,8 @@ pub struct StatArgs {
 
 /// Runs `stat`.
 pub async fn run(args: StatArgs) -> Result<()> {
+    // Signals first: one that arrives while attaching ends the run cleanly, never kills it.
+    let mut stop = Stop::new(None)?.on_hangup()?;
     let probes = args.collect.attach()?;
     let events = !args.collect.no_events;
     let mut collector = Collector::new(probes, events)?;
@@ -52,7 +54,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     announce(&collector, args.duration);
 
     let start = Instant::now();
-    let mut stop = Stop::new(args.duration)?;
+    stop.set_duration(args.duration);
     if args.follow {
         return follow(&args, collector, agg, stop, start).await;
     }
@@ -228,9 +230,6 @@ async fn follow(
 ) -> Result<()> {
     use crate::export::ndjson::{EventLine, write_line};
 
-    if args.interval.is_zero() {
-        anyhow::bail!("--interval must be more than zero");
-    }
     let filters = Filters {
         pid: args.collect.pid,
         comm: args.collect.comm.clone(),
