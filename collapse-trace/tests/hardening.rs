@@ -19,6 +19,7 @@ use collapse_trace::{
     capture::ftrace::parse_line,
     export::json::Snapshot,
     kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
+    model::results::ResultSource,
     provoke::Tally,
 };
 
@@ -888,4 +889,107 @@ fn an_unreadable_format_file_is_named() {
         "{err}"
     );
     assert!(out.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Hand-made formats through --tracefs: an unknown result number, a renamed field.
+
+/// A copy of the real format files with `page_filled` taken out of both result tables (a newer
+/// kernel's number this one does not name) and collapse_file's `nr` field renamed: the tool
+/// runs, counts everything exactly, shows `unknown(30)`, and says why on stderr.
+#[test]
+fn an_unknown_result_number_and_a_renamed_field_are_survived_and_explained() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("formats");
+    let comm = unique_comm("ctu-");
+    let link = workload_link(&dir, &comm);
+    let real = Tracefs::open(None).expect("tracefs");
+    let fake = dir.0.join("tracefs");
+    let mut number = None;
+    for tp in ["mm_khugepaged_scan_file", "mm_khugepaged_collapse_file"] {
+        let text =
+            std::fs::read_to_string(real.event_dir("huge_memory", tp).join("format")).unwrap();
+        // `{30, "page_filled"}` on 6.18, `{31, ...}` on older kernels: find the number.
+        let at = text
+            .find("\"page_filled\"}")
+            .expect("page_filled in the format");
+        let open = text[..at].rfind('{').unwrap();
+        let n: i64 = text[open + 1..at]
+            .trim()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap();
+        number = Some(n);
+        let entry = &text[open..at + "\"page_filled\"}".len()];
+        let mut edited = text.replace(&format!(", {entry}"), "").replace(entry, "");
+        assert!(!edited.contains("page_filled"));
+        if tp == "mm_khugepaged_collapse_file" {
+            assert!(edited.contains("field:int nr;"));
+            edited = edited.replace("field:int nr;", "field:int nr_pages;");
+        }
+        let d = fake.join("events/huge_memory").join(tp);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("format"), edited).unwrap();
+    }
+    let number = number.unwrap();
+    let unknown = format!("unknown({number})");
+
+    let instance = file_ftrace("formats");
+    let mut stat = Running::start(
+        Path::new(BIN),
+        &[
+            "stat",
+            "--json",
+            "--comm",
+            &comm,
+            "--tracefs",
+            fake.to_str().unwrap(),
+        ],
+        "attached to",
+    );
+    let tally = provoke_with(&link, &["page-filled"]);
+    let (st, out) = stat.signal_and_wait(libc::SIGINT);
+    instance.stop().unwrap();
+    let trace = instance.read().unwrap();
+    drop(instance);
+    assert!(st.success(), "{st}");
+    let err = stat.stderr().join("\n");
+    assert!(err.contains("no `nr` field"), "{err}");
+    assert!(
+        err.contains(&unknown) && err.contains("do not include"),
+        "no word on why {unknown}: {err}"
+    );
+    let snap = snapshot(&out);
+    assert_eq!(snap.result_names, ResultSource::Tracefs);
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(!text.contains("page_filled"), "{text}");
+
+    // ftrace's (real) names, with page_filled read as the tool must show it.
+    let truth: Counts = ftrace_for(&trace, &[tally.pid])
+        .into_iter()
+        .map(|((tp, r), n)| {
+            let r = if r == "page_filled" {
+                unknown.clone()
+            } else {
+                r
+            };
+            ((tp, r), n)
+        })
+        .collect();
+    assert_eq!(kernel_counts(&snap), truth, "counters vs ftrace");
+    assert_eq!(ours_for(&snap, &[tally.pid]), truth, "events vs ftrace");
+    let cf = snap
+        .tracepoints
+        .iter()
+        .find(|t| t.name == "mm_khugepaged_collapse_file")
+        .unwrap();
+    let row = cf
+        .results
+        .iter()
+        .find(|r| r.result == unknown)
+        .unwrap_or_else(|| panic!("no {unknown} in {:?}", cf.results));
+    assert_eq!(row.number, number);
+    assert!(row.count >= 1);
+    assert_eq!(scan_events(&snap), tally.scenarios[0].calls);
 }

@@ -76,6 +76,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
         comm: args.collect.comm.clone(),
     };
     let snap = Snapshot::build(&agg, &collector.probes().info, filters, events, elapsed);
+    warn_unknown(&snap);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &snap).context("writing JSON")?;
@@ -90,6 +91,34 @@ pub async fn run(args: StatArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an `unknown(N)` result means, for the MEANING column and the warning.
+const UNKNOWN_MEANING: &str = "a number the kernel's own result table does not name";
+
+/// Says on stderr why some results read `unknown(N)`: the kernel reported numbers its table
+/// (tracepoint format, BTF, or the built-in copy) does not name, e.g. a newer kernel.
+fn warn_unknown(s: &Snapshot) {
+    let mut unknown: Vec<(String, i64)> = s
+        .tracepoints
+        .iter()
+        .flat_map(|t| t.results.iter())
+        .filter(|r| r.result.starts_with("unknown("))
+        .map(|r| (r.result.clone(), r.number))
+        .collect();
+    unknown.sort_by_key(|(_, n)| *n);
+    unknown.dedup();
+    if unknown.is_empty() {
+        return;
+    }
+    let names: Vec<String> = unknown.into_iter().map(|(n, _)| n).collect();
+    eprintln!(
+        "collapse-trace: warning: the kernel reported result numbers that the result names {} \
+         do not include: shown as {}. The kernel may be newer than its table says, or its \
+         format was edited; `collapse-trace doctor` lists the names it has",
+        s.result_names.describe(),
+        names.join(", ")
+    );
 }
 
 /// One line on stderr once attached, so a person (or a test) knows collection has begun.
@@ -163,7 +192,11 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
                 r.number,
                 r.count,
                 r.share * 100.0,
-                meaning(&r.result)
+                if r.result.starts_with("unknown(") {
+                    UNKNOWN_MEANING
+                } else {
+                    meaning(&r.result)
+                }
             );
         }
         let _ = writeln!(o);
