@@ -207,15 +207,25 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
     }
     if !s.processes.is_empty() {
         let _ = writeln!(o, "Top processes by events");
+        // An escaped comm (`\xNN` per control byte) can be up to 60 characters: size the
+        // column to the widest one shown, so the columns after it stay aligned.
+        let w = s
+            .processes
+            .iter()
+            .take(top)
+            .map(|p| p.comm.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
         let _ = writeln!(
             o,
-            "  {:>8} {:<16} {:<10} {:>9} {:>9}  TOP FAILURE",
+            "  {:>8} {:<w$} {:<10} {:>9} {:>9}  TOP FAILURE",
             "PID", "COMM", "ORIGIN", "EVENTS", "FAILURES"
         );
         for p in s.processes.iter().take(top) {
             let _ = writeln!(
                 o,
-                "  {:>8} {:<16} {:<10} {:>9} {:>9}  {}",
+                "  {:>8} {:<w$} {:<10} {:>9} {:>9}  {}",
                 p.tgid,
                 p.comm,
                 p.origin,
