@@ -1258,3 +1258,58 @@ fn hostile_file_names_and_comms_survive_every_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. serve drops its capabilities once attached.
+
+/// Every thread of the running daemon has no capability left (CapEff, CapPrm, CapInh, CapAmb
+/// all 0, no_new_privs), yet it still counts (map lookups and the ring through the fds it
+/// holds), serves, and detaches on SIGTERM.
+#[test]
+fn serve_runs_with_no_capability_after_attaching() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("caps");
+    let comm = unique_comm("ctc-");
+    let link = workload_link(&dir, &comm);
+    let (mut serve, addr) = start_serve(&["--comm", &comm]);
+    let progs = progs_of(&serve);
+    let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/task", serve.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!tasks.is_empty());
+    for t in &tasks {
+        let status = std::fs::read_to_string(t.join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {k} in {status}"))
+        };
+        for k in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+            assert_eq!(
+                u64::from_str_radix(&field(k), 16).unwrap(),
+                0,
+                "{} {k}",
+                t.display()
+            );
+        }
+        assert_eq!(field("NoNewPrivs:"), "1", "{}", t.display());
+    }
+    let tally = provoke_with(&link, &["uffd-holes", "-n", "3"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, body) = http_get(&addr, "/json").unwrap();
+    assert_eq!(code, 200);
+    let snap: Snapshot = serde_json::from_str(&body).unwrap();
+    assert_eq!(snap.totals.events, 6, "counters read without capabilities");
+    assert_eq!(snap.totals.delivered, 6, "ring read without capabilities");
+    assert!(snap.processes.iter().all(|p| p.tgid == tally.pid));
+    let (code, metrics) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("collapse_trace_events_total"));
+    let (st, _) = serve.signal_and_wait(libc::SIGTERM);
+    assert_eq!(st.code(), Some(0));
+    assert_progs_gone(&progs, "serve without capabilities");
+}
