@@ -77,8 +77,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<cmd::provoke::Interrupted>() {
+                // Not an error: the tally is printed; the code says the run was cut short.
+                eprintln!("collapse-trace: {i}");
+                return ExitCode::from(i.exit_code());
+            }
             eprintln!("collapse-trace: error: {e:#}");
-            let code = if e.is::<cmd::top::NotATerminal>() {
+            let code = if e.is::<cmd::top::NotATerminal>() || e.is::<UsageError>() {
                 exit::USAGE
             } else {
                 e.downcast_ref::<KernelError>()
@@ -88,3 +93,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// A command-line value that parses but cannot be used (found out at run time, e.g. a pid that
+/// names no process): exit code 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -12,7 +12,7 @@ use crate::kernel::{btf, caps, probes::KernelInfo, tracefs::Tracefs};
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, value_parser = super::parse_tracefs_dir)]
     tracefs: Option<PathBuf>,
 }
 

@@ -18,10 +18,10 @@ use crate::kernel::probes::{ProbeOptions, Probes};
 #[derive(Debug, Args)]
 pub struct CollectArgs {
     /// Only this process id (filtered in the kernel, so counts stay exact).
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', value_parser = parse_pid)]
     pub pid: Option<u32>,
     /// Only tasks with exactly this comm (filtered in the kernel).
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', value_parser = parse_comm)]
     pub comm: Option<String>,
     /// Count only: no per-event records (cheapest; no process or file tables).
     #[arg(long)]
@@ -30,7 +30,7 @@ pub struct CollectArgs {
     #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
     pub ring_size: u32,
     /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, value_parser = parse_tracefs_dir)]
     pub tracefs: Option<PathBuf>,
     /// Kernel-side diagnostics through aya-log (costs time on every event).
     #[arg(long)]
@@ -41,6 +41,66 @@ pub struct CollectArgs {
     /// Stall the reader: no kernel wakeups, drain every 2 s (overflow tests).
     #[arg(long, hide = true)]
     pub stall_reader: bool,
+}
+
+/// `--pid`: a live process id (a thread group leader). 0 would switch the kernel filter off, a
+/// thread id or a gone process would count nothing: all three are mistakes worth a message.
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    let pid: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a process id (a positive whole number)"))?;
+    if pid == 0 {
+        return Err("0 is not a process id".to_string());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| format!("no process has pid {pid} (nothing to filter on)"))?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match tgid {
+        Some(t) if t != pid => Err(format!(
+            "{pid} is a thread of process {t}; the filter is per process: use --pid {t}"
+        )),
+        _ => Ok(pid),
+    }
+}
+
+/// `--comm`: 1 to 15 bytes (the kernel's TASK_COMM_LEN less the NUL), no NUL.
+pub fn parse_comm(s: &str) -> Result<String, String> {
+    let max = collapse_trace_common::COMM_LEN - 1;
+    if s.is_empty() {
+        return Err("an empty comm matches no task".to_string());
+    }
+    if s.len() > max {
+        return Err(format!(
+            "{s:?} is {} bytes; the kernel keeps at most {max} bytes of a comm, so it could \
+             never match (use the first {max})",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `--tracefs`: an existing, readable directory (whether it holds the right events is told
+/// later, with the kernel's other checks).
+pub fn parse_tracefs_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    match std::fs::read_dir(&p) {
+        Ok(_) => Ok(p),
+        Err(e) => Err(format!("cannot read directory {s:?}: {e}")),
+    }
+}
+
+/// A duration that must be more than zero (`10s`, `500ms`, `2m`).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); try 10s, 500ms or 2m"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero; give a duration of more than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -81,21 +141,37 @@ impl CollectArgs {
     }
 }
 
-/// Resolves when collection should stop: the deadline, SIGINT or SIGTERM.
+/// Resolves when collection should stop: the deadline, SIGINT, SIGTERM, or (when asked for)
+/// SIGHUP.
 pub struct Stop {
     deadline: Option<tokio::time::Instant>,
     int: Signal,
     term: Signal,
+    hup: Option<Signal>,
 }
 
 impl Stop {
-    /// Installs the signal handlers (before attaching output, so Ctrl-C is never lost).
+    /// Installs the SIGINT and SIGTERM handlers. Call it before attaching: a signal that
+    /// arrives while attaching, or right after the "attached" line, is then kept, not fatal.
     pub fn new(duration: Option<Duration>) -> Result<Stop> {
         Ok(Stop {
             deadline: duration.map(|d| tokio::time::Instant::now() + d),
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: None,
         })
+    }
+
+    /// Also stops on SIGHUP (the terminal went away): `stat` still writes its whole report to
+    /// wherever stdout goes, `top` restores the terminal.
+    pub fn on_hangup(mut self) -> Result<Stop> {
+        self.hup = Some(signal(SignalKind::hangup())?);
+        Ok(self)
+    }
+
+    /// Starts the clock now (once attached, so the whole duration is collected).
+    pub fn set_duration(&mut self, duration: Option<Duration>) {
+        self.deadline = duration.map(|d| tokio::time::Instant::now() + d);
     }
 
     /// Waits for the first stop reason.
@@ -106,10 +182,19 @@ impl Stop {
                 None => std::future::pending().await,
             }
         };
+        let hup = async {
+            match self.hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = deadline => {}
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
+            _ = hup => {}
         }
     }
 }
@@ -117,6 +202,25 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_checked() {
+        assert!(parse_pid("0").is_err());
+        assert!(parse_pid("-3").is_err());
+        assert!(parse_pid("abc").is_err());
+        assert_eq!(
+            parse_pid(&std::process::id().to_string()),
+            Ok(std::process::id())
+        );
+        assert!(parse_pid("4194304").unwrap_err().contains("no process"));
+        assert!(parse_comm("").is_err());
+        assert!(parse_comm("0123456789abcdef").unwrap_err().contains("15"));
+        assert_eq!(parse_comm("khugepaged").as_deref(), Ok("khugepaged"));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("ten").unwrap_err().contains("try"));
+        assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_tracefs_dir("/nonexistent/ct").is_err());
+    }
 
     #[test]
     fn ring_sizes_are_checked() {

@@ -1,4 +1,9 @@
 //! `collapse-trace provoke`: make the kernel produce each case for real.
+//!
+//! SIGINT or SIGTERM stops the workload after the current try: the tally of the tries made is
+//! printed as usual (with `"interrupted"` set in JSON) and the exit code is 128 + the signal
+//! number (130, 143), so a script can tell a whole run from a cut one. The private tmpfs is
+//! detached right after mounting, so nothing is left behind either way.
 
 use anyhow::Result;
 use clap::Args;
@@ -33,6 +38,49 @@ fn parse_comm(s: &str) -> Result<std::ffi::CString, String> {
     std::ffi::CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
+/// `provoke` was stopped by a signal after printing its (partial, exact) tally.
+#[derive(Debug, thiserror::Error)]
+#[error("provoke stopped by {name} after {calls} MADV_COLLAPSE calls; the tally above covers them")]
+pub struct Interrupted {
+    /// The signal number.
+    pub signal: i32,
+    /// Its name.
+    pub name: String,
+    /// Calls made before stopping.
+    pub calls: u64,
+}
+
+impl Interrupted {
+    /// The documented exit code: 128 + the signal number.
+    pub fn exit_code(&self) -> u8 {
+        u8::try_from(128 + self.signal).unwrap_or(1)
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    provoke::request_stop(sig);
+}
+
+/// Catches SIGINT and SIGTERM: each asks the workload to stop after the current try.
+fn catch_signals() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only does an atomic store (async-signal
+        // safe); SA_RESTART so that interrupted system calls other than MADV_COLLAPSE go on.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .map_err(|e| anyhow::anyhow!("installing the handler for signal {sig}: {e}"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `provoke`.
 pub fn run(args: ProvokeArgs) -> Result<()> {
     if let Some(comm) = &args.comm {
@@ -42,6 +90,7 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         }
     }
     let scenario = args.scenario.or(args.scenario_pos).unwrap_or(Scenario::All);
+    catch_signals()?;
     let tally = provoke::run(&Options {
         scenario,
         iterations: args.iterations,
@@ -69,6 +118,17 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
                 errs.join(", ")
             );
         }
+        if let Some(sig) = &tally.interrupted {
+            println!("  (stopped early by {sig})");
+        }
+    }
+    if let (Some(name), Some(signal)) = (tally.interrupted.clone(), provoke::stop_requested()) {
+        return Err(Interrupted {
+            signal,
+            name,
+            calls: tally.scenarios.iter().map(|s| s.calls).sum(),
+        }
+        .into());
     }
     Ok(())
 }

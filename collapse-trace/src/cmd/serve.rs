@@ -5,7 +5,8 @@
 //! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
 //! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
 //!
-//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0.
+//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP is ignored
+//! (logged): logs go to stderr, there is nothing to reopen.
 
 use std::{
     net::SocketAddr,
@@ -81,11 +82,26 @@ fn lock(s: &Shared) -> MutexGuard<'_, Daemon> {
 /// Runs `serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
     // Bind first: a taken port should fail before anything is loaded into the kernel.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {}: the address is in use (another collapse-trace serve, or \
+             another exporter?); pick a free one with --listen ADDR:PORT",
+            args.listen
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => anyhow::bail!(
+            "cannot listen on {}: no interface of this machine has that address ({e})",
+            args.listen
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot listen on {}", args.listen));
+        }
+    };
     let local = listener.local_addr()?;
     let mut stop = Stop::new(None)?;
+    // SIGHUP: ignored (logged). The daemon logs to stderr, which journald or the caller owns,
+    // so there is no log file to reopen, and a hangup must not kill a daemon.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let probes = args.collect.attach()?;
     let events = !args.collect.no_events;
@@ -93,6 +109,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let info = collector.probes().info.clone();
     let mut agg = Aggregate::new(info.results.clone());
     agg.set_baseline(collector.counters()?);
+    // Everything privileged is done: programs loaded and attached, the maps and the ring
+    // buffer open (and mapped), the socket bound.
+    drop_capabilities().context("dropping capabilities after attaching")?;
+    log::info!("dropped every capability (CapEff, CapPrm, CapInh, CapAmb now 0; no_new_privs)");
     let state: Shared = Arc::new(Mutex::new(Daemon {
         agg,
         counts: EventCounts::new(args.max_comms),
@@ -144,6 +164,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let outcome = loop {
         tokio::select! {
             _ = stop.wait() => break Ok(()),
+            _ = hangup.recv() => {
+                log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
+                continue;
+            }
             r = &mut server => break Err(match r {
                 Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped by itself"),
                 Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),
@@ -261,4 +285,72 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn index() -> &'static str {
     "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/1), /healthz\n"
+}
+
+/// Drops every capability of this process for good, once attached. What the daemon does
+/// afterwards needs none (verified on 6.18 by tests/hardening.rs): reading the per-CPU counter
+/// maps through fds it holds (since Linux 6.5 the bpf() commands on an existing fd no longer
+/// check CAP_BPF; the fd's own read access is what counts), reading the ring buffer it
+/// already mapped, epoll, accepting on the bound socket, and detaching at exit (closing link
+/// and program fds). It keeps its uid: run as root, it still owns root's files, which is why
+/// the systemd unit runs it as a dynamic user.
+///
+/// Order: the bounding set first (needs CAP_SETPCAP; without it, EPERM, and the service
+/// manager's bounding set stands), the ambient set, then effective, permitted and inheritable
+/// through capset(2), and no_new_privs so nothing can be regained by exec. Capabilities are
+/// per thread: this runs on the runtime's only thread (a current-thread runtime; nothing has
+/// spawned a thread yet), and threads spawned later inherit the empty sets.
+pub fn drop_capabilities() -> Result<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error()).context("PR_CAP_AMBIENT_CLEAR_ALL");
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) with a version-3 header and the two data words that version takes.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("capset(all empty)");
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("PR_SET_NO_NEW_PRIVS");
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ pub struct StatArgs {
     #[command(flatten)]
     collect: CollectArgs,
     /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
-    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    #[arg(long, short = 'd', value_parser = super::parse_positive_duration)]
     duration: Option<Duration>,
     /// Print one JSON document (schema `collapse-trace.stat/1`, docs/json-schema.md).
     #[arg(long)]
@@ -31,7 +31,7 @@ pub struct StatArgs {
     #[arg(long, requires = "json")]
     follow: bool,
     /// Time between snapshots with --follow (e.g. `1s`, `500ms`).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", requires = "follow", value_parser = super::parse_positive_duration)]
     interval: Duration,
     /// With --follow: print every event as one JSON line (schema `collapse-trace.event/1`)
     /// instead of the periodic snapshots; one snapshot line still ends the stream.
@@ -44,6 +44,8 @@ pub struct StatArgs {
 
 /// Runs `stat`.
 pub async fn run(args: StatArgs) -> Result<()> {
+    // Signals first: one that arrives while attaching ends the run cleanly, never kills it.
+    let mut stop = Stop::new(None)?.on_hangup()?;
     let probes = args.collect.attach()?;
     let events = !args.collect.no_events;
     let mut collector = Collector::new(probes, events)?;
@@ -52,7 +54,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     announce(&collector, args.duration);
 
     let start = Instant::now();
-    let mut stop = Stop::new(args.duration)?;
+    stop.set_duration(args.duration);
     if args.follow {
         return follow(&args, collector, agg, stop, start).await;
     }
@@ -74,6 +76,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
         comm: args.collect.comm.clone(),
     };
     let snap = Snapshot::build(&agg, &collector.probes().info, filters, events, elapsed);
+    warn_unknown(&snap);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &snap).context("writing JSON")?;
@@ -88,6 +91,34 @@ pub async fn run(args: StatArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an `unknown(N)` result means, for the MEANING column and the warning.
+const UNKNOWN_MEANING: &str = "a number the kernel's own result table does not name";
+
+/// Says on stderr why some results read `unknown(N)`: the kernel reported numbers its table
+/// (tracepoint format, BTF, or the built-in copy) does not name, e.g. a newer kernel.
+fn warn_unknown(s: &Snapshot) {
+    let mut unknown: Vec<(String, i64)> = s
+        .tracepoints
+        .iter()
+        .flat_map(|t| t.results.iter())
+        .filter(|r| r.result.starts_with("unknown("))
+        .map(|r| (r.result.clone(), r.number))
+        .collect();
+    unknown.sort_by_key(|(_, n)| *n);
+    unknown.dedup();
+    if unknown.is_empty() {
+        return;
+    }
+    let names: Vec<String> = unknown.into_iter().map(|(n, _)| n).collect();
+    eprintln!(
+        "collapse-trace: warning: the kernel reported result numbers that the result names {} \
+         do not include: shown as {}. The kernel may be newer than its table says, or its \
+         format was edited; `collapse-trace doctor` lists the names it has",
+        s.result_names.describe(),
+        names.join(", ")
+    );
 }
 
 /// One line on stderr once attached, so a person (or a test) knows collection has begun.
@@ -164,7 +195,11 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
                 r.number,
                 r.count,
                 r.share * 100.0,
-                meaning(&r.result)
+                if r.result.starts_with("unknown(") {
+                    UNKNOWN_MEANING
+                } else {
+                    meaning(&r.result)
+                }
             );
         }
         let _ = writeln!(o);
@@ -175,15 +210,25 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
     }
     if !s.processes.is_empty() {
         let _ = writeln!(o, "Top processes by events");
+        // An escaped comm (`\xNN` per control byte) can be up to 60 characters: size the
+        // column to the widest one shown, so the columns after it stay aligned.
+        let w = s
+            .processes
+            .iter()
+            .take(top)
+            .map(|p| p.comm.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
         let _ = writeln!(
             o,
-            "  {:>8} {:<16} {:<10} {:>9} {:>9}  TOP FAILURE",
+            "  {:>8} {:<w$} {:<10} {:>9} {:>9}  TOP FAILURE",
             "PID", "COMM", "ORIGIN", "EVENTS", "FAILURES"
         );
         for p in s.processes.iter().take(top) {
             let _ = writeln!(
                 o,
-                "  {:>8} {:<16} {:<10} {:>9} {:>9}  {}",
+                "  {:>8} {:<w$} {:<10} {:>9} {:>9}  {}",
                 p.tgid,
                 p.comm,
                 p.origin,
@@ -264,9 +309,6 @@ async fn follow(
 ) -> Result<()> {
     use crate::export::ndjson::{EventLine, write_line};
 
-    if args.interval.is_zero() {
-        anyhow::bail!("--interval must be more than zero");
-    }
     let filters = Filters {
         pid: args.collect.pid,
         comm: args.collect.comm.clone(),

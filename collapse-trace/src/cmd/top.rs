@@ -50,6 +50,8 @@ pub async fn run(args: TopArgs) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         bail!(NotATerminal);
     }
+    // Signals first: SIGINT/SIGTERM/SIGHUP while attaching or drawing end `top` cleanly.
+    let stop = Stop::new(None)?.on_hangup()?;
     let probes = args.collect.attach()?;
     let mut collector = Collector::new(probes, true)?;
     let info = &collector.probes().info;
@@ -85,7 +87,6 @@ pub async fn run(args: TopArgs) -> Result<()> {
         collector.counters()?,
         tui::monotonic_ns(),
     );
-    let stop = Stop::new(None)?;
     let demo = args.demo.then(Demo::start);
 
     let mut terminal = ratatui::try_init()?;

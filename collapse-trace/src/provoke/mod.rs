@@ -11,6 +11,7 @@ mod uffd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Result;
 
@@ -84,6 +85,23 @@ pub struct Options {
     pub dir: Option<PathBuf>,
 }
 
+/// The signal that asked the workload to stop (0: none). Set from a signal handler, so only
+/// an atomic store happens there; checked after every MADV_COLLAPSE.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+/// Asks a running [`run`] to stop after the current try (async-signal-safe: one atomic store).
+pub fn request_stop(signal: i32) {
+    STOP.store(signal, Ordering::Relaxed);
+}
+
+/// The signal that asked to stop, if any.
+pub fn stop_requested() -> Option<i32> {
+    match STOP.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
 /// What each MADV_COLLAPSE returned, per scenario.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Tally {
@@ -91,6 +109,10 @@ pub struct Tally {
     pub pid: u32,
     /// One entry per scenario run, in order.
     pub scenarios: Vec<ScenarioTally>,
+    /// Set when a signal stopped the run early: the signal's name ("SIGINT", "SIGTERM"). The
+    /// tally is still exact for the tries made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 /// Outcomes of one scenario's MADV_COLLAPSE calls.
@@ -142,8 +164,12 @@ pub fn run(opts: &Options) -> Result<Tally> {
     let mut tally = Tally {
         pid: std::process::id(),
         scenarios: Vec::new(),
+        interrupted: None,
     };
     for &scenario in opts.scenario.expand() {
+        if stop_requested().is_some() {
+            break;
+        }
         let iterations = match opts.iterations {
             0 => scenario.default_iterations(),
             n => n,
@@ -158,6 +184,11 @@ pub fn run(opts: &Options) -> Result<Tally> {
         }
         tally.scenarios.push(st);
     }
+    tally.interrupted = stop_requested().map(|s| match s {
+        libc::SIGINT => "SIGINT".to_string(),
+        libc::SIGTERM => "SIGTERM".to_string(),
+        n => format!("signal {n}"),
+    });
     drop(mount);
     Ok(tally)
 }

@@ -180,7 +180,8 @@ pub(super) fn einval_reason() -> String {
 }
 
 /// Records a MADV_COLLAPSE outcome; on an EINVAL first try marks the scenario skipped and
-/// returns false (stop), since every further try would fail the same way.
+/// returns false (stop), since every further try would fail the same way. Also false once a
+/// signal asked the workload to stop.
 pub(super) fn record_first_aware(
     st: &mut ScenarioTally,
     outcome: std::result::Result<(), i32>,
@@ -191,7 +192,8 @@ pub(super) fn record_first_aware(
         st.skipped = Some(einval_reason());
         return false;
     }
-    true
+    // A signal asked to stop: end after this try, the tally stays exact.
+    super::stop_requested().is_none()
 }
 
 /// `collapse`: fully populated aligned files; MADV_COLLAPSE should succeed every time.
