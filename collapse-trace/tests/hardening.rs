@@ -205,11 +205,19 @@ fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
 
 type Counts = BTreeMap<(String, String), u64>;
 
-/// Delivered events of the given processes, summed, by (tracepoint, result).
+/// The file tracepoints, which the ftrace instances here record.
+fn is_file_event(tracepoint: &str) -> bool {
+    matches!(
+        tracepoint,
+        "mm_khugepaged_scan_file" | "mm_khugepaged_collapse_file"
+    )
+}
+
+/// Delivered file events of the given processes, summed, by (tracepoint, result).
 fn ours_for(snap: &Snapshot, tgids: &[u32]) -> Counts {
     let mut c = Counts::new();
     for p in snap.processes.iter().filter(|p| tgids.contains(&p.tgid)) {
-        for r in &p.results {
+        for r in p.results.iter().filter(|r| is_file_event(&r.tracepoint)) {
             *c.entry((r.tracepoint.clone(), r.result.clone()))
                 .or_default() += r.count;
         }
@@ -217,10 +225,10 @@ fn ours_for(snap: &Snapshot, tgids: &[u32]) -> Counts {
     c
 }
 
-/// The kernel counters of a snapshot by (tracepoint, result).
+/// The kernel counters of a snapshot's file tracepoints by (tracepoint, result).
 fn kernel_counts(s: &Snapshot) -> Counts {
     let mut m = Counts::new();
-    for t in &s.tracepoints {
+    for t in s.tracepoints.iter().filter(|t| is_file_event(&t.name)) {
         for r in &t.results {
             m.insert((t.name.clone(), r.result.clone()), r.count);
         }
@@ -239,7 +247,9 @@ fn ftrace_for(text: &str, tgids: &[u32]) -> Counts {
     c
 }
 
-fn file_ftrace(tag: &str) -> FtraceInstance {
+/// A private ftrace instance recording the file events of tasks named `comm` only (so other
+/// work on the machine can neither disturb the counts nor overrun the buffer).
+fn file_ftrace(tag: &str, comm: &str) -> FtraceInstance {
     let tracefs = Tracefs::open(None).expect("tracefs");
     FtraceInstance::create(
         &tracefs,
@@ -248,6 +258,7 @@ fn file_ftrace(tag: &str) -> FtraceInstance {
             "huge_memory/mm_khugepaged_scan_file",
             "huge_memory/mm_khugepaged_collapse_file",
         ],
+        Some(&format!("comm == \"{comm}\"")),
         16384,
     )
     .expect("private ftrace instance")
@@ -334,10 +345,16 @@ fn assert_progs_gone(ids: &BTreeSet<u32>, who: &str) {
     }
 }
 
-/// The programs of a running instance: two (one per file tracepoint), all loaded.
+/// The programs of a running instance: one per attach point (this kernel has them all), all
+/// loaded.
 fn progs_of(r: &Running) -> BTreeSet<u32> {
     let ids = bpf_prog_ids(r.pid());
-    assert_eq!(ids.len(), 2, "{}: BPF programs {ids:?}", r.name);
+    assert_eq!(
+        ids.len(),
+        collapse_trace_common::NUM_PROBES,
+        "{}: BPF programs {ids:?}",
+        r.name
+    );
     assert!(ids.iter().all(|&i| bpf_prog_exists(i)));
     ids
 }
@@ -355,7 +372,7 @@ fn two_instances_each_see_every_event_and_survive_each_other() {
     let dir = TempDir::new("two");
     let comm = unique_comm("ct2-");
     let link = workload_link(&dir, &comm);
-    let instance = file_ftrace("two");
+    let instance = file_ftrace("two", &comm);
 
     let args = ["stat", "--json", "--comm", comm.as_str()];
     let mut first = Running::start(Path::new(BIN), &args, "attached to");
@@ -406,13 +423,16 @@ fn two_instances_each_see_every_event_and_survive_each_other() {
     );
     assert_eq!(kernel_counts(&snap2), truth2, "second instance's counters");
     assert_eq!(snap2.totals.dropped, 0);
-    assert_eq!(snap2.totals.delivered, snap2.totals.events);
-    // And the calls the workload made: one scan_file event each.
+    assert_eq!(
+        snap2.totals.delivered,
+        snap2.totals.events + snap2.totals.calls
+    );
+    // And the calls the workload made: one scan event each (file or anon).
     let calls = |t: &Tally| t.scenarios.iter().map(|s| s.calls).sum::<u64>();
     let scans: u64 = snap2
         .tracepoints
         .iter()
-        .filter(|t| t.name == "mm_khugepaged_scan_file")
+        .filter(|t| t.name == "mm_khugepaged_scan_file" || t.name == "mm_khugepaged_scan_pmd")
         .map(|t| t.events)
         .sum();
     assert_eq!(scans, calls(&t1) + calls(&t2));
@@ -425,7 +445,7 @@ fn two_instances_each_see_every_event_and_survive_each_other() {
 fn scan_events(s: &Snapshot) -> u64 {
     s.tracepoints
         .iter()
-        .filter(|t| t.name == "mm_khugepaged_scan_file")
+        .filter(|t| t.name == "mm_khugepaged_scan_file" || t.name == "mm_khugepaged_scan_pmd")
         .map(|t| t.events)
         .sum()
 }
@@ -462,7 +482,11 @@ fn stat_on_signals_detaches_and_prints_a_whole_document() {
         let snap = snapshot(&out);
         assert_eq!(scan_events(&snap), calls, "signal {sig}");
         assert_eq!(snap.totals.events, 2 * calls, "signal {sig}");
-        assert_eq!(snap.totals.delivered, snap.totals.events);
+        assert_eq!(snap.totals.calls, calls, "signal {sig}");
+        assert_eq!(
+            snap.totals.delivered,
+            snap.totals.events + snap.totals.calls
+        );
         assert_progs_gone(&progs, "stat");
     }
 }
@@ -505,7 +529,11 @@ fn stat_follow_on_signals_ends_with_a_final_snapshot() {
         let last: Snapshot = serde_json::from_str(lines.last().expect("a line")).unwrap();
         assert_eq!(last.totals.events, 6, "3 calls x 2 tracepoints");
         if events {
-            assert_eq!(lines.len(), 7, "6 event lines and the snapshot:\n{text}");
+            assert_eq!(
+                lines.len(),
+                10,
+                "6 event lines, 3 call lines and the snapshot:\n{text}"
+            );
         }
         assert!(last.processes.iter().all(|p| p.tgid == tally.pid));
         assert_progs_gone(&progs, "stat --follow");
@@ -644,6 +672,7 @@ fn provoke_on_signals_stops_after_the_current_try_and_prints_its_tally() {
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
+        .args(["-L", &tmux_socket()])
         .args(args)
         .output()
         .expect("tmux is installed (`cargo xtask test` installs it)");
@@ -661,7 +690,7 @@ struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
+            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
             .output();
     }
 }
@@ -733,7 +762,11 @@ fn top_on_signals_restores_the_terminal() {
             })
             .expect("top's pid under the pane's shell");
         let progs = bpf_prog_ids(top);
-        assert_eq!(progs.len(), 2, "top's programs: {progs:?}");
+        assert_eq!(
+            progs.len(),
+            collapse_trace_common::NUM_PROBES,
+            "top's programs: {progs:?}"
+        );
         // SAFETY: kill with the pid of top, which we started (through tmux).
         unsafe { libc::kill(top as i32, sig) };
         wait_until("top to exit", Duration::from_secs(15), || {
@@ -936,7 +969,7 @@ fn an_unknown_result_number_and_a_renamed_field_are_survived_and_explained() {
     let number = number.unwrap();
     let unknown = format!("unknown({number})");
 
-    let instance = file_ftrace("formats");
+    let instance = file_ftrace("formats", &comm);
     let mut stat = Running::start(
         Path::new(BIN),
         &[
@@ -1304,7 +1337,10 @@ fn serve_runs_with_no_capability_after_attaching() {
     assert_eq!(code, 200);
     let snap: Snapshot = serde_json::from_str(&body).unwrap();
     assert_eq!(snap.totals.events, 6, "counters read without capabilities");
-    assert_eq!(snap.totals.delivered, 6, "ring read without capabilities");
+    assert_eq!(
+        snap.totals.delivered, 9,
+        "ring read without capabilities (6 events, 3 calls)"
+    );
     assert!(snap.processes.iter().all(|p| p.tgid == tally.pid));
     let (code, metrics) = http_get(&addr, "/metrics").unwrap();
     assert_eq!(code, 200);
@@ -1312,4 +1348,11 @@ fn serve_runs_with_no_capability_after_attaching() {
     let (st, _) = serve.signal_and_wait(libc::SIGTERM);
     assert_eq!(st.code(), Some(0));
     assert_progs_gone(&progs, "serve without capabilities");
+}
+
+/// A tmux server of this test binary's own: the default one is shared with anything else
+/// running tmux on the machine, and its exit when another user's last session closes would
+/// race with ours.
+fn tmux_socket() -> String {
+    format!("collapse-trace-test-h{}", std::process::id())
 }

@@ -18,13 +18,14 @@ struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
+            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
             .status();
     }
 }
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
+        .args(["-L", &tmux_socket()])
         .args(args)
         .output()
         .expect("tmux is installed (`cargo xtask setup` installs it)");
@@ -175,4 +176,11 @@ fn top_without_a_terminal_points_to_stat() {
         err.contains("needs a terminal") && err.contains("stat --json"),
         "{err}"
     );
+}
+
+/// A tmux server of this test binary's own: the default one is shared with anything else
+/// running tmux on the machine, and its exit when another user's last session closes would
+/// race with ours.
+fn tmux_socket() -> String {
+    format!("collapse-trace-test-t{}", std::process::id())
 }
