@@ -137,10 +137,16 @@ macro_rules! field {
     }};
 }
 
-/// The load-time filter. Returns the current pid_tgid and comm when the task passes.
+/// The load-time filter. Returns the current pid_tgid and comm when the task passes; either
+/// is only read when a filter or the caller (`need_pid`, event records) needs it, so that
+/// counting without filters costs no helper call.
 #[inline(always)]
-fn admit() -> Option<(u64, [u8; COMM_LEN])> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+fn admit(need_pid: bool) -> Option<(u64, [u8; COMM_LEN])> {
+    let pid_tgid = if need_pid || conf!(filter_tgid) != 0 || conf!(events) != 0 {
+        bpf_get_current_pid_tgid()
+    } else {
+        0
+    };
     let tgid = (pid_tgid >> 32) as u32;
     if conf!(filter_tgid) != 0 && conf!(filter_tgid) != tgid {
         return None;
@@ -174,7 +180,7 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
         2 => Tracepoint::ScanPmd,
         _ => Tracepoint::CollapseHugePage,
     };
-    let Some((pid_tgid, comm)) = admit() else {
+    let Some((pid_tgid, comm)) = admit(false) else {
         return;
     };
     let result: i32 = field!(ctx, P, Field::Result, i32);
@@ -252,7 +258,7 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
     if behavior != MADV_COLLAPSE {
         return;
     }
-    let Some((pid_tgid, _)) = admit() else {
+    let Some((pid_tgid, _)) = admit(true) else {
         return;
     };
     let call = CallInfo {
