@@ -1,9 +1,11 @@
 //! `collapse-trace provoke`: make the kernel produce each case for real.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use clap::Args;
 
-use crate::provoke::{self, Options, Scenario};
+use crate::provoke::{self, Options, Scenario, StormRange};
 
 /// Options of `provoke`.
 #[derive(Debug, Args)]
@@ -20,6 +22,15 @@ pub struct ProvokeArgs {
     /// Print the tally as JSON.
     #[arg(long)]
     json: bool,
+    /// storm: the range to hammer (collapsed: success; empty: EINVAL).
+    #[arg(long, value_enum, default_value = "collapsed")]
+    range: StormRange,
+    /// storm: stop after this long (e.g. `5s`); `-n` still bounds the calls when given.
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// storm: MADV_COLLAPSE calls per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 /// Runs `provoke`.
@@ -29,6 +40,9 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         scenario,
         iterations: args.iterations,
         dir: None,
+        storm_range: args.range,
+        duration: args.duration,
+        rate: args.rate,
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tally)?);
@@ -43,8 +57,11 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
                 continue;
             }
             let errs: Vec<String> = s.errnos.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let rate = s.loop_us.filter(|&us| us > 0).map_or(String::new(), |us| {
+                format!(" ({:.0} calls/s)", s.calls as f64 / (us as f64 / 1e6))
+            });
             println!(
-                "  {:<12} {} calls: ok {}{}{}",
+                "  {:<12} {} calls: ok {}{}{}{rate}",
                 s.scenario,
                 s.calls,
                 s.ok,
