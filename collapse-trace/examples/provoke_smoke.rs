@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         scenario,
         iterations,
         dir: None,
+        ..Default::default()
     })?;
     let secs = start.elapsed().as_secs_f64();
     println!("{}", serde_json::to_string_pretty(&tally)?);

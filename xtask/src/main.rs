@@ -1,5 +1,6 @@
-//! Developer tasks for collapse-trace: `cargo xtask setup | build | test | run`.
+//! Developer tasks for collapse-trace: `cargo xtask setup | build | test | run | bench`.
 
+mod bench;
 mod env;
 mod setup;
 
@@ -48,6 +49,13 @@ enum Command {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Benchmark collapse-trace against bpftrace on real MADV_COLLAPSE storms (needs root).
+    ///
+    /// Kernel ns/event, start-up to attached, CPU and RSS of serve and stat, drops at rising
+    /// rates. Installs bpftrace, bpftool and linux-perf if missing; turns
+    /// kernel.bpf_stats_enabled on for the run and restores it. Prints a table and writes JSON
+    /// to target/bench/. About 5-10 minutes. Not a test: not run by `test` or CI.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -72,6 +80,7 @@ fn main() -> Result<()> {
             setup::setup(&env)?;
             run_collapse_trace(&env, &args)
         }
+        Command::Bench(args) => bench::bench(&env, args),
     }
 }
 
@@ -219,7 +228,7 @@ fn run_collapse_trace(env: &Env, args: &[OsString]) -> Result<()> {
 }
 
 /// Whether this process runs with effective user id 0 (from `/proc/self/status`).
-fn is_root() -> Result<bool> {
+pub(crate) fn is_root() -> Result<bool> {
     let status = Path::new("/proc/self/status");
     let text = std::fs::read_to_string(status)
         .with_context(|| format!("failed to read {} (is /proc mounted?)", status.display()))?;

@@ -5,10 +5,12 @@
 //! number (130, 143), so a script can tell a whole run from a cut one. The private tmpfs is
 //! detached right after mounting, so nothing is left behind either way.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use clap::Args;
 
-use crate::provoke::{self, Options, Scenario};
+use crate::provoke::{self, Options, Scenario, StormRange};
 
 /// Options of `provoke`.
 #[derive(Debug, Args)]
@@ -29,6 +31,15 @@ pub struct ProvokeArgs {
     /// workload exactly with `--comm NAME`.
     #[arg(long, value_parser = parse_comm)]
     comm: Option<std::ffi::CString>,
+    /// storm: the range to hammer (collapsed: success; empty: EINVAL).
+    #[arg(long, value_enum, default_value = "collapsed")]
+    range: StormRange,
+    /// storm: stop after this long (e.g. `5s`); `-n` still bounds the calls when given.
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// storm: MADV_COLLAPSE calls per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 fn parse_comm(s: &str) -> Result<std::ffi::CString, String> {
@@ -95,6 +106,9 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         scenario,
         iterations: args.iterations,
         dir: None,
+        storm_range: args.range,
+        duration: args.duration,
+        rate: args.rate,
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tally)?);
@@ -109,8 +123,11 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
                 continue;
             }
             let errs: Vec<String> = s.errnos.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let rate = s.loop_us.filter(|&us| us > 0).map_or(String::new(), |us| {
+                format!(" ({:.0} calls/s)", s.calls as f64 / (us as f64 / 1e6))
+            });
             println!(
-                "  {:<12} {} calls: ok {}{}{}",
+                "  {:<12} {} calls: ok {}{}{}{rate}",
                 s.scenario,
                 s.calls,
                 s.ok,

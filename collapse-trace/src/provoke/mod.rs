@@ -6,19 +6,21 @@
 
 mod race;
 mod scenarios;
+mod storm;
 mod tmpfs;
 mod uffd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::model::results::errno_name;
 
 /// A workload that provokes one kind of collapse outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// Fully populated, aligned 2 MiB tmpfs mappings: MADV_COLLAPSE succeeds.
@@ -31,7 +33,24 @@ pub enum Scenario {
     /// Fully touched, aligned 2 MiB private anonymous mappings: the anonymous path succeeds.
     Anon,
     /// `collapse`, `uffd-holes`, `page-filled` and `anon` in turn.
+    #[default]
     All,
+    /// A benchmark load, not part of `all`: MADV_COLLAPSE in a loop on one range
+    /// (`--range collapsed`: success, ~800k events/s; `--range empty`: EINVAL, ~200k events/s),
+    /// bounded by `-n` calls and/or `--duration`, optionally paced by `--rate` calls/s.
+    Storm,
+}
+
+/// The range a [`Scenario::Storm`] hammers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StormRange {
+    /// Already collapsed: every call returns 0 (`pte_mapped_hugepage`, scan_file only).
+    #[default]
+    Collapsed,
+    /// A 2 MiB mapping of an empty file: every call returns EINVAL (`truncated`, both
+    /// tracepoints).
+    Empty,
 }
 
 impl Scenario {
@@ -48,6 +67,7 @@ impl Scenario {
                 Scenario::PageFilled,
                 Scenario::Anon,
             ],
+            Scenario::Storm => &[Scenario::Storm],
         }
     }
 
@@ -59,6 +79,7 @@ impl Scenario {
             Scenario::PageFilled => "page-filled",
             Scenario::Anon => "anon",
             Scenario::All => "all",
+            Scenario::Storm => "storm",
         }
     }
 
@@ -69,13 +90,14 @@ impl Scenario {
             // Measured here: 400 tries take ~0.3 s and give ~40% `page_filled` on an idle machine,
             // still ~10-25% with the CPUs busy.
             Scenario::PageFilled => 400,
-            Scenario::All => 0,
+            // The storm has its own bounds (calls, duration, or storm::DEFAULT_CALLS).
+            Scenario::All | Scenario::Storm => 0,
         }
     }
 }
 
 /// What to provoke and where.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// The scenario (or `All`).
     pub scenario: Scenario,
@@ -83,6 +105,12 @@ pub struct Options {
     pub iterations: u32,
     /// Where to make the temporary mount directory; default [`std::env::temp_dir`].
     pub dir: Option<PathBuf>,
+    /// Storm only: which range to hammer.
+    pub storm_range: StormRange,
+    /// Storm only: stop after this long (also bounded by `iterations` when that is not 0).
+    pub duration: Option<Duration>,
+    /// Storm only: MADV_COLLAPSE calls per second (`None`: as fast as possible).
+    pub rate: Option<u64>,
 }
 
 /// The signal that asked the workload to stop (0: none). Set from a signal handler, so only
@@ -128,6 +156,9 @@ pub struct ScenarioTally {
     pub errnos: BTreeMap<String, u64>,
     /// Set when the kernel cannot do this scenario: why (the calls made are still counted).
     pub skipped: Option<String>,
+    /// Storm only: wall time of the call loop in microseconds (for the achieved rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_us: Option<u64>,
 }
 
 impl ScenarioTally {
@@ -138,6 +169,7 @@ impl ScenarioTally {
             ok: 0,
             errnos: BTreeMap::new(),
             skipped: None,
+            loop_us: None,
         }
     }
 
@@ -180,6 +212,16 @@ pub fn run(opts: &Options) -> Result<Tally> {
             Scenario::UffdHoles => scenarios::uffd_holes(&mount, iterations, &mut st)?,
             Scenario::PageFilled => race::page_filled(&mount, iterations, &mut st)?,
             Scenario::Anon => scenarios::anon(iterations, &mut st)?,
+            Scenario::Storm => storm::storm(
+                &mount,
+                storm::Storm {
+                    range: opts.storm_range,
+                    calls: iterations,
+                    duration: opts.duration,
+                    rate: opts.rate,
+                },
+                &mut st,
+            )?,
             Scenario::All => unreachable!("expand() never yields All"),
         }
         tally.scenarios.push(st);
@@ -214,6 +256,7 @@ mod tests {
             scenario,
             iterations,
             dir,
+            ..Default::default()
         })
         .expect("provoke::run");
         assert_eq!(tally.pid, std::process::id());
@@ -226,6 +269,45 @@ mod tests {
             "calls must add up: {st:?}"
         );
         assert_eq!(st.skipped, None, "scenario skipped: {st:?}");
+        st
+    }
+
+    #[test]
+    fn provoke_storm_counts_every_call() {
+        let st = run_storm(StormRange::Collapsed, 5_000, None);
+        // The collapse that makes the range huge, then 5000 calls on the huge range.
+        assert_eq!((st.calls, st.ok), (5_001, 5_001), "{st:?}");
+        let st = run_storm(StormRange::Empty, 2_000, None);
+        assert_eq!(st.calls, 2_000);
+        assert_eq!(st.errnos.get("EINVAL"), Some(&2_000), "{st:?}");
+        assert!(st.loop_us.is_some());
+    }
+
+    #[test]
+    fn provoke_storm_is_paced_and_bounded_by_duration() {
+        let st = run_storm(StormRange::Collapsed, 0, Some(20_000));
+        let secs = st.loop_us.unwrap() as f64 / 1e6;
+        assert!((0.45..1.0).contains(&secs), "{secs} s: {st:?}");
+        let rate = (st.calls - 1) as f64 / secs;
+        assert!((15_000.0..=21_000.0).contains(&rate), "{rate}/s: {st:?}");
+    }
+
+    fn run_storm(range: StormRange, iterations: u32, rate: Option<u64>) -> ScenarioTally {
+        require_root();
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let tally = run(&Options {
+            scenario: Scenario::Storm,
+            iterations,
+            storm_range: range,
+            duration: rate.map(|_| Duration::from_millis(500)),
+            rate,
+            ..Default::default()
+        })
+        .expect("provoke::run");
+        let st = tally.scenarios.into_iter().next().unwrap();
+        assert_eq!(st.scenario, "storm");
+        assert_eq!(st.skipped, None, "{st:?}");
+        assert_eq!(st.calls, st.ok + st.errnos.values().sum::<u64>());
         st
     }
 
@@ -275,6 +357,7 @@ mod tests {
             scenario: Scenario::All,
             iterations: 5,
             dir: None,
+            ..Default::default()
         })
         .expect("provoke::run");
         println!("TALLY {}", serde_json::to_string(&tally).unwrap());
@@ -326,6 +409,7 @@ mod tests {
             scenario: Scenario::All,
             iterations: 3,
             dir: Some(parent.clone()),
+            ..Default::default()
         });
         let leftovers: Vec<_> = std::fs::read_dir(&parent)
             .unwrap()

@@ -56,6 +56,13 @@ impl<'m> HugeFile<'m> {
         Ok(me)
     }
 
+    /// Sets the file's length (the mapping stays 2 MiB): 0 leaves the whole range past EOF.
+    pub(super) fn set_len(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .with_context(|| format!("ftruncate({}, {len}) failed", self.name))
+    }
+
     /// Start of the mapping.
     pub(super) fn addr(&self) -> *mut u8 {
         self.addr

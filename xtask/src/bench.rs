@@ -1,0 +1,1121 @@
+//! `cargo xtask bench`: what collapse-trace costs, against bpftrace, on real MADV_COLLAPSE
+//! storms (issue 6). A benchmark that prints figures, not a test; it needs root and a 6.x
+//! kernel with the huge_memory tracepoints.
+//!
+//! Every kernel-facing run filters by the storm's pid (both tools), since khugepaged and other
+//! people's tests make events too. The storm is started "gated": forked, but held before exec
+//! until the tools are attached, so its pid is known up front.
+
+mod parse;
+mod procs;
+mod report;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use serde::Serialize;
+
+use self::{
+    parse::StatTotals,
+    procs::{Proc, SysctlGuard, check_interrupted, sleep},
+    report::{Goal, Spread, table},
+};
+use crate::{
+    env::{Env, output, run},
+    setup,
+};
+
+/// Debian packages the bench drives.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "bpftool", "linux-perf"];
+
+const SCAN: &str = "mm_khugepaged_scan_file";
+const COLLAPSE: &str = "mm_khugepaged_collapse_file";
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Repetitions of each paired kernel-cost and start-up measurement (at least 5).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Seconds of storm per kernel-cost repetition.
+    #[arg(long, default_value_t = 2.0)]
+    pub storm_secs: f64,
+    /// Seconds of storm per resource and drop measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub load_secs: f64,
+}
+
+/// The storm's two loops.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Range {
+    /// Success on an already collapsed range: 1 event per call (scan_file).
+    Collapsed,
+    /// EINVAL on an empty range: 2 events per call (scan_file + collapse_file).
+    Empty,
+}
+
+impl Range {
+    fn arg(self) -> &'static str {
+        match self {
+            Range::Collapsed => "collapsed",
+            Range::Empty => "empty",
+        }
+    }
+    /// Events a storm of `calls` calls makes: on the collapsed range the first call (the real
+    /// collapse) makes two (scan_file + collapse_file), every other one; on the empty range
+    /// every call makes two.
+    fn events(self, calls: u64) -> u64 {
+        match self {
+            Range::Collapsed => calls + 1,
+            Range::Empty => 2 * calls,
+        }
+    }
+}
+
+/// Our two kernel-side modes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// `stat --no-events`: counters only.
+    Counting,
+    /// `stat`: counters plus a ring-buffer record with the file name per event.
+    Events,
+}
+
+#[derive(Debug, Serialize)]
+struct Doc {
+    schema: &'static str,
+    started_utc: String,
+    machine: Machine,
+    versions: BTreeMap<&'static str, String>,
+    settings: BenchArgs,
+    method: BTreeMap<&'static str, &'static str>,
+    kernel_cost: Vec<CostSet>,
+    startup: Vec<StartupSet>,
+    resources: Vec<Resource>,
+    drops: Drops,
+    record: &'static str,
+    report: &'static str,
+    goals: Vec<Goal>,
+    wall_s: f64,
+}
+
+impl Serialize for BenchArgs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("BenchArgs", 3)?;
+        st.serialize_field("reps", &self.reps)?;
+        st.serialize_field("storm_secs", &self.storm_secs)?;
+        st.serialize_field("load_secs", &self.load_secs)?;
+        st.end()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpu_model: String,
+    vcpus: usize,
+    mem_total_kib: u64,
+    hypervisor: bool,
+    kernel: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CostRep {
+    ours_first: bool,
+    calls: u64,
+    /// Events each tool counted for the storm's pid (must both equal calls x events per call).
+    ours_events: u64,
+    bpftrace_events: u64,
+    /// run_cnt seen by each tool's programs in the window (all tasks: filtered ones too).
+    ours_run_cnt: u64,
+    bpftrace_run_cnt: u64,
+    ours_ns: f64,
+    bpftrace_ns: f64,
+    ratio: f64,
+    /// ns/event of each of our programs.
+    ours_per_program: BTreeMap<String, f64>,
+    bpftrace_per_tracepoint: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct CostSet {
+    mode: Mode,
+    range: Range,
+    ours_ns: Option<Spread>,
+    bpftrace_ns: Option<Spread>,
+    ratio: Option<Spread>,
+    reps: Vec<CostRep>,
+}
+
+#[derive(Debug, Serialize)]
+struct StartupSet {
+    cache: &'static str,
+    ours_ms: Option<Spread>,
+    bpftrace_ms: Option<Spread>,
+    ratio: Option<Spread>,
+    /// The tools' own words: our "attached to" line; bpftrace's "Attaching N probes..." (printed
+    /// before it attaches, so not "ready").
+    ours_self_reported_ms: Option<Spread>,
+    bpftrace_self_reported_ms: Option<Spread>,
+}
+
+#[derive(Debug, Serialize)]
+struct Resource {
+    tool: String,
+    /// Target and achieved events/s of the storm (None: idle).
+    target_events_per_s: Option<u64>,
+    achieved_events_per_s: Option<f64>,
+    wall_s: f64,
+    cpu_s: f64,
+    user_s: f64,
+    sys_s: f64,
+    cpu_pct_of_one_core: f64,
+    peak_rss_kib: u64,
+    totals: Option<StatTotals>,
+}
+
+#[derive(Debug, Serialize)]
+struct DropStep {
+    target_events_per_s: Option<u64>,
+    achieved_events_per_s: f64,
+    calls: u64,
+    totals: StatTotals,
+    /// dropped == events - delivered, exactly.
+    exact: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Drops {
+    ring_bytes: &'static str,
+    steps: Vec<DropStep>,
+    highest_zero_drop_events_per_s: Option<f64>,
+    drops_beyond: Option<u64>,
+}
+
+/// Runs the whole bench.
+pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
+    ensure!(
+        args.reps >= 5,
+        "--reps must be at least 5 (medians over >= 5)"
+    );
+    ensure!(
+        crate::is_root()?,
+        "the bench loads BPF programs and mounts tmpfs: run it as root"
+    );
+    let t0 = Instant::now();
+    setup::setup(env)?;
+    setup::ensure_debian_packages(env, BENCH_PACKAGES)?;
+    run(env
+        .cargo()
+        .args(["build", "--release", "-p", "collapse-trace"]))?;
+    let bin = env.root.join("target/release/collapse-trace");
+    let bench = Bench::new(env, bin, &args)?;
+
+    procs::install_signal_flag()?;
+    let started_utc = report::utc_stamp(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_secs(),
+    );
+    let machine = machine()?;
+    let versions = versions(env, &bench.bin)?;
+    println!(
+        "\nmachine: {} x {}, {} MiB, kernel {}{}",
+        machine.vcpus,
+        machine.cpu_model,
+        machine.mem_total_kib / 1024,
+        machine.kernel,
+        if machine.hypervisor {
+            " (virtual machine)"
+        } else {
+            ""
+        }
+    );
+    for (k, v) in &versions {
+        println!("{k}: {v}");
+    }
+    // From here on the guard restores the setting on every way out (error, panic, Ctrl-C).
+    let _stats = SysctlGuard::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
+
+    let mut kernel_cost = Vec::new();
+    for (mode, range) in [
+        (Mode::Counting, Range::Empty),
+        (Mode::Events, Range::Empty),
+        (Mode::Counting, Range::Collapsed),
+        (Mode::Events, Range::Collapsed),
+    ] {
+        kernel_cost.push(bench.cost_set(mode, range)?);
+    }
+    let startup = vec![bench.startup_set(false)?, bench.startup_set(true)?];
+    let mut resources = Vec::new();
+    for tool in ["serve", "stat"] {
+        resources.push(bench.resource(tool, Some(200_000))?);
+    }
+    resources.push(bench.resource("serve", None)?);
+    let drops = bench.drops()?;
+    let goals = goals(&kernel_cost, &startup, &resources, &drops);
+    let doc = Doc {
+        schema: "collapse-trace.bench/1",
+        started_utc: started_utc.clone(),
+        machine,
+        versions,
+        settings: args.clone(),
+        method: method(),
+        kernel_cost,
+        startup,
+        resources,
+        drops,
+        record: "not measured: record is not implemented yet",
+        report: "not measured: report is not implemented yet",
+        goals,
+        wall_s: t0.elapsed().as_secs_f64(),
+    };
+    print_doc(&doc);
+    let path = report::write_json(&env.root.join("target/bench"), &started_utc, &doc)?;
+    println!(
+        "\nfigures written to {} and target/bench/latest.json",
+        path.display()
+    );
+    Ok(())
+}
+
+fn method() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        (
+            "kernel_cost",
+            "both tools attached at once, each filtered by the storm's pid (ours --pid, \
+             bpftrace /pid == P/, counting @[args->result] per tracepoint); order of start \
+             alternated; delta of run_time_ns / run_cnt (bpftool -j prog show, \
+             kernel.bpf_stats_enabled=1) over the storm window, summed over each tool's \
+             programs, as bpftool perf show maps them to pid and tracepoint",
+        ),
+        (
+            "startup",
+            "a trigger (a copy of the binary running `provoke storm --range empty --rate 5000`) \
+             makes events all along; the clock runs from just before spawn until both of the \
+             tool's programs have run at least once (run_cnt > 0 in /proc/PID/fdinfo of its \
+             program fds, polled every 1 ms): attached and ready, measured the same way for \
+             both. Cold: echo 3 > /proc/sys/vm/drop_caches before each spawn",
+        ),
+        (
+            "resources",
+            "utime+stime from /proc/PID/stat over the storm window, VmHWM from \
+             /proc/PID/status before stopping; storm = collapsed range paced to the target rate; \
+             the tool filtered by the storm's pid, full events",
+        ),
+        (
+            "drops",
+            "stat --json --pid P (full events, default ring) on a collapsed-range storm at \
+             rising paced rates, then unpaced; events/s = kernel events / storm loop time",
+        ),
+    ])
+}
+
+struct Bench<'a> {
+    env: &'a Env,
+    bin: PathBuf,
+    /// A copy of the binary for the start-up trigger, so that its mapped pages do not keep
+    /// ours in the page cache across drop_caches.
+    trigger_bin: PathBuf,
+    args: &'a BenchArgs,
+}
+
+impl Drop for Bench<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.trigger_bin);
+    }
+}
+
+impl<'a> Bench<'a> {
+    fn new(env: &'a Env, bin: PathBuf, args: &'a BenchArgs) -> Result<Self> {
+        let trigger_bin = std::env::temp_dir().join(format!(
+            "collapse-trace-bench-trigger-{}",
+            std::process::id()
+        ));
+        std::fs::copy(&bin, &trigger_bin)
+            .with_context(|| format!("copying {} to {}", bin.display(), trigger_bin.display()))?;
+        Ok(Bench {
+            env,
+            bin,
+            trigger_bin,
+            args,
+        })
+    }
+
+    /// A gated storm (released by the caller).
+    fn storm(&self, range: Range, secs: f64, rate: Option<u64>) -> Result<Proc> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["provoke", "storm", "--json", "--range", range.arg()])
+            .arg("--duration")
+            .arg(format!("{}ms", (secs * 1000.0) as u64));
+        if let Some(r) = rate {
+            cmd.arg("--rate").arg(r.to_string());
+        }
+        Proc::spawn_gated("provoke storm", cmd)
+    }
+
+    fn ours(&self, pid: u32, extra: &[&str]) -> Result<Proc> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["stat", "--json", "--pid", &pid.to_string()])
+            .args(extra);
+        Proc::spawn("collapse-trace stat", cmd)
+    }
+
+    fn bpftrace(&self, pid: u32) -> Result<Proc> {
+        let mut cmd = self.env.command("bpftrace");
+        cmd.arg("-e").arg(bpftrace_script(pid));
+        // bpftrace prints its maps at exit; keep its start-up free of the debuginfod lookups.
+        cmd.env_remove("DEBUGINFOD_URLS");
+        Proc::spawn("bpftrace", cmd)
+    }
+
+    /// One paired kernel-cost set: `reps` repetitions, start order alternated.
+    fn cost_set(&self, mode: Mode, range: Range) -> Result<CostSet> {
+        println!(
+            "\n== kernel ns/event: ours {mode:?} vs bpftrace, {range:?} range, {} reps",
+            self.args.reps
+        );
+        let mut reps = Vec::new();
+        for i in 0..self.args.reps {
+            let rep = self.cost_rep(mode, range, i % 2 == 0)?;
+            println!(
+                "  rep {}: ours {:.0} ns, bpftrace {:.0} ns, ratio {:.2} ({} started first; {} calls, events ours {} bpftrace {})",
+                i + 1,
+                rep.ours_ns,
+                rep.bpftrace_ns,
+                rep.ratio,
+                if rep.ours_first { "ours" } else { "bpftrace" },
+                rep.calls,
+                rep.ours_events,
+                rep.bpftrace_events
+            );
+            reps.push(rep);
+        }
+        let col = |f: fn(&CostRep) -> f64| Spread::of(&reps.iter().map(f).collect::<Vec<_>>());
+        Ok(CostSet {
+            mode,
+            range,
+            ours_ns: col(|r| r.ours_ns),
+            bpftrace_ns: col(|r| r.bpftrace_ns),
+            ratio: col(|r| r.ratio),
+            reps,
+        })
+    }
+
+    fn cost_rep(&self, mode: Mode, range: Range, ours_first: bool) -> Result<CostRep> {
+        let mut storm = self.storm(range, self.args.storm_secs, None)?;
+        let pid = storm.pid();
+        let extra: &[&str] = match mode {
+            Mode::Counting => &["--no-events"],
+            Mode::Events => &[],
+        };
+        // Start (and wait for) one tool, then the other: the order decides which program the
+        // tracepoint runs first.
+        let mut started: Vec<Proc> = Vec::new();
+        for ours in [ours_first, !ours_first] {
+            let mut p = if ours {
+                self.ours(pid, extra)?
+            } else {
+                self.bpftrace(pid)?
+            };
+            wait_attached(self.env, &mut p)?;
+            started.push(p);
+        }
+        let (ours, bt) = if ours_first {
+            let b = started.pop().unwrap();
+            (started.pop().unwrap(), b)
+        } else {
+            let o = started.pop().unwrap();
+            (o, started.pop().unwrap())
+        };
+        let ours_progs = attached_progs(self.env, ours.pid())?;
+        let bt_progs = attached_progs(self.env, bt.pid())?;
+        let before = prog_stats(self.env)?;
+        storm.release()?;
+        let tally = parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?;
+        let after = prog_stats(self.env)?;
+        let ours_out = ours.stop()?;
+        let bt_out = bt.stop()?;
+        let totals = parse::stat_totals(&ours_out)?;
+        let bt_events: u64 = parse::bpftrace_maps(&bt_out).values().sum();
+        let expect = range.events(tally.calls);
+        ensure!(
+            totals.events == expect && bt_events == expect,
+            "counts disagree: the storm made {} calls ({expect} events expected), ours counted {}, \
+             bpftrace {bt_events}",
+            tally.calls,
+            totals.events
+        );
+        let delta = |progs: &BTreeMap<String, u32>| -> Result<(f64, u64, BTreeMap<String, f64>)> {
+            let (mut ns, mut cnt) = (0u64, 0u64);
+            let mut per = BTreeMap::new();
+            for (tp, id) in progs {
+                let (a, b) = (
+                    after.get(id).context("program vanished")?,
+                    before.get(id).context("program vanished")?,
+                );
+                let (dn, dc) = (a.run_time_ns - b.run_time_ns, a.run_cnt - b.run_cnt);
+                ns += dn;
+                cnt += dc;
+                let name = if a.name.is_empty() {
+                    tp.clone()
+                } else {
+                    format!("{} ({tp})", a.name)
+                };
+                per.insert(name, dn as f64 / dc.max(1) as f64);
+            }
+            ensure!(
+                cnt > 0,
+                "no program run counted: is kernel.bpf_stats_enabled on?"
+            );
+            Ok((ns as f64 / cnt as f64, cnt, per))
+        };
+        let (ours_ns, ours_run_cnt, ours_per_program) = delta(&ours_progs)?;
+        let (bpftrace_ns, bpftrace_run_cnt, bpftrace_per_tracepoint) = delta(&bt_progs)?;
+        Ok(CostRep {
+            ours_first,
+            calls: tally.calls,
+            ours_events: totals.events,
+            bpftrace_events: bt_events,
+            ours_run_cnt,
+            bpftrace_run_cnt,
+            ours_ns,
+            bpftrace_ns,
+            ratio: ours_ns / bpftrace_ns,
+            ours_per_program,
+            bpftrace_per_tracepoint,
+        })
+    }
+
+    /// Start-up to attached and ready, warm or cold, `reps` pairs, order alternated.
+    fn startup_set(&self, cold: bool) -> Result<StartupSet> {
+        let cache = if cold { "cold" } else { "warm" };
+        println!(
+            "\n== start-up to attached and ready, {cache} page cache, {} pairs",
+            self.args.reps
+        );
+        // The trigger: events all along, from a copy of the binary (see `trigger_bin`).
+        let mut cmd = Command::new(&self.trigger_bin);
+        cmd.args([
+            "provoke",
+            "storm",
+            "--range",
+            "empty",
+            "--rate",
+            "5000",
+            "--duration",
+            "10m",
+        ]);
+        let mut trigger = Proc::spawn_gated("trigger storm", cmd)?;
+        let pid = trigger.pid();
+        trigger.release()?;
+        sleep(Duration::from_millis(300))?;
+        trigger.check_running()?;
+        let (mut ours, mut bt, mut ours_self, mut bt_self) = (vec![], vec![], vec![], vec![]);
+        // One unmeasured warm-up of each, so "warm" means warm.
+        if !cold {
+            for o in [true, false] {
+                self.time_startup(o, pid, false)?;
+            }
+        }
+        for i in 0..self.args.reps {
+            for o in [i % 2 == 0, i % 2 != 0] {
+                let (ready, said) = self.time_startup(o, pid, cold)?;
+                let (all, own) = if o {
+                    (&mut ours, &mut ours_self)
+                } else {
+                    (&mut bt, &mut bt_self)
+                };
+                all.push(ready);
+                own.extend(said);
+            }
+            println!(
+                "  pair {}: ours {:.1} ms, bpftrace {:.1} ms",
+                i + 1,
+                ours[i],
+                bt[i]
+            );
+        }
+        drop(trigger);
+        let ratios: Vec<f64> = ours.iter().zip(&bt).map(|(a, b)| a / b).collect();
+        Ok(StartupSet {
+            cache,
+            ours_ms: Spread::of(&ours),
+            bpftrace_ms: Spread::of(&bt),
+            ratio: Spread::of(&ratios),
+            ours_self_reported_ms: Spread::of(&ours_self),
+            bpftrace_self_reported_ms: Spread::of(&bt_self),
+        })
+    }
+
+    /// Spawns one tool filtered by `pid` and returns (ms to ready, ms to its own message).
+    fn time_startup(&self, ours: bool, pid: u32, cold: bool) -> Result<(f64, Option<f64>)> {
+        if cold {
+            std::fs::write("/proc/sys/vm/drop_caches", "3").context("drop_caches")?;
+        }
+        let p = if ours {
+            self.ours(pid, &[])?
+        } else {
+            self.bpftrace(pid)?
+        };
+        let t0 = p.spawned;
+        let ready = poll_ready(&p, Duration::from_secs(20))?;
+        let said = if ours {
+            "collapse-trace: attached to"
+        } else {
+            "Attaching "
+        };
+        // bpftrace prints "Attaching" on stdout, which we only see at exit; ours on stderr.
+        let own = p.stderr_line_at(said).map(|t| (t - t0).as_secs_f64() * 1e3);
+        // Stopped at once, possibly before it installed its own signal handling: its exit
+        // status says nothing here (Drop interrupts, waits, kills if needed).
+        drop(p);
+        Ok(((ready - t0).as_secs_f64() * 1e3, own))
+    }
+
+    /// CPU and peak RSS of `serve` or `stat` during a paced storm (or idle when `rate` is None).
+    fn resource(&self, tool: &str, events_per_s: Option<u64>) -> Result<Resource> {
+        let secs = self.args.load_secs;
+        println!(
+            "\n== {tool}: CPU and peak RSS, {}",
+            events_per_s.map_or("idle (no events)".into(), |r| format!(
+                "storm at {r} events/s for {secs} s"
+            ))
+        );
+        let mut storm = self.storm(Range::Collapsed, secs, events_per_s)?;
+        let pid = storm.pid();
+        let mut p = match tool {
+            "serve" => {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--pid",
+                    &pid.to_string(),
+                ]);
+                Proc::spawn("collapse-trace serve", cmd)?
+            }
+            _ => self.ours(pid, &[])?,
+        };
+        let needle = if tool == "serve" {
+            "listening on"
+        } else {
+            "attached to"
+        };
+        p.wait_stderr(needle, Duration::from_secs(20))?;
+        sleep(Duration::from_millis(200))?;
+        let c0 = cpu_ticks(p.pid())?;
+        let w0 = Instant::now();
+        let tally = if events_per_s.is_some() {
+            storm.release()?;
+            Some(parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?)
+        } else {
+            sleep(Duration::from_secs_f64(secs))?;
+            drop(storm);
+            None
+        };
+        let wall = w0.elapsed().as_secs_f64();
+        let c1 = cpu_ticks(p.pid())?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))?;
+        let peak = parse::status_kib(&status, "VmHWM").context("no VmHWM")?;
+        let out = p.stop()?;
+        let totals = if tool == "stat" {
+            Some(parse::stat_totals(&out)?)
+        } else {
+            None
+        };
+        let tick = clock_ticks();
+        let (user, sys) = ((c1.0 - c0.0) as f64 / tick, (c1.1 - c0.1) as f64 / tick);
+        let r = Resource {
+            tool: tool.to_string(),
+            target_events_per_s: events_per_s,
+            achieved_events_per_s: tally.map(|t| t.calls as f64 / (t.loop_us as f64 / 1e6)),
+            wall_s: wall,
+            cpu_s: user + sys,
+            user_s: user,
+            sys_s: sys,
+            cpu_pct_of_one_core: (user + sys) / wall * 100.0,
+            peak_rss_kib: peak,
+            totals,
+        };
+        println!(
+            "  {:.1}% of one core ({:.2} s user, {:.2} s sys over {:.1} s), peak RSS {:.1} MiB{}",
+            r.cpu_pct_of_one_core,
+            user,
+            sys,
+            wall,
+            peak as f64 / 1024.0,
+            r.achieved_events_per_s.map_or(String::new(), |a| format!(
+                ", storm achieved {a:.0} events/s"
+            ))
+        );
+        Ok(r)
+    }
+
+    /// Drops at rising rates with the default ring.
+    fn drops(&self) -> Result<Drops> {
+        println!("\n== drops with the default ring (stat, full events)");
+        let mut steps = Vec::new();
+        for rate in [Some(100_000), Some(200_000), Some(400_000), None] {
+            let mut storm = self.storm(Range::Collapsed, self.args.load_secs, rate)?;
+            let mut p = self.ours(storm.pid(), &[])?;
+            p.wait_stderr("attached to", Duration::from_secs(20))?;
+            storm.release()?;
+            let tally = parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?;
+            let totals = parse::stat_totals(&p.stop()?)?;
+            let step = DropStep {
+                target_events_per_s: rate,
+                achieved_events_per_s: totals.events as f64 / (tally.loop_us as f64 / 1e6),
+                calls: tally.calls,
+                exact: totals.dropped == totals.events - totals.delivered
+                    && totals.events == Range::Collapsed.events(tally.calls),
+                totals,
+            };
+            println!(
+                "  target {}: achieved {:.0} events/s, {} events, {} delivered, {} dropped ({})",
+                rate.map_or("unpaced".into(), |r| r.to_string()),
+                step.achieved_events_per_s,
+                step.totals.events,
+                step.totals.delivered,
+                step.totals.dropped,
+                if step.exact {
+                    "drops = events - delivered, exactly"
+                } else {
+                    "NOT EXACT"
+                }
+            );
+            steps.push(step);
+        }
+        let highest = steps
+            .iter()
+            .filter(|s| s.totals.dropped == 0)
+            .map(|s| s.achieved_events_per_s)
+            .reduce(f64::max);
+        let beyond = steps
+            .iter()
+            .filter(|s| s.totals.dropped > 0 && highest.is_none_or(|h| s.achieved_events_per_s > h))
+            .min_by(|a, b| a.achieved_events_per_s.total_cmp(&b.achieved_events_per_s))
+            .map(|s| s.totals.dropped);
+        Ok(Drops {
+            ring_bytes: "default (4 MiB)",
+            steps,
+            highest_zero_drop_events_per_s: highest,
+            drops_beyond: beyond,
+        })
+    }
+}
+
+/// The bpftrace peer: counts both tracepoints by result, for one pid.
+fn bpftrace_script(pid: u32) -> String {
+    format!(
+        "tracepoint:huge_memory:{SCAN} /pid == {pid}/ {{ @scan[args->result] = count(); }}\n\
+         tracepoint:huge_memory:{COLLAPSE} /pid == {pid}/ {{ @collapse[args->result] = count(); }}"
+    )
+}
+
+/// tracepoint -> program id of what `pid` has attached. bpftool perf show finds tracepoints
+/// attached through a perf event fd (bpftrace); aya attaches through a bpf_link and keeps no
+/// perf event fd, so for those the process's program fds (fdinfo) and their names (bpftool
+/// prog show: `scan_file`, `collapse_file`) tell.
+fn attached_progs(env: &Env, pid: u32) -> Result<BTreeMap<String, u32>> {
+    let json = output(env.command("bpftool").args(["-j", "perf", "show"]))?;
+    let mut found: BTreeMap<String, u32> = parse::bpftool_perf(&json)?
+        .into_iter()
+        .filter(|a| a.pid == pid)
+        .filter_map(|a| Some((a.tracepoint?, a.prog_id)))
+        .filter(|(tp, _)| tp == SCAN || tp == COLLAPSE)
+        .collect();
+    if found.len() < 2 {
+        let ids = prog_fd_infos(pid);
+        if !ids.is_empty() {
+            let progs = prog_stats(env)?;
+            for info in ids {
+                let tp = match progs.get(&info.prog_id).map(|p| p.name.as_str()) {
+                    Some("scan_file") => SCAN,
+                    Some("collapse_file") => COLLAPSE,
+                    _ => continue,
+                };
+                found.insert(tp.to_string(), info.prog_id);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The BPF programs whose fds `pid` holds, from /proc/PID/fdinfo.
+fn prog_fd_infos(pid: u32) -> Vec<parse::ProgFdInfo> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:bpf-prog")
+        })
+        .filter_map(|e| {
+            let info =
+                std::fs::read_to_string(fd_info(pid, &e.file_name().to_string_lossy())).ok()?;
+            parse::prog_fdinfo(&info)
+        })
+        .collect()
+}
+
+/// Waits until `p` has both tracepoints attached. Ours says so on stderr once attached; for
+/// bpftrace ("Attaching N probes..." comes before attaching) bpftool perf show must list both.
+fn wait_attached(env: &Env, p: &mut Proc) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = if p.name.starts_with("collapse-trace") {
+            p.stderr_line_at("attached to").is_some()
+        } else {
+            attached_progs(env, p.pid())?.len() == 2
+        };
+        if ready {
+            return Ok(());
+        }
+        p.check_running()?;
+        check_interrupted()?;
+        ensure!(
+            Instant::now() < end,
+            "{} did not attach within 30 s",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn prog_stats(env: &Env) -> Result<BTreeMap<u32, parse::Prog>> {
+    parse::bpftool_progs(&output(
+        env.command("bpftool").args(["-j", "prog", "show"]),
+    )?)
+}
+
+/// Polls `p`'s program fds every 1 ms until two of them have run; returns when.
+fn poll_ready(p: &Proc, timeout: Duration) -> Result<Instant> {
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", p.pid()));
+    let end = Instant::now() + timeout;
+    let mut progs: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let now = Instant::now();
+        let mut ran = 0;
+        if let Ok(dir) = std::fs::read_dir(&fd_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !progs.contains(&name) {
+                    match std::fs::read_link(e.path()) {
+                        Ok(t) if t.as_os_str() == "anon_inode:bpf-prog" => {
+                            progs.insert(name.clone());
+                        }
+                        _ => continue,
+                    }
+                }
+                let info = std::fs::read_to_string(fd_info(p.pid(), &name)).unwrap_or_default();
+                if parse::prog_fdinfo(&info).is_some_and(|i| i.run_cnt > 0) {
+                    ran += 1;
+                }
+            }
+        }
+        if ran >= 2 {
+            return Ok(now);
+        }
+        check_interrupted()?;
+        ensure!(
+            Instant::now() < end,
+            "{} was not ready within {timeout:?}:\n{}",
+            p.name,
+            p.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn fd_info(pid: u32, fd: &str) -> PathBuf {
+    Path::new("/proc")
+        .join(pid.to_string())
+        .join("fdinfo")
+        .join(fd)
+}
+
+fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
+    parse::proc_stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+fn machine() -> Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, m)| m.trim().to_string());
+    let vcpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let hypervisor = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
+    let mem = std::fs::read_to_string("/proc/meminfo")?;
+    Ok(Machine {
+        cpu_model,
+        vcpus,
+        mem_total_kib: parse::status_kib(&mem, "MemTotal").unwrap_or(0),
+        hypervisor,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+            .trim()
+            .to_string(),
+    })
+}
+
+fn versions(env: &Env, bin: &Path) -> Result<BTreeMap<&'static str, String>> {
+    let first = |s: String| s.lines().next().unwrap_or_default().trim().to_string();
+    let git = output(env.command("git").args(["describe", "--always", "--dirty"]))
+        .map(first)
+        .unwrap_or_default();
+    Ok(BTreeMap::from([
+        (
+            "collapse-trace",
+            format!(
+                "{} (git {git})",
+                first(output(Command::new(bin).arg("--version"))?)
+            ),
+        ),
+        (
+            "bpftrace",
+            first(output(env.command("bpftrace").arg("--version"))?),
+        ),
+        (
+            "bpftool",
+            first(output(env.command("bpftool").arg("version"))?),
+        ),
+    ]))
+}
+
+fn goals(cost: &[CostSet], startup: &[StartupSet], res: &[Resource], drops: &Drops) -> Vec<Goal> {
+    let mut g = Vec::new();
+    for (mode, limit, text) in [
+        (
+            Mode::Counting,
+            0.35,
+            "counting only (--no-events): <= 0.35x bpftrace's kernel ns/event",
+        ),
+        (
+            Mode::Events,
+            0.9,
+            "full events with file names: <= 0.9x bpftrace's kernel ns/event",
+        ),
+    ] {
+        let sets: Vec<&CostSet> = cost.iter().filter(|c| c.mode == mode).collect();
+        let measured = sets
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:?} range {}",
+                    c.range,
+                    c.ratio.map_or("-".into(), |r| r.show(2))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let met = sets
+            .iter()
+            .all(|c| c.ratio.is_some_and(|r| r.median <= limit));
+        g.push(Goal::new(text, measured, Some(met)));
+    }
+    for s in startup {
+        g.push(Goal::new(
+            &format!(
+                "attached and ready <= 0.5x bpftrace's start-up, {} cache",
+                s.cache
+            ),
+            s.ratio.map_or("-".into(), |r| r.show(2)),
+            Some(s.ratio.is_some_and(|r| r.median <= 0.5)),
+        ));
+    }
+    // Every full-events stat run counts: the drop ladder and the stat resource run. A run
+    // the storm could not push to ~200k events/s (a tracer attached slows the storm, and so
+    // does a busy machine) proves nothing either way.
+    let mut runs: Vec<(f64, StatTotals)> = drops
+        .steps
+        .iter()
+        .map(|s| (s.achieved_events_per_s, s.totals))
+        .collect();
+    runs.extend(
+        res.iter()
+            .filter_map(|r| Some((r.achieved_events_per_s?, r.totals?))),
+    );
+    let at_rate: Vec<&(f64, StatTotals)> = runs.iter().filter(|(a, _)| *a >= 190_000.0).collect();
+    let fastest = runs.iter().map(|(a, _)| *a).fold(0.0, f64::max);
+    let (measured, met) = if at_rate.is_empty() {
+        (
+            format!("not reached: the storm made at most {fastest:.0} events/s with stat attached"),
+            None,
+        )
+    } else {
+        let dropped: u64 = at_rate.iter().map(|(_, t)| t.dropped).sum();
+        let exact = at_rate
+            .iter()
+            .all(|(_, t)| t.dropped == t.events - t.delivered);
+        (
+            format!(
+                "{dropped} dropped over {} run(s) at >= 190k events/s (fastest {fastest:.0}; exact: {exact})",
+                at_rate.len()
+            ),
+            Some(dropped == 0 && exact),
+        )
+    };
+    g.push(Goal::new(
+        "zero drops at 200,000 events/s with the default ring",
+        measured,
+        met,
+    ));
+    for r in res.iter().filter(|r| r.target_events_per_s.is_some()) {
+        g.push(Goal::new(
+            &format!(
+                "{} under 10% of one core and 30 MiB RSS at 200,000 events/s",
+                r.tool
+            ),
+            format!(
+                "{:.1}% CPU, {:.1} MiB",
+                r.cpu_pct_of_one_core,
+                r.peak_rss_kib as f64 / 1024.0
+            ),
+            Some(r.cpu_pct_of_one_core < 10.0 && r.peak_rss_kib < 30 * 1024),
+        ));
+    }
+    if let Some(idle) = res.iter().find(|r| r.target_events_per_s.is_none()) {
+        g.push(Goal::new(
+            "near zero CPU when idle (serve, no events; < 1% of one core)",
+            format!("{:.2}% CPU", idle.cpu_pct_of_one_core),
+            Some(idle.cpu_pct_of_one_core < 1.0),
+        ));
+    }
+    g.push(Goal::new(
+        "record under 10% CPU / 30 MiB at 200,000 events/s",
+        "not measured: record is not implemented yet".into(),
+        None,
+    ));
+    g.push(Goal::new(
+        "report >= 2,000,000 events/s",
+        "not measured: report is not implemented yet".into(),
+        None,
+    ));
+    g
+}
+
+fn print_doc(d: &Doc) {
+    println!(
+        "\n================ collapse-trace bench {} ================",
+        d.started_utc
+    );
+    println!(
+        "machine: {} vCPU {}, {} MiB, kernel {}",
+        d.machine.vcpus,
+        d.machine.cpu_model,
+        d.machine.mem_total_kib / 1024,
+        d.machine.kernel
+    );
+    for (k, v) in &d.versions {
+        println!("{k}: {v}");
+    }
+    let mut rows = vec![vec![
+        "measure".to_string(),
+        "collapse-trace".into(),
+        "bpftrace".into(),
+        "ratio median (min-max)".into(),
+    ]];
+    for c in &d.kernel_cost {
+        let mode = match c.mode {
+            Mode::Counting => "counting (--no-events)",
+            Mode::Events => "full events",
+        };
+        rows.push(vec![
+            format!("kernel ns/event, {mode}, {} range", c.range.arg()),
+            c.ours_ns.map_or("-".into(), |s| s.show(0)),
+            c.bpftrace_ns.map_or("-".into(), |s| s.show(0)),
+            c.ratio.map_or("-".into(), |s| s.show(2)),
+        ]);
+    }
+    for s in &d.startup {
+        rows.push(vec![
+            format!("start-up to ready, ms, {} cache", s.cache),
+            s.ours_ms.map_or("-".into(), |x| x.show(1)),
+            s.bpftrace_ms.map_or("-".into(), |x| x.show(1)),
+            s.ratio.map_or("-".into(), |x| x.show(2)),
+        ]);
+    }
+    println!("\n{}", table(&rows));
+    let mut rows = vec![vec![
+        "tool".to_string(),
+        "load".into(),
+        "CPU % of one core".into(),
+        "CPU s (user+sys)".into(),
+        "peak RSS MiB".into(),
+    ]];
+    for r in &d.resources {
+        rows.push(vec![
+            r.tool.clone(),
+            r.achieved_events_per_s
+                .map_or("idle".into(), |a| format!("{a:.0} events/s")),
+            format!("{:.1}", r.cpu_pct_of_one_core),
+            format!("{:.2} ({:.2}+{:.2})", r.cpu_s, r.user_s, r.sys_s),
+            format!("{:.1}", r.peak_rss_kib as f64 / 1024.0),
+        ]);
+    }
+    rows.push(vec!["record".into(), "-".into(), d.record.into()]);
+    println!("{}", table(&rows));
+    let mut rows = vec![vec![
+        "storm target".to_string(),
+        "achieved events/s".into(),
+        "events".into(),
+        "delivered".into(),
+        "dropped".into(),
+        "exact".into(),
+    ]];
+    for s in &d.drops.steps {
+        rows.push(vec![
+            s.target_events_per_s
+                .map_or("unpaced".into(), |r| r.to_string()),
+            format!("{:.0}", s.achieved_events_per_s),
+            s.totals.events.to_string(),
+            s.totals.delivered.to_string(),
+            s.totals.dropped.to_string(),
+            s.exact.to_string(),
+        ]);
+    }
+    println!("{}", table(&rows));
+    println!(
+        "highest rate with zero drops (default ring): {}; drops beyond it: {}",
+        d.drops
+            .highest_zero_drop_events_per_s
+            .map_or("none".into(), |h| format!("{h:.0} events/s")),
+        d.drops
+            .drops_beyond
+            .map_or("none seen".into(), |n| n.to_string())
+    );
+    println!("report: {}\n", d.report);
+    let mut rows = vec![vec![
+        "goal".to_string(),
+        "measured".into(),
+        "verdict".into(),
+    ]];
+    for g in &d.goals {
+        rows.push(vec![g.goal.clone(), g.measured.clone(), g.verdict().into()]);
+    }
+    println!("{}", table(&rows));
+    if d.goals.iter().any(|g| g.met == Some(false)) {
+        println!("some goals are MISSED: see README.md (Performance) for the profile evidence");
+    }
+    println!("bench wall time: {:.0} s", d.wall_s);
+}
