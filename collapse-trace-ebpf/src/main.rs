@@ -14,8 +14,7 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -24,7 +23,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
     CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, DEFAULT_RING_BYTES, EventRecord,
-    FIELD_ABSENT, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
+    FIELD_ABSENT, FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
     RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
 };
 
@@ -137,11 +136,12 @@ macro_rules! field {
     }};
 }
 
-/// The load-time filter. Returns the current pid_tgid and comm when the task passes; either
-/// is only read when a filter or the caller (`need_pid`, event records) needs it, so that
-/// counting without filters costs no helper call.
+/// The load-time filter. Returns the current pid_tgid when the task passes. The pid is only
+/// read when a filter or the caller (`need_pid`, event records) needs it, and the comm only
+/// for a comm filter (records copy it straight into the ring), so that counting without
+/// filters costs no helper call.
 #[inline(always)]
-fn admit(need_pid: bool) -> Option<(u64, [u8; COMM_LEN])> {
+fn admit(need_pid: bool) -> Option<u64> {
     let pid_tgid = if need_pid || conf!(filter_tgid) != 0 || conf!(events) != 0 {
         bpf_get_current_pid_tgid()
     } else {
@@ -151,15 +151,13 @@ fn admit(need_pid: bool) -> Option<(u64, [u8; COMM_LEN])> {
     if conf!(filter_tgid) != 0 && conf!(filter_tgid) != tgid {
         return None;
     }
-    let comm = if conf!(filter_comm_on) != 0 || conf!(events) != 0 {
-        bpf_get_current_comm().unwrap_or([0; COMM_LEN])
-    } else {
-        [0; COMM_LEN]
-    };
-    if conf!(filter_comm_on) != 0 && comm != conf!(filter_comm) {
-        return None;
+    if conf!(filter_comm_on) != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        if comm != conf!(filter_comm) {
+            return None;
+        }
     }
-    Some((pid_tgid, comm))
+    Some(pid_tgid)
 }
 
 #[inline(always)]
@@ -180,7 +178,7 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
         2 => Tracepoint::ScanPmd,
         _ => Tracepoint::CollapseHugePage,
     };
-    let Some((pid_tgid, comm)) = admit(false) else {
+    let Some(pid_tgid) = admit(false) else {
         return;
     };
     let result: i32 = field!(ctx, P, Field::Result, i32);
@@ -211,7 +209,12 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
     let isolated = field!(ctx, P, Field::Isolated, i32);
     let is_shmem = field!(ctx, P, Field::IsShmem, u8);
     let loc = field!(ctx, P, Field::Filename, u32);
-    let origin = origin() as u8;
+    // Inside a tracked MADV_COLLAPSE call the task is its caller: no need to read its flags.
+    let origin = if call_ns != 0 {
+        Origin::Madvise as u8
+    } else {
+        origin() as u8
+    };
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved, writable record of the right size; every field is
     // written before submit.
@@ -236,14 +239,26 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
         (*rec).origin = origin;
         (*rec).is_shmem = is_shmem;
         (*rec).call_flags = 0;
-        (*rec).comm = comm;
+        // Straight into the record: no stack copy.
+        if generated::bpf_get_current_comm((*rec).comm.as_mut_ptr().cast(), COMM_LEN as u32) != 0 {
+            (*rec).comm[0] = 0;
+        }
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
-        if loc != 0 {
-            // __data_loc: low 16 bits = offset from the record start, high 16 = length.
+        // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
+        // NUL). A plain copy of known length is cheaper than a string copy.
+        let len = (loc >> 16).min(FILENAME_LEN as u32);
+        if len > 0 {
             let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-            if let Ok(name) = bpf_probe_read_kernel_str_bytes(src, &mut (*rec).filename) {
-                (*rec).filename_len = name.len() as u32;
+            let dst = (*rec).filename.as_mut_ptr();
+            if generated::bpf_probe_read_kernel(dst.cast(), len, src.cast()) == 0 {
+                // The kernel stores the NUL; a name cut at the buffer's end has none.
+                let last = (len - 1) as usize;
+                (*rec).filename_len = if (*rec).filename[last & (FILENAME_LEN - 1)] == 0 {
+                    len - 1
+                } else {
+                    len
+                };
             }
         }
     }
@@ -258,7 +273,7 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
     if behavior != MADV_COLLAPSE {
         return;
     }
-    let Some((pid_tgid, _)) = admit(true) else {
+    let Some(pid_tgid) = admit(true) else {
         return;
     };
     let call = CallInfo {
@@ -297,7 +312,6 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
         bump(&DROPS, Tracepoint::MadviseCall as u32);
         return;
     };
-    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
     let rec = entry.as_mut_ptr();
     // SAFETY: as in collapse_event.
     unsafe {
@@ -321,7 +335,9 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
         (*rec).origin = Origin::Madvise as u8;
         (*rec).is_shmem = 0;
         (*rec).call_flags = call.flags as u8;
-        (*rec).comm = comm;
+        if generated::bpf_get_current_comm((*rec).comm.as_mut_ptr().cast(), COMM_LEN as u32) != 0 {
+            (*rec).comm[0] = 0;
+        }
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
     }

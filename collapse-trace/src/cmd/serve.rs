@@ -142,12 +142,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .into_future(),
     );
 
-    let attached: Vec<&str> = info
-        .tracepoints
-        .iter()
-        .filter(|t| t.attached)
-        .map(|t| t.tracepoint.name())
-        .collect();
+    let attached = info.attached_names();
     log::info!(
         listen:% = local,
         attached:% = attached.join(","),

@@ -124,12 +124,7 @@ fn warn_unknown(s: &Snapshot) {
 /// One line on stderr once attached, so a person (or a test) knows collection has begun.
 pub fn announce(c: &Collector, duration: Option<Duration>) {
     let info = &c.probes().info;
-    let attached: Vec<&str> = info
-        .tracepoints
-        .iter()
-        .filter(|t| t.attached)
-        .map(|t| t.tracepoint.name())
-        .collect();
+    let attached = info.attached_names();
     let until = match duration {
         Some(d) => format!("for {}", humantime::format_duration(d)),
         None => "until Ctrl-C".to_string(),

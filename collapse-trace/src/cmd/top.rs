@@ -58,17 +58,11 @@ pub async fn run(args: TopArgs) -> Result<()> {
     let header = Header {
         release: info.release.clone(),
         attached: info
-            .tracepoints
-            .iter()
-            .filter(|t| t.attached)
-            .map(|t| t.tracepoint.name().to_string())
+            .attached_names()
+            .into_iter()
+            .map(String::from)
             .collect(),
-        missing: info
-            .tracepoints
-            .iter()
-            .filter(|t| !t.attached)
-            .map(|t| t.tracepoint.name().to_string())
-            .collect(),
+        missing: info.missing_names().into_iter().map(String::from).collect(),
         filters: match (&args.collect.pid, &args.collect.comm) {
             (None, None) => "none".to_string(),
             (pid, comm) => format!(

@@ -175,6 +175,24 @@ impl KernelInfo {
             .collect();
     }
 
+    /// Names of the record kinds collected in this run.
+    pub fn attached_names(&self) -> Vec<&'static str> {
+        self.tracepoints
+            .iter()
+            .filter(|t| t.attached)
+            .map(|t| t.tracepoint.name())
+            .collect()
+    }
+
+    /// Names of the record kinds this kernel could not give.
+    pub fn missing_names(&self) -> Vec<&'static str> {
+        self.tracepoints
+            .iter()
+            .filter(|t| !t.attached)
+            .map(|t| t.tracepoint.name())
+            .collect()
+    }
+
     /// Attach points the kernel has everything for.
     pub fn available(&self) -> impl Iterator<Item = &ProbeInfo> {
         self.probes.iter().filter(|p| p.usable)

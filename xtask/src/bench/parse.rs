@@ -132,6 +132,9 @@ pub fn bpftrace_maps(text: &str) -> BTreeMap<(String, i64), u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct StatTotals {
     pub events: u64,
+    /// MADV_COLLAPSE calls (their records are delivered or dropped too).
+    #[serde(default)]
+    pub calls: u64,
     pub delivered: u64,
     pub dropped: u64,
 }
@@ -264,6 +267,7 @@ mod tests {
             stat_totals(stat).unwrap(),
             StatTotals {
                 events: 10,
+                calls: 0,
                 delivered: 7,
                 dropped: 3
             }
