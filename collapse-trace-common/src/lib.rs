@@ -354,10 +354,14 @@ impl Config {
     };
 }
 
-/// A MADV_COLLAPSE call in progress, by thread id in the `CALLS` map.
+/// A MADV_COLLAPSE call in progress: slot `tid % MAX_CALLS` of the `CALLS` array (an array
+/// slot costs a fraction of a hash-map update; two threads in flight on the same slot are
+/// rare, and the second one's call is counted in `UNTRACKED_CALLS` instead).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallInfo {
+    /// The thread in the call, or 0 for a free slot.
+    pub tid: u64,
     /// `bpf_ktime_get_ns()` at syscall entry: the call's id on this thread.
     pub enter_ns: u64,
     /// `start` argument (0 for process_madvise, whose ranges are in an iovec).
@@ -430,11 +434,12 @@ pub mod maps {
     pub const COUNTS: &str = "COUNTS";
     /// Per-CPU `u64` records that could not be reserved, index `kind`.
     pub const DROPS: &str = "DROPS";
-    /// Per-CPU `u64` MADV_COLLAPSE calls that could not be tracked (the `CALLS` map was full).
+    /// Per-CPU `u64` MADV_COLLAPSE calls that could not be tracked (their `CALLS` slot was
+    /// taken by another thread's call in flight).
     pub const UNTRACKED_CALLS: &str = "UNTRACKED_CALLS";
     /// The ring buffer of [`crate::EventRecord`].
     pub const EVENTS: &str = "EVENTS";
-    /// MADV_COLLAPSE calls in progress, by thread id.
+    /// MADV_COLLAPSE calls in progress, slot `tid % MAX_CALLS`.
     pub const CALLS: &str = "CALLS";
     /// The `.rodata` global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
@@ -443,8 +448,12 @@ pub mod maps {
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
-/// Threads that can be inside MADV_COLLAPSE at once before calls go untracked.
+/// Slots for MADV_COLLAPSE calls in flight (a power of two).
 pub const MAX_CALLS: u32 = 16384;
+
+/// A slot whose call entered longer ago than this is taken as stale (its thread died inside
+/// the call, so no exit came) and reused.
+pub const STALE_CALL_NS: u64 = 60_000_000_000;
 
 #[cfg(feature = "user")]
 mod user {

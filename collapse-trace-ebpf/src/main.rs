@@ -11,20 +11,20 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
     CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, DEFAULT_RING_BYTES, EventRecord,
     FIELD_ABSENT, FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
-    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
+    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, STALE_CALL_NS, Tracepoint,
 };
 
 /// Set by userspace before load (`.rodata`: frozen, so the verifier knows every value).
@@ -45,7 +45,13 @@ static UNTRACKED_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map]
-static CALLS: HashMap<u32, CallInfo> = HashMap::with_max_entries(MAX_CALLS, 0);
+static CALLS: Array<CallInfo> = Array::with_max_entries(MAX_CALLS, 0);
+
+/// The call slot of thread `tid`.
+#[inline(always)]
+fn call_slot(tid: u32) -> Option<*mut CallInfo> {
+    CALLS.get_ptr_mut(tid & (MAX_CALLS - 1))
+}
 
 /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread (khugepaged).
 const PF_KTHREAD: u32 = 0x0020_0000;
@@ -195,8 +201,14 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
         return;
     };
     let tid = pid_tgid as u32;
-    // SAFETY: a lookup of a plain value by key; the reference is used at once.
-    let call_ns = unsafe { CALLS.get(&tid) }.map_or(0, |c| c.enter_ns);
+    // SAFETY: a map value of ours; a racing writer can only make us miss the join.
+    let call_ns = call_slot(tid).map_or(0, |c| unsafe {
+        if (*c).tid == tid as u64 {
+            (*c).enter_ns
+        } else {
+            0
+        }
+    });
     let pfn = field!(ctx, P, Field::Pfn, u64);
     let index = field!(ctx, P, Field::Index, u64);
     let addr = field!(ctx, P, Field::Addr, u64);
@@ -276,18 +288,28 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
     let Some(pid_tgid) = admit(true) else {
         return;
     };
-    let call = CallInfo {
-        // SAFETY: no preconditions.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
-        start: field!(ctx, P, Field::Start, u64),
-        len: field!(ctx, P, Field::Len, u64),
-        flags: flags as u64,
+    let tid = pid_tgid as u32;
+    let Some(slot) = call_slot(tid) else {
+        return;
     };
-    if CALLS
-        .insert(&(pid_tgid as u32), &call, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(&UNTRACKED_CALLS, 0);
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let start = field!(ctx, P, Field::Start, u64);
+    let len = field!(ctx, P, Field::Len, u64);
+    // SAFETY: a map value of ours, written field by field; see CallInfo for collisions.
+    unsafe {
+        if (*slot).tid != 0
+            && (*slot).tid != tid as u64
+            && now.wrapping_sub((*slot).enter_ns) < STALE_CALL_NS
+        {
+            bump(&UNTRACKED_CALLS, 0);
+            return;
+        }
+        (*slot).tid = tid as u64;
+        (*slot).enter_ns = now;
+        (*slot).start = start;
+        (*slot).len = len;
+        (*slot).flags = flags as u64;
     }
 }
 
@@ -297,11 +319,18 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Every madvise exit passes here; only tracked calls go further.
-    // SAFETY: a lookup of a plain value by key, copied out at once.
-    let Some(call) = (unsafe { CALLS.get(&tid) }).copied() else {
+    let Some(slot) = call_slot(tid) else {
         return;
     };
-    let _ = CALLS.remove(&tid);
+    // SAFETY: a map value of ours; copied out, then the slot is freed.
+    let call = unsafe {
+        if (*slot).tid != tid as u64 {
+            return;
+        }
+        let call = *slot;
+        (*slot).tid = 0;
+        call
+    };
     let ret = field!(ctx, P, Field::Ret, i64);
     let errno = if ret < 0 { (-ret) as i32 } else { 0 };
     count(Tracepoint::MadviseCall, errno);

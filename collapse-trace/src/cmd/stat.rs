@@ -167,6 +167,13 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
         s.totals.delivered,
         s.totals.dropped
     );
+    if s.totals.untracked_calls > 0 {
+        let _ = writeln!(
+            o,
+            "{} MADV_COLLAPSE calls were not tracked (another thread's call held their slot)\n",
+            s.totals.untracked_calls
+        );
+    }
     for t in &s.tracepoints {
         if !t.attached && t.events == 0 {
             let _ = writeln!(o, "{}: not attached (this kernel lacks it)\n", t.name);

@@ -82,6 +82,10 @@ pub struct Totals {
     /// Of which returned an error.
     #[serde(default)]
     pub failed_calls: u64,
+    /// MADV_COLLAPSE calls that could not be tracked (another thread's call in flight held
+    /// their slot): not in `calls`, not joined.
+    #[serde(default)]
+    pub untracked_calls: u64,
 }
 
 /// One MADV_COLLAPSE caller.
@@ -268,6 +272,7 @@ impl Snapshot {
             });
         }
         totals.failures = totals.events - totals.successes;
+        totals.untracked_calls = kernel.untracked_calls;
 
         let mut processes: Vec<ProcessRow> = agg
             .processes

@@ -326,6 +326,7 @@ pub struct Probes {
     pub info: KernelInfo,
     counts: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
+    untracked_calls: PerCpuArray<MapData, u64>,
 }
 
 impl Probes {
@@ -407,11 +408,13 @@ impl Probes {
 
         let counts = take_percpu(&mut ebpf, maps::COUNTS)?;
         let drops = take_percpu(&mut ebpf, maps::DROPS)?;
+        let untracked_calls = take_percpu(&mut ebpf, maps::UNTRACKED_CALLS)?;
         Ok(Probes {
             ebpf,
             info,
             counts,
             drops,
+            untracked_calls,
         })
     }
 
@@ -456,6 +459,11 @@ impl Probes {
                 .map_err(|e| KernelError::Map(maps::DROPS, e))?;
             k.drops[t] = v.iter().sum();
         }
+        let v = self
+            .untracked_calls
+            .get(&0, 0)
+            .map_err(|e| KernelError::Map(maps::UNTRACKED_CALLS, e))?;
+        k.untracked_calls = v.iter().sum();
         Ok(k)
     }
 }

@@ -22,6 +22,9 @@ pub struct KernelCounters {
     pub counts: [[u64; RESULT_SLOTS]; NUM_TRACEPOINTS],
     /// Ring records that could not be reserved, per tracepoint.
     pub drops: [u64; NUM_TRACEPOINTS],
+    /// MADV_COLLAPSE calls that could not be tracked (their slot was busy): neither counted
+    /// nor joined.
+    pub untracked_calls: u64,
 }
 
 impl Default for KernelCounters {
@@ -29,6 +32,7 @@ impl Default for KernelCounters {
         KernelCounters {
             counts: [[0; RESULT_SLOTS]; NUM_TRACEPOINTS],
             drops: [0; NUM_TRACEPOINTS],
+            untracked_calls: 0,
         }
     }
 }
@@ -43,6 +47,7 @@ impl KernelCounters {
             }
             d.drops[t] = self.drops[t].saturating_sub(base.drops[t]);
         }
+        d.untracked_calls = self.untracked_calls.saturating_sub(base.untracked_calls);
         d
     }
 
