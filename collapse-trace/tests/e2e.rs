@@ -476,3 +476,22 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     // Two events per successful call, counted exactly in the kernel whatever was dropped.
     assert_eq!(snap.totals.events, 2 * tally.scenarios[0].calls);
 }
+
+#[test]
+fn no_calls_leaves_out_the_madvise_hooks() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let comm = format!("ct-n{}", std::process::id() % 1_000_000);
+    let stat = start_attached(&["stat", "--json", "--no-calls", "--comm", &comm]);
+    let tally = provoke(&["uffd-holes", "-n", "3", "--comm", &comm]);
+    let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
+    let calls = snap
+        .tracepoints
+        .iter()
+        .find(|t| t.name == "madvise_collapse")
+        .unwrap();
+    assert!(!calls.attached && calls.events == 0);
+    assert_eq!(snap.totals.calls, 0);
+    assert_eq!(snap.totals.events, 2 * tally.scenarios[0].calls);
+    assert!(snap.callers.is_empty());
+}

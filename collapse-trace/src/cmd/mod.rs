@@ -26,6 +26,10 @@ pub struct CollectArgs {
     /// Count only: no per-event records (cheapest; no process or file tables).
     #[arg(long)]
     pub no_events: bool,
+    /// Leave out the MADV_COLLAPSE call hooks (madvise syscall entry/exit): no counts by
+    /// errno, no errno join; the cheapest mode, for exporters that only need results.
+    #[arg(long)]
+    pub no_calls: bool,
     /// Ring buffer size in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
     pub ring_size: u32,
@@ -121,6 +125,7 @@ impl CollectArgs {
     pub fn attach(&self) -> Result<Probes> {
         Ok(Probes::attach(&ProbeOptions {
             events: !self.no_events,
+            calls: !self.no_calls,
             pid: self.pid,
             comm: self.comm.clone(),
             ring_bytes: self.ring_size,

@@ -31,6 +31,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/co
 pub struct ProbeOptions {
     /// Send one record per event (false: count only).
     pub events: bool,
+    /// Hook the madvise/process_madvise syscalls to count MADV_COLLAPSE calls by errno and
+    /// join them with their events (false: the huge_memory tracepoints only, cheapest).
+    pub calls: bool,
     /// Only this process (in the kernel, so counters are exact for it).
     pub pid: Option<u32>,
     /// Only tasks with this comm (in the kernel).
@@ -52,6 +55,7 @@ impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
             events: true,
+            calls: true,
             pid: None,
             comm: None,
             ring_bytes: DEFAULT_RING_BYTES,
@@ -390,7 +394,7 @@ impl Probes {
             for w in &p.warnings {
                 log::warn!("{w}");
             }
-            if !p.usable {
+            if !p.usable || (!opts.calls && p.probe.kind() == Tracepoint::MadviseCall) {
                 continue;
             }
             let probe = p.probe;
