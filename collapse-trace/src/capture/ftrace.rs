@@ -282,8 +282,8 @@ impl TextDecoder {
             }
             _ => return Decoded::Other,
         };
-        let Some(rname) = l.result() else {
-            return Decoded::Bad("no result= or status= field");
+        let Some(rname) = l.result().filter(|r| !r.is_empty()) else {
+            return Decoded::Bad("no result= or status= value");
         };
         let result = match num(Some(&rname.to_string())) {
             Some(n) => n,

@@ -250,14 +250,13 @@ pub fn load_from(
     progress: Progress<'_>,
     what: &str,
 ) -> Result<Loaded> {
-    let format = match format {
-        Some(f) => f,
-        None => sniff(
-            reader
-                .fill_buf()
-                .with_context(|| format!("reading {what}"))?,
-        ),
-    };
+    let head = reader
+        .fill_buf()
+        .with_context(|| format!("reading {what}"))?;
+    if head.is_empty() {
+        bail!("{what}: empty file: no capture in it");
+    }
+    let format = format.unwrap_or_else(|| sniff(head));
     let lines = LineReader::new(reader);
     match format {
         Format::Record => load_record(lines, compressed, bytes_read, progress, what),
@@ -284,7 +283,7 @@ pub fn sniff(head: &[u8]) -> Format {
     }
     if lines.any(|l| {
         ftrace::parse_perf_line(l).is_some()
-            && (l.contains(": huge_memory:") || l.contains(": syscalls:"))
+            && (l.contains(" huge_memory:") || l.contains(" syscalls:"))
     }) {
         return Format::Perf;
     }
