@@ -187,7 +187,7 @@ impl<R: BufRead> LineReader<R> {
 }
 
 fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 /// Counts the bytes read from the file (for a progress bar).
@@ -325,58 +325,227 @@ fn load_record<R: BufRead>(
         );
     }
     let header = record::parse_header(&buf).map_err(|e| anyhow::anyhow!("{what}:1: {e}"))?;
-    let mut agg = Aggregate::new(header.results.clone());
-    let mut trailer: Option<record::Trailer> = None;
-    let mut events = 0u64;
-    let mut last_ts = header.start_mono_ns;
+    let (trailer, events, last_ts, agg) = read_record_events(
+        &mut lines,
+        &mut buf,
+        &mut cut,
+        &next,
+        bytes_read,
+        progress,
+        what,
+        header.results.clone(),
+        header.start_mono_ns,
+    )?;
+    finish_record(
+        agg,
+        header,
+        trailer,
+        events,
+        last_ts,
+        cut,
+        lines.number,
+        compressed,
+        what,
+    )
+}
+
+/// Lines handed to a parser thread at once.
+const CHUNK_LINES: usize = 2048;
+/// Parser threads: parsing JSON is most of the work of reading a record.
+const PARSERS: usize = 2;
+
+/// Lines of a record, for a parser thread.
+struct Chunk {
+    first_line: u64,
+    data: Vec<u8>,
+    /// End offset of each line in `data`, and whether it is the cut last line.
+    ends: Vec<(usize, bool)>,
+}
+
+/// A parser thread's answer for one chunk: the events, and the first bad line if any
+/// (line number, message, whether it was the cut last line).
+type Parsed = (Vec<crate::model::event::Event>, Option<(u64, String, bool)>);
+
+fn parse_chunk(c: &Chunk) -> Parsed {
+    let mut out = Vec::with_capacity(c.ends.len());
+    let mut start = 0;
+    for (i, (end, partial)) in c.ends.iter().enumerate() {
+        let line = &c.data[start..*end];
+        start = *end;
+        let parsed = serde_json::from_slice::<record::RecordEvent>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.to_event());
+        match parsed {
+            Ok(e) => out.push(e),
+            Err(e) => return (out, Some((c.first_line + i as u64, e, *partial))),
+        }
+    }
+    (out, None)
+}
+
+/// Reads event lines up to the trailer: this thread splits lines into chunks, [`PARSERS`]
+/// threads parse them, one more feeds the aggregation core in the file's order (the errno
+/// join needs a call's events before its exit record).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn read_record_events<R: BufRead>(
+    lines: &mut LineReader<R>,
+    buf: &mut Vec<u8>,
+    cut: &mut Option<String>,
+    next: &dyn Fn(&mut LineReader<R>, &mut Vec<u8>, &mut Option<String>) -> io::Result<Line>,
+    bytes_read: &mut dyn FnMut() -> u64,
+    progress: Progress<'_>,
+    what: &str,
+    table: ResultTable,
+    start_mono_ns: u64,
+) -> Result<(Option<record::Trailer>, u64, u64, Aggregate)> {
+    use std::sync::mpsc::{Receiver, sync_channel};
+    let mut to_parsers = Vec::new();
+    let mut from_parsers: Vec<Receiver<Parsed>> = Vec::new();
+    let mut parsers = Vec::new();
+    for _ in 0..PARSERS {
+        let (tx, rx) = sync_channel::<Chunk>(4);
+        let (rtx, rrx) = sync_channel::<Parsed>(4);
+        parsers.push(std::thread::spawn(move || {
+            for c in rx {
+                if rtx.send(parse_chunk(&c)).is_err() {
+                    break;
+                }
+            }
+        }));
+        to_parsers.push(tx);
+        from_parsers.push(rrx);
+    }
+    // The aggregator takes answers round-robin: the order chunks were sent in.
+    let aggregator = std::thread::spawn(move || {
+        let mut agg = Aggregate::new(table);
+        let (mut events, mut last_ts) = (0u64, start_mono_ns);
+        let mut bad: Option<(u64, String, bool)> = None;
+        'outer: loop {
+            for rx in &from_parsers {
+                let Ok((evs, err)) = rx.recv() else {
+                    break 'outer;
+                };
+                if bad.is_some() {
+                    continue;
+                }
+                for e in &evs {
+                    last_ts = last_ts.max(e.ts_ns);
+                    agg.add(e);
+                }
+                events += evs.len() as u64;
+                bad = err;
+            }
+        }
+        (agg, events, last_ts, bad)
+    });
+
+    let mut trailer = None;
+    let mut sent = 0usize;
+    let mut chunk = Chunk {
+        first_line: lines.number + 1,
+        data: Vec::with_capacity(CHUNK_LINES * 400),
+        ends: Vec::with_capacity(CHUNK_LINES),
+    };
+    let mut failure: Option<anyhow::Error> = None;
     loop {
-        let kind =
-            next(&mut lines, &mut buf, &mut cut).with_context(|| format!("reading {what}"))?;
+        let kind = match next(lines, buf, cut) {
+            Ok(k) => k,
+            Err(e) => {
+                failure = Some(anyhow::Error::new(e).context(format!("reading {what}")));
+                break;
+            }
+        };
         let n = lines.number;
         match kind {
             Line::Eof => break,
-            Line::TooLong => bail!("{what}:{n}: line longer than 1 MiB: not an event"),
+            Line::TooLong => {
+                failure = Some(anyhow::anyhow!(
+                    "{what}:{n}: line longer than 1 MiB: not an event"
+                ));
+                break;
+            }
             Line::Complete | Line::Partial => {}
         }
         if trailer.is_some() {
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            bail!("{what}:{n}: data after the trailer");
+            failure = Some(anyhow::anyhow!("{what}:{n}: data after the trailer"));
+            break;
         }
-        if record::is_trailer(&buf) {
-            match serde_json::from_slice::<record::TrailerLine>(&buf) {
+        if record::is_trailer(buf) {
+            match serde_json::from_slice::<record::TrailerLine>(buf) {
                 Ok(t) => {
                     trailer = Some(t.trailer);
                     continue;
                 }
                 Err(_) if kind == Line::Partial => {
-                    cut = Some(format!("line {n}, the trailer, is incomplete"));
+                    *cut = Some(format!("line {n}, the trailer, is incomplete"));
                     break;
                 }
-                Err(e) => bail!("{what}:{n}: bad trailer: {e}"),
-            }
-        }
-        let parsed = serde_json::from_slice::<record::RecordEvent>(&buf)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.to_event());
-        match parsed {
-            Ok(e) => {
-                events += 1;
-                last_ts = last_ts.max(e.ts_ns);
-                agg.add(&e);
-                if events.is_multiple_of(65536) {
-                    progress(bytes_read());
+                Err(e) => {
+                    failure = Some(anyhow::anyhow!("{what}:{n}: bad trailer: {e}"));
+                    break;
                 }
             }
-            Err(_) if kind == Line::Partial => {
-                cut = Some(format!("line {n} is incomplete"));
+        }
+        chunk.data.extend_from_slice(buf);
+        chunk.ends.push((chunk.data.len(), kind == Line::Partial));
+        if chunk.ends.len() == CHUNK_LINES {
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    first_line: n + 1,
+                    data: Vec::with_capacity(CHUNK_LINES * 400),
+                    ends: Vec::with_capacity(CHUNK_LINES),
+                },
+            );
+            if to_parsers[sent % PARSERS].send(full).is_err() {
                 break;
             }
-            Err(e) => bail!("{what}:{n}: bad event line: {e}"),
+            sent += 1;
+            if sent.is_multiple_of(32) {
+                progress(bytes_read());
+            }
         }
     }
+    if !chunk.ends.is_empty() {
+        let _ = to_parsers[sent % PARSERS].send(chunk);
+    }
+    drop(to_parsers);
+    for p in parsers {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
+    }
+    let (agg, events, last_ts, bad) = aggregator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the aggregation thread panicked"))?;
     progress(bytes_read());
+    if let Some((n, e, partial)) = bad {
+        if partial {
+            *cut = Some(format!("line {n} is incomplete"));
+            return Ok((None, events, last_ts, agg));
+        }
+        bail!("{what}:{n}: bad event line: {e}");
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    Ok((trailer, events, last_ts, agg))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_record(
+    mut agg: Aggregate,
+    header: record::Header,
+    trailer: Option<record::Trailer>,
+    events: u64,
+    last_ts: u64,
+    mut cut: Option<String>,
+    line_count: u64,
+    compressed: bool,
+    what: &str,
+) -> Result<Loaded> {
     let attached: Vec<(Tracepoint, bool)> = header
         .tracepoints
         .iter()
@@ -401,7 +570,7 @@ fn load_record<R: BufRead>(
             if cut.is_none() {
                 cut = Some(format!(
                     "no trailer after line {}: the recorder did not stop cleanly",
-                    lines.number
+                    line_count
                 ));
             }
             agg.set_kernel(agg.counters_from_delivered());
@@ -422,7 +591,7 @@ fn load_record<R: BufRead>(
             compressed,
             cut_short: cut.is_some(),
             cut_reason: cut,
-            lines: lines.number,
+            lines: line_count,
             events,
             kernel_counts,
             skipped_lines: 0,
