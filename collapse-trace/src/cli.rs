@@ -23,6 +23,10 @@ enum Command {
     Top(cmd::top::TopArgs),
     /// Attach, collect, and print counts per tracepoint and result, drops, top processes and files.
     Stat(cmd::stat::StatArgs),
+    /// Record every event to a file (NDJSON, .zst compressed) for `report` later.
+    Record(cmd::record::RecordArgs),
+    /// Post-mortem of a capture: a `record` file, or ftrace / trace-cmd / perf script text.
+    Report(cmd::report::ReportArgs),
     /// Daemon: serve Prometheus metrics (/metrics), the stat JSON snapshot (/json), /healthz.
     Serve(cmd::serve::ServeArgs),
     /// Check what this kernel supports (tracepoints, result names, BTF, privileges, tracefs).
@@ -69,6 +73,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Top(a) => cmd::top::run(a).await,
             Command::Stat(a) => cmd::stat::run(a).await,
+            Command::Record(a) => cmd::record::run(a).await,
+            Command::Report(a) => cmd::report::run(a),
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Doctor(a) => cmd::doctor::run(a),
             Command::Provoke(a) => cmd::provoke::run(a),

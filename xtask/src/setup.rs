@@ -262,9 +262,10 @@ fn leading_number(text: &str) -> Option<u32> {
     text[..end].parse().ok()
 }
 
-/// Debian packages the tests drive for real: tmux (the TUI in a real terminal) and
-/// prometheus (a real server scraping the daemon; it brings promtool).
-pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus"];
+/// Debian packages the tests drive for real: tmux (the TUI in a real terminal), prometheus
+/// (a real server scraping the daemon; it brings promtool), trace-cmd (a second, independent
+/// capture that `report` must read the same), and a font for `report --plot`'s labels.
+pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus", "trace-cmd", "fonts-dejavu-core"];
 
 /// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
 pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {

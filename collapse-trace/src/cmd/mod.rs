@@ -2,6 +2,8 @@
 
 pub mod doctor;
 pub mod provoke;
+pub mod record;
+pub mod report;
 pub mod serve;
 pub mod stat;
 pub mod top;

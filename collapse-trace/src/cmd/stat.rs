@@ -138,15 +138,19 @@ pub fn announce(c: &Collector, duration: Option<Duration>) {
 
 /// The human-readable report.
 pub fn render_text(s: &Snapshot, top: usize) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "collapse-trace stat: {:.1} s on kernel {}; result names {}",
+    format!(
+        "collapse-trace stat: {:.1} s on kernel {}; result names {}\n{}",
         s.duration_s,
         s.kernel_release,
-        s.result_names.describe()
-    );
+        s.result_names.describe(),
+        render_body(s, top)
+    )
+}
+
+/// Everything of [`render_text`] but its first line (`report` has its own).
+pub fn render_body(s: &Snapshot, top: usize) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     if s.filters.pid.is_some() || s.filters.comm.is_some() {
         let _ = writeln!(
             o,

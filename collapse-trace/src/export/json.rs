@@ -48,8 +48,79 @@ pub struct Snapshot {
     /// (from delivered call records joined with the events inside each call).
     #[serde(default)]
     pub callers: Vec<CallerRow>,
+    /// Address ranges by failures (at most [`RANGE_ROWS`]): MADV_COLLAPSE call ranges with
+    /// the results inside each call, and khugepaged `collapse_file` PMD ranges.
+    #[serde(default)]
+    pub ranges: Vec<RangeRow>,
     /// Events from processes / files past the tracking cap, counted but not itemised.
     pub untracked: Untracked,
+}
+
+/// Schema of `report --json`.
+pub const REPORT_SCHEMA: &str = "collapse-trace.report/1";
+
+/// `report --json`: the capture's [`Snapshot`] (same schema as `stat --json`) wrapped with
+/// what only a capture has.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// Always [`REPORT_SCHEMA`].
+    pub schema: String,
+    /// The capture read: format, cut short or not, skipped lines.
+    pub capture: crate::capture::CaptureInfo,
+    /// Everything `stat --json` would have said about the same events.
+    pub snapshot: Snapshot,
+    /// Per second from the first event: attempts and failures.
+    pub timeline: Vec<TimelineRow>,
+    /// Plain-words findings.
+    pub findings: Vec<Finding>,
+}
+
+/// One second of a capture.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimelineRow {
+    /// Seconds since the first second with an event.
+    pub t_s: u64,
+    /// Collapse attempts (scan events).
+    pub attempts: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// MADV_COLLAPSE calls that returned an error.
+    pub failed_calls: u64,
+}
+
+/// A finding in plain words.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    /// `page_filled`, `uffd_missing_pages`, ...
+    pub kind: String,
+    /// How many events or calls it is about.
+    pub count: u64,
+    /// What happened and what to do.
+    pub text: String,
+}
+
+/// Rows of [`Snapshot::ranges`].
+pub const RANGE_ROWS: usize = 100;
+
+/// One address range of one process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RangeRow {
+    /// Process id.
+    pub tgid: u32,
+    /// Start address.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Collapse events in the range.
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// The most frequent failure.
+    pub top_failure: Option<String>,
+    /// MADV_COLLAPSE calls over the range, and how many failed.
+    pub calls: u64,
+    /// Of which returned an error.
+    pub failed_calls: u64,
 }
 
 /// Filters in force.
@@ -331,6 +402,36 @@ impl Snapshot {
             .collect();
         callers.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tgid.cmp(&b.tgid)));
 
+        let mut ranges: Vec<RangeRow> = agg
+            .ranges
+            .iter()
+            .map(|((tgid, start), r)| {
+                let calls: Vec<(i64, u64)> = r
+                    .results
+                    .iter()
+                    .filter(|((tp, _), _)| *tp == Tracepoint::MadviseCall)
+                    .map(|((_, e), n)| (*e, *n))
+                    .collect();
+                RangeRow {
+                    tgid: *tgid,
+                    start: *start,
+                    len: r.len,
+                    events: crate::model::aggregate::events(&r.results),
+                    failures: failures(&r.results, &agg.table),
+                    top_failure: dominant(&r.results, true, &agg.table).map(|x| agg.table.name(x)),
+                    calls: calls.iter().map(|(_, n)| n).sum(),
+                    failed_calls: calls.iter().filter(|(e, _)| *e != 0).map(|(_, n)| n).sum(),
+                }
+            })
+            .collect();
+        ranges.sort_by(|a, b| {
+            (b.failures + b.failed_calls)
+                .cmp(&(a.failures + a.failed_calls))
+                .then(b.events.cmp(&a.events))
+                .then((a.tgid, a.start).cmp(&(b.tgid, b.start)))
+        });
+        ranges.truncate(RANGE_ROWS);
+
         Snapshot {
             schema: SCHEMA.to_string(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -344,6 +445,7 @@ impl Snapshot {
             processes,
             files,
             callers,
+            ranges,
             untracked: Untracked {
                 process_events: agg.processes_other,
                 file_events: agg.files_other,

@@ -166,6 +166,31 @@ impl KernelInfo {
         Ok(info)
     }
 
+    /// What a capture says about the kernel it was taken on, for views of a capture (`report`):
+    /// the release, the result names and which record kinds were collected. Nothing is read
+    /// from this machine.
+    pub fn offline(
+        release: String,
+        results: ResultTable,
+        attached: &[(Tracepoint, bool)],
+    ) -> KernelInfo {
+        KernelInfo {
+            release,
+            probes: Vec::new(),
+            tracepoints: Tracepoint::ALL
+                .into_iter()
+                .map(|tp| KindInfo {
+                    tracepoint: tp,
+                    attached: attached.iter().any(|(t, a)| *t == tp && *a),
+                })
+                .collect(),
+            results,
+            task_flags_offset: None,
+            tracefs: PathBuf::new(),
+            tracefs_mounted_by_us: false,
+        }
+    }
+
     fn derive_kinds(&mut self) {
         self.tracepoints = Tracepoint::ALL
             .into_iter()

@@ -138,6 +138,33 @@ pub struct CallerStats {
 /// Recent failure events kept for views.
 pub const RECENT_CAP: usize = 256;
 
+/// The size of the range a khugepaged collapse works on (a PMD: 2 MiB on x86-64).
+pub const PMD_SIZE: u64 = 2 << 20;
+
+/// Seconds kept in the timeline (about 11 days; later seconds are not itemised).
+pub const TIMELINE_CAP: usize = 1_000_000;
+
+/// What happened in one address range of one process.
+#[derive(Debug, Clone, Default)]
+pub struct RangeStats {
+    /// Bytes: a MADV_COLLAPSE call's `len`, or [`PMD_SIZE`] for a khugepaged collapse.
+    pub len: u64,
+    /// Collapse events by (tracepoint, result), plus the calls over the range by errno
+    /// (kind `madvise_collapse`).
+    pub results: ResultCounts,
+}
+
+/// One second of the timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Collapse attempts (scan events: one per attempt, carrying its final result).
+    pub attempts: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// MADV_COLLAPSE calls that returned an error.
+    pub failed_calls: u64,
+}
+
 /// The aggregation core.
 #[derive(Debug)]
 pub struct Aggregate {
@@ -164,6 +191,13 @@ pub struct Aggregate {
     /// Call-tagged events whose call record never came (the call was still running at the
     /// end, or its record was dropped) or that did not fit [`PENDING_CAP`].
     pub unjoined_events: u64,
+    /// By (tgid, start address): MADV_COLLAPSE call ranges (with the events inside each
+    /// call) and, for events outside a call, the PMD range of a `collapse_file` address.
+    pub ranges: HashMap<(u32, u64), RangeStats>,
+    /// Events for ranges beyond [`KEY_CAP`].
+    pub ranges_other: u64,
+    /// Attempts and failures per second of CLOCK_MONOTONIC (the events' clock).
+    pub timeline: BTreeMap<u64, Tick>,
     pending: HashMap<(u32, u64), ResultCounts>,
     baseline: KernelCounters,
     latest: KernelCounters,
@@ -184,6 +218,9 @@ impl Aggregate {
             span_ns: None,
             callers: HashMap::new(),
             unjoined_events: 0,
+            ranges: HashMap::new(),
+            ranges_other: 0,
+            timeline: BTreeMap::new(),
             pending: HashMap::new(),
             baseline: KernelCounters::default(),
             latest: KernelCounters::default(),
@@ -237,7 +274,30 @@ impl Aggregate {
 
         self.join_call(e);
 
-        if !is_success(&self.table.name_of(e.tracepoint, e.result)) {
+        let success = self.is_success(e.tracepoint, e.result);
+        if e.tracepoint.is_scan() || e.tracepoint == Tracepoint::MadviseCall {
+            let n = self.timeline.len();
+            let sec = e.ts_ns / 1_000_000_000;
+            let tick = match self.timeline.get_mut(&sec) {
+                Some(t) => Some(t),
+                None if n < TIMELINE_CAP => Some(self.timeline.entry(sec).or_default()),
+                None => None,
+            };
+            if let Some(t) = tick {
+                if e.tracepoint == Tracepoint::MadviseCall {
+                    t.failed_calls += u64::from(!success);
+                } else {
+                    t.attempts += 1;
+                    t.failures += u64::from(!success);
+                }
+            }
+        }
+        if e.call_ns == 0 && e.tracepoint == Tracepoint::CollapseFile && e.addr != 0 {
+            let start = e.addr & !(PMD_SIZE - 1);
+            self.add_range(e.tgid, start, PMD_SIZE, [((e.tracepoint, e.result), 1)]);
+        }
+
+        if !success {
             if self.recent_failures.len() == RECENT_CAP {
                 self.recent_failures.pop_front();
             }
@@ -266,6 +326,12 @@ impl Aggregate {
             return;
         }
         let results = self.pending.remove(&key).unwrap_or_default();
+        // process_madvise's ranges are in an iovec the record does not carry (start 0).
+        if e.addr != 0 {
+            let own = [((e.tracepoint, e.result), 1)];
+            let all: Vec<_> = results.iter().map(|(k, n)| (*k, *n)).chain(own).collect();
+            self.add_range(e.tgid, e.addr, e.index, all);
+        }
         let caller = self.callers.entry(e.tgid).or_default();
         if caller.comm != e.comm {
             caller.comm.clone_from(&e.comm);
@@ -275,6 +341,52 @@ impl Aggregate {
         for (k, n) in results {
             *outcome.results.entry(k).or_default() += n;
         }
+    }
+
+    fn add_range(
+        &mut self,
+        tgid: u32,
+        start: u64,
+        len: u64,
+        results: impl IntoIterator<Item = ((Tracepoint, i64), u64)>,
+    ) {
+        let n = self.ranges.len();
+        let r = match self.ranges.get_mut(&(tgid, start)) {
+            Some(r) => r,
+            None if n < KEY_CAP => self.ranges.entry((tgid, start)).or_default(),
+            None => {
+                self.ranges_other += results.into_iter().map(|(_, n)| n).sum::<u64>();
+                return;
+            }
+        };
+        r.len = r.len.max(len);
+        for (k, n) in results {
+            *r.results.entry(k).or_default() += n;
+        }
+    }
+
+    /// Whether result `r` of kind `tp` means success (no allocation: called per event).
+    pub fn is_success(&self, tp: Tracepoint, r: i64) -> bool {
+        if tp == Tracepoint::MadviseCall {
+            r == 0
+        } else {
+            self.table.names.get(&r).is_some_and(|n| is_success(n))
+        }
+    }
+
+    /// Kernel counters equal to the delivered events: for captures whose kernel counts are
+    /// unknown (text captures, a record cut short), where no drop is known either.
+    pub fn counters_from_delivered(&self) -> KernelCounters {
+        let mut k = KernelCounters::default();
+        for ((tp, r), n) in &self.delivered {
+            let slot = if (0..RESULT_OVERFLOW_SLOT as i64).contains(r) {
+                *r as usize
+            } else {
+                RESULT_OVERFLOW_SLOT as usize
+            };
+            k.counts[*tp as usize][slot] += n;
+        }
+        k
     }
 
     /// Call-tagged events still waiting for their call's exit record (at the end of a run:

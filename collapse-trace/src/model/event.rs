@@ -143,6 +143,71 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// A string that is not the output of [`escape`].
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("bad escape at byte {at}: {why}")]
+pub struct UnescapeError {
+    /// Byte offset in the string.
+    pub at: usize,
+    /// What was wrong.
+    pub why: &'static str,
+}
+
+/// The inverse of [`escape`]: `\\` becomes a backslash, `\xNN` the byte NN, every other
+/// character its UTF-8 bytes. `unescape(&escape(b)) == b` for all bytes `b`.
+pub fn unescape(s: &str) -> Result<Vec<u8>, UnescapeError> {
+    let b = s.as_bytes();
+    if !b.contains(&b'\\') {
+        return Ok(b.to_vec());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = |c: Option<&u8>| match c {
+                    Some(c) => (*c as char).to_digit(16),
+                    None => None,
+                };
+                match (hex(b.get(i + 2)), hex(b.get(i + 3))) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 4;
+                    }
+                    _ => {
+                        return Err(UnescapeError {
+                            at: i,
+                            why: "\\x is not followed by two hex digits",
+                        });
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(UnescapeError {
+                    at: i,
+                    why: "a backslash is followed by neither \\ nor x",
+                });
+            }
+            None => {
+                return Err(UnescapeError {
+                    at: i,
+                    why: "a lone backslash at the end",
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Serializes untrusted bytes as their [`escape`]d string.
 pub fn serialize_escaped<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     escape(bytes).serialize(s)
@@ -230,6 +295,54 @@ pub(crate) mod tests {
         let mut r = record(Tracepoint::ScanFile, 1, 0, b"", b"");
         r[88] = 9; // the tracepoint byte
         assert_eq!(Event::decode(&r), Err(DecodeError::Tracepoint(9)));
+    }
+
+    #[test]
+    fn unescape_inverts_escape() {
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"plain",
+            b"a\nb\tc",
+            b"back\\slash \\x41 literal",
+            b"bad\xff\xfeutf8",
+            "caf\u{e9} \u{9b}".as_bytes(),
+            b"\\",
+            b"\x00\x7f\x80",
+            b"trailing\\",
+        ];
+        for c in cases {
+            assert_eq!(unescape(&escape(c)).unwrap(), c, "{:?}", escape(c));
+        }
+        // Every byte, and every pair of bytes.
+        for a in 0..=255u8 {
+            assert_eq!(unescape(&escape(&[a])).unwrap(), [a]);
+            for b in (0..=255u8).step_by(7) {
+                assert_eq!(unescape(&escape(&[a, b, b'\\'])).unwrap(), [a, b, b'\\']);
+            }
+        }
+        // A cheap pseudo-random sweep of longer strings.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            let len = (x % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert_eq!(unescape(&escape(&bytes)).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn unescape_rejects_what_escape_never_writes() {
+        assert!(unescape("a\\").is_err());
+        assert!(unescape("\\q").is_err());
+        assert!(unescape("\\x4").is_err());
+        assert!(unescape("\\xzz").is_err());
+        assert_eq!(unescape("\\x41\\\\").unwrap(), b"A\\");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum ResultSource {
     Btf,
     /// collapse-trace's built-in copy (kernel 6.18): may be wrong on this kernel.
     Builtin,
+    /// A text capture (ftrace, trace-cmd, perf script): the names are the ones the kernel
+    /// printed into it; the numbers are this machine's for those names (or new ones).
+    Capture,
 }
 
 impl ResultSource {
@@ -28,6 +31,9 @@ impl ResultSource {
             ResultSource::Btf => "read from the kernel's BTF (enum scan_result)",
             ResultSource::Builtin => {
                 "BUILT-IN FALLBACK (kernel 6.18 numbering): the kernel gave no table, names may be wrong"
+            }
+            ResultSource::Capture => {
+                "as printed in the capture (numbers are this machine's, or assigned for names it lacks)"
             }
         }
     }
@@ -111,6 +117,19 @@ impl ResultTable {
         } else {
             self.name(r)
         }
+    }
+
+    /// The number for a name printed in a text capture: this table's, or else a new number
+    /// (the first free one; below 63, so kernel-counter slots can hold it) added under that
+    /// name, so the name survives. `None` only when every slot is taken.
+    pub fn number_or_add(&mut self, name: &str) -> Option<i64> {
+        if let Some(n) = self.number(name) {
+            return Some(n);
+        }
+        let free = (0..collapse_trace_common::RESULT_OVERFLOW_SLOT as i64)
+            .find(|n| !self.names.contains_key(n))?;
+        self.names.insert(free, name.to_string());
+        Some(free)
     }
 
     /// The number of a result name, if the table has it.

@@ -1,0 +1,143 @@
+//! `collapse-trace record`: every event into a self-describing file (format in
+//! [`crate::capture::record`]), for `report` later.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use super::{CollectArgs, Stop};
+use crate::{
+    capture::record::{
+        FORMAT, FieldLine, Header, KindLine, ProbeLine, RecordWriter, Trailer, VERSION, now_ns,
+    },
+    export::json::Filters,
+    kernel::stream::Collector,
+    model::aggregate::Aggregate,
+};
+
+/// Options of `record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    collect: CollectArgs,
+    /// The file to write (NDJSON; zstd-compressed when the name ends in `.zst`).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
+    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+/// Runs `record`.
+pub async fn run(args: RecordArgs) -> Result<()> {
+    if args.collect.no_events {
+        bail!("record writes every event: --no-events makes no sense here");
+    }
+    let probes = args.collect.attach()?;
+    let mut collector = Collector::new(probes, true)?;
+    let info = &collector.probes().info;
+    let (start_wall_ns, start_mono_ns) = now_ns();
+    let header = Header {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: info.release.clone(),
+        results: info.results.clone(),
+        tracepoints: info
+            .tracepoints
+            .iter()
+            .map(|k| KindLine {
+                name: k.tracepoint.name().to_string(),
+                attached: k.attached,
+            })
+            .collect(),
+        probes: info
+            .probes
+            .iter()
+            .map(|p| ProbeLine {
+                tracepoint: format!("{}:{}", p.probe.group(), p.probe.name()),
+                present: p.format.is_some(),
+                attached: p.attached,
+                fields: p
+                    .format
+                    .iter()
+                    .flat_map(|f| &f.fields)
+                    .map(|f| FieldLine {
+                        name: f.name.clone(),
+                        ctype: f.ctype.clone(),
+                        offset: f.offset,
+                        size: f.size,
+                        signed: f.signed,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        start_wall_ns,
+        start_mono_ns,
+        filters: Filters {
+            pid: args.collect.pid,
+            comm: args.collect.comm.clone(),
+        },
+    };
+    let mut agg = Aggregate::new(info.results.clone());
+    agg.set_baseline(collector.counters()?);
+    let mut out = RecordWriter::create(&args.output, &header)?;
+    let mut stop = Stop::new(args.duration)?;
+    super::stat::announce(&collector, args.duration);
+
+    let mut failed: Option<std::io::Error> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = collector.wait(args.collect.drain_tick()) => {}
+        }
+        collector.drain(|e| {
+            agg.add(&e);
+            if failed.is_none() {
+                failed = out.event(&e).err();
+            }
+        });
+        if failed.is_none() {
+            failed = out.batch_end().err();
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    collector.detach();
+    collector.drain(|e| {
+        agg.add(&e);
+        if failed.is_none() {
+            failed = out.event(&e).err();
+        }
+    });
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e))
+            .with_context(|| format!("writing {}", args.output.display()));
+    }
+    agg.set_kernel(collector.counters()?);
+    let (end_wall_ns, end_mono_ns) = now_ns();
+    let written = out.written;
+    out.finish(Trailer {
+        end_wall_ns,
+        end_mono_ns,
+        kernel: Trailer::kernel_lines(&agg.kernel()),
+        delivered: written,
+        decode_errors: collector.decode_errors,
+    })
+    .with_context(|| format!("finishing {}", args.output.display()))?;
+    let k = agg.kernel();
+    let dropped: u64 = k.drops.iter().sum();
+    eprintln!(
+        "collapse-trace: recorded {written} events to {} ({dropped} dropped)",
+        args.output.display()
+    );
+    if collector.decode_errors > 0 {
+        bail!(
+            "{} ring records did not decode: the embedded object and the binary disagree; rebuild",
+            collector.decode_errors
+        );
+    }
+    Ok(())
+}
