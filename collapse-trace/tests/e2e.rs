@@ -450,6 +450,18 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Filter by the workload's own comm so the kernel counters hold only its events.
     let comm = format!("ct-e{}", std::process::id() % 1_000_000);
+    let tracefs = Tracefs::open(None).expect("tracefs");
+    let instance = FtraceInstance::create(
+        &tracefs,
+        &format!("collapse-trace-overflow-{}", std::process::id()),
+        &[
+            "huge_memory/mm_khugepaged_scan_file",
+            "huge_memory/mm_khugepaged_collapse_file",
+        ],
+        Some(&format!("comm == \"{comm}\"")),
+        8192,
+    )
+    .expect("private ftrace instance");
     let stat = start_attached(&[
         "stat",
         "--json",
@@ -461,6 +473,10 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     ]);
     let tally = provoke(&["collapse", "-n", "300", "--comm", &comm]);
     let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
+    instance.stop().unwrap();
+    let trace = instance.read().expect("ftrace record");
+    drop(instance);
+    let ftrace_events = trace.lines().filter_map(parse_line).count() as u64;
     eprintln!("tiny ring: {:?}", snap.totals);
     assert!(
         snap.totals.dropped > 0,
@@ -473,8 +489,13 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     for t in &snap.tracepoints {
         assert_eq!(t.delivered + t.dropped, t.events, "{}", t.name);
     }
-    // Two events per successful call, counted exactly in the kernel whatever was dropped.
+    // Two events per successful call, counted exactly in the kernel whatever was dropped,
+    // and ftrace's own count of the same run agrees.
     assert_eq!(snap.totals.events, 2 * tally.scenarios[0].calls);
+    assert_eq!(
+        snap.totals.events, ftrace_events,
+        "kernel counters vs ftrace"
+    );
 }
 
 #[test]
