@@ -1067,7 +1067,10 @@ const HPAGE: usize = 2 << 20;
 
 /// Creates `name` in `dir`, maps it MAP_SHARED 2 MiB-aligned, touches every page and calls
 /// madvise(MADV_COLLAPSE) from this thread; returns the errno (0 for success).
-fn collapse_file_named(dir: &Path, name: &[u8]) -> i32 {
+/// MADV_COLLAPSE on a 2 MiB tmpfs file named `name`: populated (it succeeds), or truncated to
+/// nothing after mapping (it fails with EINVAL, result `truncated`, so the name shows among
+/// the failures).
+fn collapse_file_named(dir: &Path, name: &[u8], populate: bool) -> i32 {
     use std::os::fd::AsRawFd as _;
     let path = dir.join(std::ffi::OsStr::from_bytes(name));
     let file = std::fs::OpenOptions::new()
@@ -1107,8 +1110,12 @@ fn collapse_file_named(dir: &Path, name: &[u8]) -> i32 {
         if tail > 0 {
             libc::munmap((aligned as usize + HPAGE) as *mut libc::c_void, tail);
         }
-        for i in (0..HPAGE).step_by(4096) {
-            std::ptr::write_volatile((aligned as *mut u8).add(i), 1);
+        if populate {
+            for i in (0..HPAGE).step_by(4096) {
+                std::ptr::write_volatile((aligned as *mut u8).add(i), 1);
+            }
+        } else {
+            file.set_len(0).unwrap();
         }
         let rc = libc::madvise(aligned, HPAGE, 25); // MADV_COLLAPSE
         let errno = if rc == 0 {
@@ -1124,31 +1131,51 @@ fn collapse_file_named(dir: &Path, name: &[u8]) -> i32 {
     errno
 }
 
-/// The inverse of `escape`: `\\` is a backslash, `\xNN` a byte.
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' {
-            match b.get(i + 1) {
-                Some(b'\\') => {
-                    out.push(b'\\');
-                    i += 2;
-                }
-                Some(b'x') => {
-                    let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 4;
-                }
-                _ => panic!("a lone backslash in an escaped name: {s:?}"),
-            }
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+/// A text report of the hostile run: no raw control byte but newlines, the comm escaped in
+/// an aligned process row, and the file table's columns aligned.
+fn check_hostile_tables(table: &str, comm: &[u8], names: usize) {
+    use collapse_trace::model::event::escape;
+    assert!(
+        table.chars().all(|c| c == '\n' || !c.is_control()),
+        "{table}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    let hdr = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("PID COMM"))
+        .expect("process table");
+    let col = |l: &str, word: &str| l.find(word).unwrap() + word.len();
+    let events_end = col(lines[hdr + 1 - 1], "EVENTS");
+    let row = lines[hdr + 1];
+    assert!(row.contains(&escape(comm)), "{row}");
+    let ev = (names * 4).to_string();
+    assert_eq!(
+        row.find(&format!(" {ev} ")).map(|i| i + 1 + ev.len()),
+        Some(events_end),
+        "EVENTS column misaligned:\n{}\n{row}",
+        lines[hdr]
+    );
+    let fhdr = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("EVENTS  FAILURES"))
+        .expect("file table");
+    let file_col = lines[fhdr].find("FILE").unwrap();
+    let rows: Vec<&str> = lines[fhdr + 1..]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('('))
+        .copied()
+        .collect();
+    assert!(rows.len() >= names - 2, "{table}");
+    for r in rows {
+        assert_eq!(r.chars().nth(file_col - 1), Some(' '), "misaligned: {r:?}");
+        assert!(r[..file_col].trim_end().ends_with(char::is_alphanumeric) || r.contains(" - "));
     }
-    out
+}
+
+/// The library's inverse of `escape`, for names the tool printed.
+fn unescape(s: &str) -> Vec<u8> {
+    collapse_trace::model::event::unescape(s)
+        .unwrap_or_else(|e| panic!("not an escaped name: {s:?}: {e}"))
 }
 
 fn no_raw_control(s: &str) -> bool {
@@ -1198,12 +1225,64 @@ fn hostile_file_names_and_comms_survive_every_output() {
         "attached to",
     );
     let (mut serve, addr) = start_serve(&["--pid", &me]);
+    let record_file = dir.0.join("hostile.ndjson");
+    let mut record = Running::start(
+        Path::new(BIN),
+        &["record", "--pid", &me, "-o", record_file.to_str().unwrap()],
+        "attached to",
+    );
+    // top in a real terminal: hostile names must reach the screen escaped.
+    let session = format!("ct-harden-hostile-{me}");
+    let top_cmd = format!("{BIN} top --pid {me} --interval 200ms; sleep 60");
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &top_cmd,
+    ]);
+    let _session = Session(session.clone());
+    wait_until("top to start", Duration::from_secs(30), || {
+        tmux(&["capture-pane", "-p", "-t", &session]).contains("collapse-trace top")
+    });
 
     for n in &names {
-        let e = collapse_file_named(&fs.0, n);
+        let e = collapse_file_named(&fs.0, n, true);
         assert_eq!(e, 0, "MADV_COLLAPSE on {n:?}: errno {e}");
     }
+    for n in &names {
+        let e = collapse_file_named(&fs.0, n, false);
+        assert_eq!(
+            e,
+            libc::EINVAL,
+            "MADV_COLLAPSE on truncated {n:?}: errno {e}"
+        );
+    }
     std::thread::sleep(Duration::from_millis(600));
+    // The recent-failures pane shows this thread's comm and the short names, escaped.
+    let mut screen = String::new();
+    wait_until("top to show the failures", Duration::from_secs(10), || {
+        screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        screen.contains(&escape(comm)) && screen.contains("truncated")
+    });
+    assert!(
+        !screen.contains('\x1b') && !screen.contains('\x07'),
+        "{screen}"
+    );
+    for n in names.iter().filter(|n| n.len() <= 20) {
+        assert!(
+            screen.contains(&escape(n)),
+            "{:?} not on screen:\n{screen}",
+            escape(n)
+        );
+    }
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let (st, _) = record.signal_and_wait(libc::SIGINT);
+    assert!(st.success(), "record: {st}");
     let (code, metrics) = http_get(&addr, "/metrics").unwrap();
     assert_eq!(code, 200);
     let (code, served) = http_get(&addr, "/json").unwrap();
@@ -1218,7 +1297,7 @@ fn hostile_file_names_and_comms_survive_every_output() {
     // JSON: valid; comm and names escaped; the short names round-trip exactly.
     for body in [String::from_utf8(out).unwrap(), served] {
         let snap: Snapshot = serde_json::from_str(&body).expect("valid JSON");
-        assert_eq!(snap.totals.events, 2 * names.len() as u64, "{body}");
+        assert_eq!(snap.totals.events, 4 * names.len() as u64, "{body}");
         let p = &snap.processes[0];
         assert_eq!(p.comm, escape(comm));
         assert_eq!(unescape(&p.comm), comm);
@@ -1236,43 +1315,28 @@ fn hostile_file_names_and_comms_survive_every_output() {
         // only the escaping is asserted, above.
     }
 
-    // The text report: no raw control byte but newlines, and aligned columns.
-    let table = String::from_utf8(table).expect("UTF-8 report");
+    // The text reports of stat and of report (the same renderer, fed by a record file): no
+    // raw control byte but newlines, and aligned columns.
+    check_hostile_tables(
+        &String::from_utf8(table).expect("UTF-8 stat"),
+        comm,
+        names.len(),
+    );
+    let out = Command::new(BIN)
+        .args(["report", "--top", "50"])
+        .arg(&record_file)
+        .output()
+        .unwrap();
     assert!(
-        table.chars().all(|c| c == '\n' || !c.is_control()),
-        "{table}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<&str> = table.lines().collect();
-    let hdr = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("PID COMM"))
-        .expect("process table");
-    let col = |l: &str, word: &str| l.find(word).unwrap() + word.len();
-    let events_end = col(lines[hdr + 1 - 1], "EVENTS");
-    let row = lines[hdr + 1];
-    assert!(row.contains(&escape(comm)), "{row}");
-    let ev = (names.len() * 2).to_string();
-    assert_eq!(
-        row.find(&format!(" {ev} ")).map(|i| i + 1 + ev.len()),
-        Some(events_end),
-        "EVENTS column misaligned:\n{}\n{row}",
-        lines[hdr]
+    check_hostile_tables(
+        &String::from_utf8(out.stdout).expect("UTF-8 report"),
+        comm,
+        names.len(),
     );
-    let fhdr = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("EVENTS  FAILURES"))
-        .expect("file table");
-    let file_col = lines[fhdr].find("FILE").unwrap();
-    let rows: Vec<&str> = lines[fhdr + 1..]
-        .iter()
-        .take_while(|l| !l.trim_start().starts_with('('))
-        .copied()
-        .collect();
-    assert!(rows.len() >= names.len() - 2, "{table}");
-    for r in rows {
-        assert_eq!(r.chars().nth(file_col - 1), Some(' '), "misaligned: {r:?}");
-        assert!(r[..file_col].trim_end().ends_with(char::is_alphanumeric) || r.contains(" - "));
-    }
 
     // /metrics passes promtool.
     let mut promtool = Command::new("promtool")
