@@ -21,7 +21,9 @@
 //! [`escape`](crate::model::event::escape) first: untrusted bytes become printable, reversible
 //! text; the encoder then applies the exposition format's own escaping (`\\`, `\"`, `\n`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use collapse_trace_common::Tracepoint;
 use prometheus_client::{

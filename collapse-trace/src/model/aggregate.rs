@@ -4,7 +4,9 @@
 //! Kernel counters are cumulative and never cleared (another reader may be reading them):
 //! the core keeps a baseline and reports deltas.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use collapse_trace_common::{
     NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
@@ -318,8 +320,9 @@ impl Aggregate {
             match self.pending.get_mut(&key) {
                 Some(r) => *r.entry((e.tracepoint, e.result)).or_default() += 1,
                 None if n < PENDING_CAP => {
-                    self.pending
-                        .insert(key, BTreeMap::from([((e.tracepoint, e.result), 1)]));
+                    let mut r = BTreeMap::new();
+                    r.insert((e.tracepoint, e.result), 1);
+                    self.pending.insert(key, r);
                 }
                 None => self.unjoined_events += 1,
             }
