@@ -5,11 +5,13 @@
 //!
 //! These tests fail, never skip, when they cannot run: CI must prove the kernel path.
 
+mod common;
+
+use common::*;
+
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::Mutex,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,76 +20,7 @@ use collapse_trace::{
     export::json::Snapshot,
     kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
     model::results::madvise_errno,
-    provoke::Tally,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
-
-/// The kernel-facing tests run one at a time: each counts what one workload did.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the end-to-end tests need root (CAP_BPF, CAP_PERFMON, tracefs); run them with sudo"
-    );
-}
-
-/// Starts `collapse-trace ARGS` and waits for its "attached" line on stderr.
-fn start_attached(args: &[&str]) -> Child {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn collapse-trace");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            eprintln!("[collapse-trace] {line}");
-            if line.contains("attached to")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("collapse-trace did not report attaching within 30 s");
-    child
-}
-
-fn sigint_and_wait(child: Child) -> String {
-    // SAFETY: kill with a pid we own.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().expect("wait for collapse-trace");
-    assert!(
-        out.status.success(),
-        "collapse-trace exited with {}",
-        out.status
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn provoke(args: &[&str]) -> Tally {
-    let out = Command::new(BIN)
-        .arg("provoke")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run provoke");
-    assert!(
-        out.status.success(),
-        "provoke failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("provoke --json output")
-}
 
 type Counts = BTreeMap<(String, String), u64>;
 
@@ -141,7 +74,7 @@ fn the_probe_read_path_counts_the_same() {
 
 fn check_against_ftrace(extra: &[&str]) {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let tracefs = Tracefs::open(None).expect("tracefs");
     // The workload runs under a name of its own; both collapse-trace (in BPF) and ftrace (its
     // own event filter) keep only that task, so other work on the machine cannot interfere.
@@ -294,7 +227,7 @@ fn check_against_ftrace(extra: &[&str]) {
 #[test]
 fn pid_filter_counts_only_that_process_in_the_kernel() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     // A filter for a pid that does nothing: the workload's events must not be counted.
     let idle = Command::new("sleep")
         .arg("30")
@@ -316,7 +249,7 @@ fn pid_filter_counts_only_that_process_in_the_kernel() {
 #[test]
 fn duration_stops_by_itself_and_text_output_names_results() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let comm = format!("ct-d{}", std::process::id() % 1_000_000);
     let start = Instant::now();
     let child = start_attached(&["stat", "--duration", "4s", "--comm", &comm]);
@@ -386,7 +319,7 @@ fn without_privileges_the_error_names_the_capabilities() {
 #[test]
 fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     // A tracefs copy that has scan_file's real format but no collapse_file.
     let real = Tracefs::open(None).expect("tracefs");
     let dir = std::env::temp_dir().join(format!("ct-one-tp-{}", std::process::id()));
@@ -447,7 +380,7 @@ fn a_kernel_lacking_one_tracepoint_still_gets_the_other() {
 #[test]
 fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     // Filter by the workload's own comm so the kernel counters hold only its events.
     let comm = format!("ct-e{}", std::process::id() % 1_000_000);
     let tracefs = Tracefs::open(None).expect("tracefs");
@@ -501,7 +434,7 @@ fn a_tiny_ring_drops_but_every_event_is_accounted_for() {
 #[test]
 fn no_calls_leaves_out_the_madvise_hooks() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let comm = format!("ct-n{}", std::process::id() % 1_000_000);
     let stat = start_attached(&["stat", "--json", "--no-calls", "--comm", &comm]);
     let tally = provoke(&["uffd-holes", "-n", "3", "--comm", &comm]);

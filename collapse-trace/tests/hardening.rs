@@ -6,6 +6,10 @@
 //! filters by pid or by a comm unique to this test run (khugepaged and other engineers' tests
 //! may produce events on this machine at the same time), and they run one at a time (SERIAL).
 
+mod common;
+
+use common::*;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Read as _},
@@ -23,24 +27,6 @@ use collapse_trace::{
     model::results::ResultSource,
     provoke::Tally,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
-
-/// The kernel-facing tests run one at a time: each counts what one workload did.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the hardening tests need root (CAP_BPF, CAP_PERFMON, tracefs, mount); run them with sudo"
-    );
-}
 
 /// A temporary directory removed when dropped.
 struct TempDir(PathBuf);
@@ -186,21 +172,6 @@ fn workload_link(dir: &TempDir, comm: &str) -> PathBuf {
 fn unique_comm(tag: &str) -> String {
     let c = format!("{tag}{}", std::process::id());
     c[..c.len().min(15)].to_string()
-}
-
-fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
-    let out = Command::new(bin)
-        .arg("provoke")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run provoke");
-    assert!(
-        out.status.success(),
-        "provoke failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("provoke --json output")
 }
 
 type Counts = BTreeMap<(String, String), u64>;
@@ -540,14 +511,6 @@ fn stat_follow_on_signals_ends_with_a_final_snapshot() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET over HTTP/1.0: (status, body).
 fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::Write as _;
@@ -667,31 +630,6 @@ fn provoke_on_signals_stops_after_the_current_try_and_prints_its_tally() {
             s.calls,
             "one scan_file event per call the tally counts"
         );
-    }
-}
-
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(["-L", &tmux_socket()])
-        .args(args)
-        .output()
-        .expect("tmux is installed (`cargo xtask test` installs it)");
-    assert!(
-        out.status.success(),
-        "tmux {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Kills the tmux session however the test ends.
-struct Session(String);
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
-            .output();
     }
 }
 
@@ -1339,21 +1277,7 @@ fn hostile_file_names_and_comms_survive_every_output() {
     );
 
     // /metrics passes promtool.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{metrics}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&metrics);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1412,11 +1336,4 @@ fn serve_runs_with_no_capability_after_attaching() {
     let (st, _) = serve.signal_and_wait(libc::SIGTERM);
     assert_eq!(st.code(), Some(0));
     assert_progs_gone(&progs, "serve without capabilities");
-}
-
-/// A tmux server of this test binary's own: the default one is shared with anything else
-/// running tmux on the machine, and its exit when another user's last session closes would
-/// race with ours.
-fn tmux_socket() -> String {
-    format!("collapse-trace-test-h{}", std::process::id())
 }

@@ -5,74 +5,26 @@
 //!
 //! These tests fail, never skip, when they cannot run.
 
+mod common;
+
+use common::*;
+
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Mutex,
+    process::{Child, Command},
     time::Duration,
 };
 
 use collapse_trace::{
     export::json::{Report, Snapshot},
     kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
-    provoke::Tally,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root");
-}
-
-fn start_attached(args: &[&str]) -> Child {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn collapse-trace");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            eprintln!("[collapse-trace] {line}");
-            if line.contains("attached to")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("collapse-trace did not report attaching within 30 s");
-    child
-}
 
 fn stop(child: Child, sig: i32) -> std::process::Output {
     // SAFETY: kill with a pid we own.
     unsafe { libc::kill(child.id() as i32, sig) };
     child.wait_with_output().expect("wait for collapse-trace")
-}
-
-fn provoke(args: &[&str]) -> Tally {
-    let out = Command::new(BIN)
-        .arg("provoke")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run provoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("provoke --json output")
 }
 
 fn report(file: &Path) -> (Report, String) {
@@ -126,7 +78,7 @@ fn joins(s: &Snapshot) -> BTreeMap<(u32, String), (u64, Counts)> {
 #[test]
 fn report_of_a_record_equals_stat_and_the_ftrace_and_trace_cmd_captures() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let comm = format!("ct-r{}", std::process::id() % 1_000_000);
     let tracefs = Tracefs::open(None).expect("tracefs");
     let inst_name = format!("ct-record-{}", std::process::id());
@@ -261,7 +213,7 @@ fn report_of_a_record_equals_stat_and_the_ftrace_and_trace_cmd_captures() {
 #[test]
 fn a_record_killed_with_sigkill_is_read_up_to_the_cut() {
     require_root();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for name in ["killed.ndjson", "killed.ndjson.zst"] {
         let comm = format!("ct-k{}", std::process::id() % 1_000_000);
         let rec = tmp(name);

@@ -7,41 +7,27 @@
 //! These tests fail, never skip, when something is missing. Every process they start is
 //! killed and reaped by a guard, also when an assertion fails.
 
+mod common;
+
+use common::*;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use collapse_trace::{
     export::{json::Snapshot, ndjson::EventLine},
     model::event::escape,
-    provoke::Tally,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-
-/// The kernel-facing tests run one at a time: each counts what one workload did.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the serve tests need root (CAP_BPF, CAP_PERFMON, tracefs); run them with sudo"
-    );
-}
 
 /// Kills (SIGTERM, then SIGKILL) and reaps a child when dropped.
 struct Guard {
@@ -110,14 +96,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET over HTTP/1.0 (no chunking, the server closes): (status, body).
@@ -207,21 +185,6 @@ fn start_serve(bin: &Path, args: &[&str], setpriv: Option<&[String]>) -> (Guard,
 /// when other collapse-trace workloads run on the machine.
 fn workload_comm() -> String {
     format!("ct-s{}", std::process::id() % 1_000_000)
-}
-
-fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
-    let out = Command::new(bin)
-        .arg("provoke")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run provoke");
-    assert!(
-        out.status.success(),
-        "provoke failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("provoke --json output")
 }
 
 /// Kernel counts in a snapshot by (tracepoint, result).
@@ -468,26 +431,7 @@ fn hostile_comm_names_pass_promtool() {
         "no series with {label} in\n{body}"
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_accepts(&body);
 
     // /json names the same process with the same escaped comm.
     let snap: Snapshot = serde_json::from_str(&get_ok(addr, "/json")).unwrap();

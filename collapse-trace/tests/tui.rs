@@ -2,6 +2,10 @@
 //! page_filled row must show the count that `stat --json` reports for the same run, and
 //! quitting must exit 0 and leave the alternate screen.
 
+mod common;
+
+use common::*;
+
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
@@ -9,33 +13,6 @@ use std::{
 };
 
 use collapse_trace::{export::json::Snapshot, provoke::Tally};
-
-const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
-
-/// Kills the tmux session however the test ends.
-struct Session(String);
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
-            .status();
-    }
-}
-
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(["-L", &tmux_socket()])
-        .args(args)
-        .output()
-        .expect("tmux is installed (`cargo xtask setup` installs it)");
-    assert!(
-        out.status.success(),
-        "tmux {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -176,11 +153,4 @@ fn top_without_a_terminal_points_to_stat() {
         err.contains("needs a terminal") && err.contains("stat --json"),
         "{err}"
     );
-}
-
-/// A tmux server of this test binary's own: the default one is shared with anything else
-/// running tmux on the machine, and its exit when another user's last session closes would
-/// race with ours.
-fn tmux_socket() -> String {
-    format!("collapse-trace-test-t{}", std::process::id())
 }

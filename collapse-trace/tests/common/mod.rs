@@ -1,0 +1,165 @@
+//! Helpers shared by the end-to-end test binaries (each `tests/*.rs` includes this module).
+//! Not every binary uses every helper, hence the allowance below.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use collapse_trace::provoke::Tally;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_collapse-trace");
+
+/// Kernel-facing tests of one binary run one at a time: each counts what one workload did.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes this binary's kernel lock (a test that panicked while holding it does not poison
+/// the others).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Fails (never skips) when not root: CI must prove the kernel path.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests need root (CAP_BPF, CAP_PERFMON, tracefs, mount); run them with sudo"
+    );
+}
+
+/// Starts `collapse-trace ARGS` and waits for its "attached to" line on stderr (the rest of
+/// stderr is echoed with a prefix).
+pub fn start_attached(args: &[&str]) -> Child {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn collapse-trace");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            eprintln!("[collapse-trace] {line}");
+            if line.contains("attached to")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("collapse-trace did not report attaching within 30 s");
+    child
+}
+
+/// SIGINT, then the child's stdout; it must exit 0.
+pub fn sigint_and_wait(child: Child) -> String {
+    // SAFETY: kill with a pid we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait for collapse-trace");
+    assert!(
+        out.status.success(),
+        "collapse-trace exited with {}",
+        out.status
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// `collapse-trace provoke ARGS --json`, run through `bin` (a symlink gives the workload a
+/// comm of the test's choosing).
+pub fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
+    let out = Command::new(bin)
+        .arg("provoke")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run provoke");
+    assert!(
+        out.status.success(),
+        "provoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("provoke --json output")
+}
+
+/// `collapse-trace provoke ARGS --json`.
+pub fn provoke(args: &[&str]) -> Tally {
+    provoke_with(Path::new(BIN), args)
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tmux server of this test binary's own: the default one is shared with anything else
+/// running tmux on the machine, and its exit when another user's last session closes would
+/// race with ours.
+pub fn tmux_socket() -> String {
+    format!("collapse-trace-test-{}", std::process::id())
+}
+
+/// Runs `tmux ARGS` on this binary's server; it must succeed.
+pub fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(["-L", &tmux_socket()])
+        .args(args)
+        .output()
+        .expect("tmux is installed (`cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "tmux {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the tmux session however the test ends.
+pub struct Session(pub String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) must accept `body`.
+pub fn assert_promtool_accepts(body: &str) {
+    use std::io::Write as _;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
