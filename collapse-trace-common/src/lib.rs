@@ -328,9 +328,10 @@ pub struct Config {
     pub task_flags_offset: u32,
     /// Non-zero: send one ring-buffer record per event. Zero: count only.
     pub events: u32,
-    /// Ask for a reader wakeup only once this many bytes wait in the ring buffer; below it
-    /// records are submitted with `BPF_RB_NO_WAKEUP` and the reader drains on a timer.
-    /// Zero: wake on every record.
+    /// Each CPU asks for a reader wakeup once it has submitted this many record bytes since
+    /// its last one; other records go with `BPF_RB_NO_WAKEUP` and the reader drains on a
+    /// timer. A per-CPU count, because asking the ring how full it is reads positions the
+    /// reader keeps writing (~55 ns per record here). Zero: wake on every record.
     pub wakeup_bytes: u64,
     /// Only this thread group (process), or 0 for all. Filtered events are neither counted
     /// nor sent, so the kernel counters stay exact for the filter.
@@ -339,6 +340,10 @@ pub struct Config {
     pub filter_comm_on: u32,
     /// The comm to match, NUL-padded.
     pub filter_comm: [u8; COMM_LEN],
+    /// Non-zero: read the clock (`bpf_ktime_get_ns`) for every record. Zero: read it once per
+    /// jiffy per CPU and reuse it (a clock read costs ~90 ns in a KVM guest, more than the
+    /// rest of a record); times then lag by at most one tick (4 ms at HZ=250).
+    pub precise_time: u32,
 }
 
 impl Config {
@@ -351,7 +356,21 @@ impl Config {
         filter_tgid: 0,
         filter_comm_on: 0,
         filter_comm: [0; COMM_LEN],
+        precise_time: 0,
     };
+}
+
+/// Per-CPU state of the record path (`CPU_STATE` map): the clock cache used when
+/// [`Config::precise_time`] is off, and the bytes submitted since this CPU last woke the reader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuState {
+    /// `bpf_jiffies64()` when [`CpuState::ns`] was read.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_ns()` at that jiffy's first record on this CPU.
+    pub ns: u64,
+    /// Record bytes this CPU submitted without waking the reader.
+    pub unwoken_bytes: u64,
 }
 
 /// A MADV_COLLAPSE call in progress: slot `tid % MAX_CALLS` of the `CALLS` array (an array
@@ -362,7 +381,8 @@ impl Config {
 pub struct CallInfo {
     /// The thread in the call, or 0 for a free slot.
     pub tid: u64,
-    /// `bpf_ktime_get_ns()` at syscall entry: the call's id on this thread.
+    /// Entry time (the records' clock, CLOCK_MONOTONIC ns), made strictly greater than the
+    /// slot's previous entry so that it also serves as the call's id on this thread.
     pub enter_ns: u64,
     /// `start` argument (0 for process_madvise, whose ranges are in an iovec).
     pub start: u64,
@@ -379,7 +399,8 @@ pub const CALL_PROCESS_MADVISE: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventRecord {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// CLOCK_MONOTONIC ns: `bpf_ktime_get_ns()` with [`Config::precise_time`], else the
+    /// time of this CPU's first record in the current tick.
     pub ts_ns: u64,
     /// `bpf_get_current_cgroup_id()`.
     pub cgroup_id: u64,
@@ -389,8 +410,8 @@ pub struct EventRecord {
     pub index: u64,
     /// Virtual address (collapse_file); `start` of a MADV_COLLAPSE call.
     pub addr: u64,
-    /// Entry time of the MADV_COLLAPSE call this event happened in (on this thread), or 0
-    /// (khugepaged, or no call tracked).
+    /// [`CallInfo::enter_ns`] of the MADV_COLLAPSE call this event happened in (on this
+    /// thread), or 0 (khugepaged, or no call tracked).
     pub call_ns: u64,
     /// Thread id.
     pub pid: u32,

@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
@@ -20,12 +20,22 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
+use core::ptr::write_volatile;
+
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
-    CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, DEFAULT_RING_BYTES, EventRecord,
-    FIELD_ABSENT, FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
-    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, STALE_CALL_NS, Tracepoint,
+    CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, CpuState, DEFAULT_RING_BYTES,
+    EventRecord, FIELD_ABSENT, FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS,
+    Origin, Probe, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, STALE_CALL_NS, Tracepoint,
 };
+
+/// Reads one config value. Volatile so that LLVM cannot fold the compiled-in default: the
+/// value is whatever userspace wrote before load.
+macro_rules! conf {
+    ($($field:tt)+) => {
+        unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
+    };
+}
 
 /// Set by userspace before load (`.rodata`: frozen, so the verifier knows every value).
 #[unsafe(no_mangle)]
@@ -46,6 +56,34 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map]
 static CALLS: Array<CallInfo> = Array::with_max_entries(MAX_CALLS, 0);
+
+#[map]
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// The records' clock, CLOCK_MONOTONIC ns. Reading it costs ~90 ns in a KVM guest, more than
+/// the rest of a record, so unless `precise_time` is set it is read once per jiffy per CPU and
+/// reused until the next tick (`bpf_jiffies64` is a plain load).
+#[inline(always)]
+fn now_ns() -> u64 {
+    if conf!(precise_time) != 0 {
+        // SAFETY: no preconditions.
+        return unsafe { bpf_ktime_get_ns() };
+    }
+    // SAFETY: no preconditions.
+    let jiffies = unsafe { generated::bpf_jiffies64() };
+    let Some(c) = CPU_STATE.get_ptr_mut(0) else {
+        // SAFETY: no preconditions.
+        return unsafe { bpf_ktime_get_ns() };
+    };
+    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
+    unsafe {
+        if (*c).jiffies != jiffies {
+            (*c).jiffies = jiffies;
+            (*c).ns = bpf_ktime_get_ns();
+        }
+        (*c).ns
+    }
+}
 
 /// The call slot of thread `tid`.
 #[inline(always)]
@@ -102,14 +140,6 @@ pub fn exit_madvise(ctx: TracePointContext) -> u32 {
 pub fn exit_process_madvise(ctx: TracePointContext) -> u32 {
     call_exit::<{ Probe::ExitProcessMadvise as usize }>(&ctx);
     0
-}
-
-/// Reads one config value. Volatile so that LLVM cannot fold the compiled-in default: the
-/// value is whatever userspace wrote before load.
-macro_rules! conf {
-    ($($field:tt)+) => {
-        unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
-    };
 }
 
 /// Reads field `$field` of type `$ty` from probe `$p`'s record. When the running kernel's
@@ -231,7 +261,7 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
     // SAFETY: `rec` points at a reserved, writable record of the right size; every field is
     // written before submit.
     unsafe {
-        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).ts_ns = now_ns();
         (*rec).cgroup_id = bpf_get_current_cgroup_id();
         (*rec).pfn = pfn;
         (*rec).index = index;
@@ -292,8 +322,7 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
     let Some(slot) = call_slot(tid) else {
         return;
     };
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     let start = field!(ctx, P, Field::Start, u64);
     let len = field!(ctx, P, Field::Len, u64);
     // SAFETY: a map value of ours, written field by field; see CallInfo for collisions.
@@ -306,7 +335,12 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
             return;
         }
         (*slot).tid = tid as u64;
-        (*slot).enter_ns = now;
+        // The cached clock repeats within a tick: strictly increasing keeps the id unique.
+        (*slot).enter_ns = if now > (*slot).enter_ns {
+            now
+        } else {
+            (*slot).enter_ns + 1
+        };
         (*slot).start = start;
         (*slot).len = len;
         (*slot).flags = flags as u64;
@@ -344,22 +378,23 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
     let rec = entry.as_mut_ptr();
     // SAFETY: as in collapse_event.
     unsafe {
-        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).ts_ns = now_ns();
         (*rec).cgroup_id = bpf_get_current_cgroup_id();
-        (*rec).pfn = 0;
         (*rec).index = call.len;
         (*rec).addr = call.start;
         (*rec).call_ns = call.enter_ns;
         (*rec).pid = tid;
         (*rec).tgid = (pid_tgid >> 32) as u32;
         (*rec).result = errno;
-        (*rec).present = 0;
-        (*rec).swap = 0;
-        (*rec).nr = 0;
-        (*rec).referenced = 0;
-        (*rec).none_or_zero = 0;
-        (*rec).unmapped = 0;
-        (*rec).isolated = 0;
+        // Volatile: plain zero stores in a row become a call to a memset subprogram.
+        write_volatile(&raw mut (*rec).pfn, 0);
+        write_volatile(&raw mut (*rec).present, 0);
+        write_volatile(&raw mut (*rec).swap, 0);
+        write_volatile(&raw mut (*rec).nr, 0);
+        write_volatile(&raw mut (*rec).referenced, 0);
+        write_volatile(&raw mut (*rec).none_or_zero, 0);
+        write_volatile(&raw mut (*rec).unmapped, 0);
+        write_volatile(&raw mut (*rec).isolated, 0);
         (*rec).tracepoint = Tracepoint::MadviseCall as u8;
         (*rec).origin = Origin::Madvise as u8;
         (*rec).is_shmem = 0;
@@ -374,18 +409,32 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
 }
 
 /// Waking the reader costs microseconds per event in a guest (IRQ work), more than the rest
-/// of the program: wake it only once the ring is filling up; the reader also drains on a
-/// short timer, so records below the threshold are never stranded.
+/// of the program: each CPU wakes it only once it has submitted `wakeup_bytes` since its last
+/// wakeup; the reader also drains on a short timer, so records in between are never stranded.
 #[inline(always)]
 fn submit_flags() -> u64 {
     let wakeup_bytes = conf!(wakeup_bytes);
-    let flags = if wakeup_bytes == 0 || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    if wakeup_bytes == 0 {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    let Some(c) = CPU_STATE.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
     };
-    flags as u64
+    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
+    unsafe {
+        let unwoken = (*c).unwoken_bytes + RECORD_BYTES;
+        if unwoken >= wakeup_bytes {
+            (*c).unwoken_bytes = 0;
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            (*c).unwoken_bytes = unwoken;
+            BPF_RB_NO_WAKEUP as u64
+        }
+    }
 }
+
+/// Bytes one record takes in the ring (with its 8-byte header).
+const RECORD_BYTES: u64 = (core::mem::size_of::<EventRecord>() + 8) as u64;
 
 /// The khugepaged kernel thread, or a user task (a MADV_COLLAPSE caller): told apart by
 /// `PF_KTHREAD`, not by comm, which a user process can copy.

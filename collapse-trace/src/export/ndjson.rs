@@ -20,7 +20,8 @@ pub const EVENT_SCHEMA: &str = "collapse-trace.event/1";
 pub struct EventLine {
     /// Always [`EVENT_SCHEMA`].
     pub schema: String,
-    /// CLOCK_MONOTONIC nanoseconds.
+    /// CLOCK_MONOTONIC nanoseconds; to the tick (4 ms at HZ=250) unless the collector ran
+    /// with `--precise-time`.
     pub ts_ns: u64,
     /// e.g. `mm_khugepaged_collapse_file`.
     pub tracepoint: String,
@@ -75,7 +76,8 @@ pub struct EventLine {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub isolated: Option<i32>,
     /// Entry time of the MADV_COLLAPSE call the event happened in, or of this call
-    /// (`madvise_collapse` records): joins a call with its events on the same `pid`.
+    /// (`madvise_collapse` records), made unique per thread: joins a call with its events
+    /// on the same `pid`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub call_ns: Option<u64>,
     /// `start` of a MADV_COLLAPSE call (0 for process_madvise).

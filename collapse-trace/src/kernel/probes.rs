@@ -49,6 +49,8 @@ pub struct ProbeOptions {
     pub force_probe_read: bool,
     /// Never ask for a wakeup (a stalled reader, for overflow tests).
     pub no_wakeup: bool,
+    /// Read the clock for every record instead of once per tick per CPU.
+    pub precise_time: bool,
 }
 
 impl Default for ProbeOptions {
@@ -63,6 +65,7 @@ impl Default for ProbeOptions {
             tracefs: None,
             force_probe_read: false,
             no_wakeup: false,
+            precise_time: false,
         }
     }
 }
@@ -381,11 +384,15 @@ impl Probes {
         }
         config.task_flags_offset = info.task_flags_offset.unwrap_or(u32::MAX);
         config.events = opts.events as u32;
+        // Each CPU wakes the reader after its share of a quarter of the ring, so that all of
+        // them together wake it before the ring is a quarter full.
         config.wakeup_bytes = if opts.no_wakeup {
             u64::MAX
         } else {
-            (opts.ring_bytes / 4) as u64
+            let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+            (u64::from(opts.ring_bytes) / 4 / cpus).max(1)
         };
+        config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
         if let Some(comm) = &opts.comm {
             let b = comm.as_bytes();
