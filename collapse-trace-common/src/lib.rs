@@ -326,6 +326,9 @@ pub struct Config {
     /// Offset of `task_struct.flags` from BTF, or `u32::MAX` when unknown (origin then reads
     /// [`Origin::Unknown`]).
     pub task_flags_offset: u32,
+    /// Offset of `task_struct.comm` from BTF, or `u32::MAX` when unknown (the comm helper is
+    /// used then).
+    pub task_comm_offset: u32,
     /// Non-zero: send one ring-buffer record per event. Zero: count only.
     pub events: u32,
     /// Each CPU asks for a reader wakeup once it has submitted this many record bytes since
@@ -351,6 +354,7 @@ impl Config {
     pub const DEFAULT: Config = Config {
         layouts: COMPILED,
         task_flags_offset: u32::MAX,
+        task_comm_offset: u32::MAX,
         events: 1,
         wakeup_bytes: 0,
         filter_tgid: 0,

@@ -185,6 +185,9 @@ fn check_against_ftrace(extra: &[&str]) {
         .find(|c| c.tgid == tally.pid)
         .expect("the workload is a MADV_COLLAPSE caller");
     assert_eq!(caller.calls, calls);
+    // The comm as the kernel side read it: plain loads at task_struct.comm's BTF offset, or
+    // the comm helper on the probe-read path.
+    assert_eq!(caller.comm, comm, "the caller's comm");
     for e in &caller.errnos {
         let scans: u64 = e
             .results

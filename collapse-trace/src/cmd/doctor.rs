@@ -76,10 +76,14 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
         Ok(b) => {
             let _ = writeln!(
                 o,
-                "BTF         ok   {} (task_struct.flags at {}; enum scan_result: {} values)",
+                "BTF         ok   {} (task_struct.flags at {}, .comm at {}; enum scan_result: {} values)",
                 btf::VMLINUX,
                 b.task_flags_offset
                     .map_or("not found: origin reads `unknown`".into(), |x| format!(
+                        "+{x}"
+                    )),
+                b.task_comm_offset
+                    .map_or("not found: the comm helper is used".into(), |x| format!(
                         "+{x}"
                     )),
                 b.scan_result.len()

@@ -180,7 +180,11 @@ pub fn render_body(s: &Snapshot, top: usize) -> String {
     }
     for t in &s.tracepoints {
         if !t.attached && t.events == 0 {
-            let _ = writeln!(o, "{}: not attached (this kernel lacks it)\n", t.name);
+            let _ = writeln!(
+                o,
+                "{}: not attached (turned off, or missing from this kernel)\n",
+                t.name
+            );
             continue;
         }
         let _ = writeln!(o, "{}: {} events, {} dropped", t.name, t.events, t.dropped);

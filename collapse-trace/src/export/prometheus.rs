@@ -337,6 +337,7 @@ mod tests {
                 .collect(),
             results: ResultTable::builtin(),
             task_flags_offset: None,
+            task_comm_offset: None,
             tracefs: "/sys/kernel/tracing".into(),
             tracefs_mounted_by_us: false,
         }

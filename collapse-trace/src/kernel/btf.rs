@@ -1,7 +1,7 @@
-//! A small reader of the kernel's BTF (/sys/kernel/btf/vmlinux), for the two facts
-//! collapse-trace needs from it: the offset of `task_struct.flags` (to tell the khugepaged
-//! kernel thread from a MADV_COLLAPSE caller) and `enum scan_result` (a second source of
-//! result names). aya parses BTF too but keeps its type accessors private; the format is
+//! A small reader of the kernel's BTF (/sys/kernel/btf/vmlinux), for the facts collapse-trace
+//! needs from it: the offsets of `task_struct.flags` (to tell the khugepaged kernel thread
+//! from a MADV_COLLAPSE caller) and `task_struct.comm` (read with plain loads, cheaper than
+//! the comm helper), and `enum scan_result` (a second source of result names). aya parses BTF too but keeps its type accessors private; the format is
 //! small and stable (Documentation/bpf/btf.rst), so this walks it directly.
 
 use std::collections::BTreeMap;
@@ -28,6 +28,8 @@ const KIND_ENUM64: u32 = 19;
 pub struct KernelBtf {
     /// Byte offset of `task_struct.flags`.
     pub task_flags_offset: Option<u32>,
+    /// Byte offset of `task_struct.comm`.
+    pub task_comm_offset: Option<u32>,
     /// `enum scan_result`, value to name, with the `SCAN_` prefix dropped and lower-cased
     /// the way the tracepoints print them.
     pub scan_result: BTreeMap<i64, String>,
@@ -90,14 +92,18 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
         if kind == KIND_STRUCT && name(name_off) == b"task_struct" {
             for m in 0..vlen {
                 let at = pos + m * 12;
-                if name(u32_at(types, at)?) == b"flags" {
-                    let raw = u32_at(types, at + 8)?;
-                    // With kind_flag, the low 24 bits are the bit offset, the top 8 the
-                    // bitfield size (0 for an ordinary member).
-                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    if bits.is_multiple_of(8) {
-                        out.task_flags_offset = Some(bits / 8);
-                    }
+                let member = name(u32_at(types, at)?);
+                let slot = match member {
+                    b"flags" => &mut out.task_flags_offset,
+                    b"comm" => &mut out.task_comm_offset,
+                    _ => continue,
+                };
+                let raw = u32_at(types, at + 8)?;
+                // With kind_flag, the low 24 bits are the bit offset, the top 8 the
+                // bitfield size (0 for an ordinary member).
+                let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                if bits.is_multiple_of(8) {
+                    *slot = Some(bits / 8);
                 }
             }
         }
@@ -128,6 +134,8 @@ mod tests {
             off > 0 && off < 4096 && off.is_multiple_of(4),
             "odd offset {off}"
         );
+        let comm = btf.task_comm_offset.expect("task_struct.comm found");
+        assert!(comm > off && comm < 8192, "odd comm offset {comm}");
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct KernelInfo {
     pub results: ResultTable,
     /// Offset of `task_struct.flags` (origin detection), if BTF had it.
     pub task_flags_offset: Option<u32>,
+    /// Offset of `task_struct.comm`, if BTF had it (else the comm helper is used).
+    pub task_comm_offset: Option<u32>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -162,6 +164,7 @@ impl KernelInfo {
             probes,
             results,
             task_flags_offset: kbtf.task_flags_offset,
+            task_comm_offset: kbtf.task_comm_offset,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -189,6 +192,7 @@ impl KernelInfo {
                 .collect(),
             results,
             task_flags_offset: None,
+            task_comm_offset: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
@@ -383,6 +387,12 @@ impl Probes {
             config.layouts[p.probe as usize] = p.layout;
         }
         config.task_flags_offset = info.task_flags_offset.unwrap_or(u32::MAX);
+        // The probe-read test path also takes the comm helper, the fallback for kernels
+        // without BTF, so that both get loaded and checked here.
+        config.task_comm_offset = match opts.force_probe_read {
+            true => u32::MAX,
+            false => info.task_comm_offset.unwrap_or(u32::MAX),
+        };
         config.events = opts.events as u32;
         // Each CPU wakes the reader after its share of a quarter of the ring, so that all of
         // them together wake it before the ring is a quarter full.
