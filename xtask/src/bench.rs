@@ -234,6 +234,9 @@ struct Resource {
 
 #[derive(Debug, Serialize)]
 struct DropStep {
+    /// Storm processes at once (the last step runs one per vCPU, to go past what one
+    /// process can make).
+    storms: usize,
     target_events_per_s: Option<u64>,
     achieved_events_per_s: f64,
     calls: u64,
@@ -386,8 +389,8 @@ fn method() -> BTreeMap<&'static str, &'static str> {
         ),
         (
             "drops",
-            "stat --json --pid P (full events, default ring) on a collapsed-range storm at \
-             rising paced rates, then unpaced; events/s = kernel events / storm loop time",
+            "stat --json (full events, default ring, filtered by the storms' shared comm) on collapsed-range storms at \
+             rising paced rates, then one unpaced, then one unpaced per vCPU at once; events/s = kernel events / the longest storm loop time",
         ),
     ])
 }
@@ -425,6 +428,17 @@ impl<'a> Bench<'a> {
 
     /// A gated storm (released by the caller).
     fn storm(&self, range: Range, secs: f64, rate: Option<u64>) -> Result<Proc> {
+        self.storm_named(range, secs, rate, None)
+    }
+
+    /// A storm, with `comm` as its process name when given (several storms, one filter).
+    fn storm_named(
+        &self,
+        range: Range,
+        secs: f64,
+        rate: Option<u64>,
+        comm: Option<&str>,
+    ) -> Result<Proc> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["provoke", "storm", "--json", "--range", range.arg()])
             .arg("--duration")
@@ -432,7 +446,17 @@ impl<'a> Bench<'a> {
         if let Some(r) = rate {
             cmd.arg("--rate").arg(r.to_string());
         }
+        if let Some(c) = comm {
+            cmd.arg("--comm").arg(c);
+        }
         Proc::spawn_gated("provoke storm", cmd)
+    }
+
+    /// `stat --json --comm COMM`, full events.
+    fn ours_comm(&self, comm: &str) -> Result<Proc> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["stat", "--json", "--comm", comm]);
+        Proc::spawn("collapse-trace stat", cmd)
     }
 
     fn ours(&self, pid: u32, extra: &[&str]) -> Result<Proc> {
@@ -771,23 +795,43 @@ impl<'a> Bench<'a> {
     fn drops(&self) -> Result<Drops> {
         println!("\n== drops with the default ring (stat, full events)");
         let mut steps = Vec::new();
-        for rate in [Some(100_000), Some(200_000), Some(400_000), None] {
-            let mut storm = self.storm(Range::Collapsed, self.args.load_secs, rate)?;
-            let mut p = self.ours(storm.pid(), &[])?;
+        let vcpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let comm = format!("ct-bench{}", std::process::id() % 10_000);
+        for (rate, storms) in [
+            (Some(100_000), 1),
+            (Some(200_000), 1),
+            (Some(400_000), 1),
+            (None, 1),
+            (None, vcpus),
+        ] {
+            // Every storm shares one comm, and stat filters on it.
+            let mut procs = (0..storms)
+                .map(|_| self.storm_named(Range::Collapsed, self.args.load_secs, rate, Some(&comm)))
+                .collect::<Result<Vec<_>>>()?;
+            let mut p = self.ours_comm(&comm)?;
             p.wait_stderr("attached to", Duration::from_secs(20))?;
-            storm.release()?;
-            let tally = parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?;
+            for storm in &mut procs {
+                storm.release()?;
+            }
+            let (mut calls, mut loop_us) = (0, 0);
+            for storm in procs {
+                let tally = parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?;
+                calls += tally.calls;
+                loop_us = loop_us.max(tally.loop_us);
+            }
             let totals = parse::stat_totals(&p.stop()?)?;
             let step = DropStep {
+                storms,
                 target_events_per_s: rate,
-                achieved_events_per_s: totals.events as f64 / (tally.loop_us as f64 / 1e6),
-                calls: tally.calls,
+                achieved_events_per_s: totals.events as f64 / (loop_us as f64 / 1e6),
+                calls,
+                // Each storm's first call collapses the range (two events), the rest one each.
                 exact: totals.dropped + totals.delivered == totals.events + totals.calls
-                    && totals.events == Range::Collapsed.events(tally.calls),
+                    && totals.events == calls + storms as u64,
                 totals,
             };
             println!(
-                "  target {}: achieved {:.0} events/s, {} events, {} delivered, {} dropped ({})",
+                "  {storms} storm(s), target {}: achieved {:.0} events/s, {} events, {} delivered, {} dropped ({})",
                 rate.map_or("unpaced".into(), |r| r.to_string()),
                 step.achieved_events_per_s,
                 step.totals.events,
@@ -1290,7 +1334,8 @@ fn print_doc(d: &Doc) {
     }
     println!("{}", table(&rows));
     let mut rows = vec![vec![
-        "storm target".to_string(),
+        "storms".to_string(),
+        "storm target".into(),
         "achieved events/s".into(),
         "events".into(),
         "delivered".into(),
@@ -1299,6 +1344,7 @@ fn print_doc(d: &Doc) {
     ]];
     for s in d.drops.iter().flat_map(|d| &d.steps) {
         rows.push(vec![
+            s.storms.to_string(),
             s.target_events_per_s
                 .map_or("unpaced".into(), |r| r.to_string()),
             format!("{:.0}", s.achieved_events_per_s),
