@@ -13,7 +13,6 @@ use crate::{
     },
     export::json::Filters,
     kernel::stream::Collector,
-    model::aggregate::Aggregate,
 };
 
 /// Options of `record`.
@@ -80,8 +79,8 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             comm: args.collect.comm.clone(),
         },
     };
-    let mut agg = Aggregate::new(info.results.clone());
-    agg.set_baseline(collector.counters()?);
+    // The trailer's counts are the kernel's, since this baseline; events are only written.
+    let baseline = collector.counters()?;
     let mut out = RecordWriter::create(&args.output, &header)?;
     let mut stop = Stop::new(args.duration)?;
     super::stat::announce(&collector, args.duration);
@@ -93,9 +92,8 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             _ = collector.wait(args.collect.drain_tick()) => {}
         }
         collector.drain(|e| {
-            agg.add(&e);
             if failed.is_none() {
-                failed = out.event(&e).err();
+                failed = out.event(e).err();
             }
         });
         if failed.is_none() {
@@ -107,28 +105,26 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     }
     collector.detach();
     collector.drain(|e| {
-        agg.add(&e);
         if failed.is_none() {
-            failed = out.event(&e).err();
+            failed = out.event(e).err();
         }
     });
     if let Some(e) = failed {
         return Err(anyhow::Error::new(e))
             .with_context(|| format!("writing {}", args.output.display()));
     }
-    agg.set_kernel(collector.counters()?);
+    let kernel = collector.counters()?.since(&baseline);
     let (end_wall_ns, end_mono_ns) = now_ns();
     let written = out.written;
     out.finish(Trailer {
         end_wall_ns,
         end_mono_ns,
-        kernel: Trailer::kernel_lines(&agg.kernel()),
+        kernel: Trailer::kernel_lines(&kernel),
         delivered: written,
         decode_errors: collector.decode_errors,
     })
     .with_context(|| format!("finishing {}", args.output.display()))?;
-    let k = agg.kernel();
-    let dropped: u64 = k.drops.iter().sum();
+    let dropped: u64 = kernel.drops.iter().sum();
     eprintln!(
         "collapse-trace: recorded {written} events to {} ({dropped} dropped)",
         args.output.display()
