@@ -634,7 +634,7 @@ pub fn parse_header(line: &[u8]) -> Result<Header, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::event::tests::record;
 
