@@ -508,8 +508,9 @@ impl Sink {
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Lines are handed to the file (or the compressor) once this many bytes of them are
-/// pending, and at the end of every drain batch. Small enough to stay in the cache.
-const PENDING_BYTES: usize = 64 * 1024;
+/// pending, and at the end of every drain batch. Fewer, larger writes cost less in the
+/// kernel (64 KiB measured ~1% of a core more under a storm); still within the L2 cache.
+const PENDING_BYTES: usize = 256 * 1024;
 
 /// Writes a record file.
 pub struct RecordWriter {

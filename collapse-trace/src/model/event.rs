@@ -123,9 +123,18 @@ impl Event {
                 want,
             });
         }
-        // SAFETY: the length matches, EventRecord is repr(C) plain data valid for any bits,
-        // and read_unaligned makes no alignment assumption.
-        let r: EventRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let copy: EventRecord;
+        let r: &EventRecord = if bytes.as_ptr().cast::<EventRecord>().is_aligned() {
+            // Ring records are 8-byte aligned: read in place, without copying ~380 bytes.
+            // SAFETY: length and alignment checked; EventRecord is repr(C) plain data valid
+            // for any bits; the borrow of `bytes` outlives `r`.
+            unsafe { &*bytes.as_ptr().cast::<EventRecord>() }
+        } else {
+            // SAFETY: the length matches, EventRecord is repr(C) plain data valid for any
+            // bits, and read_unaligned makes no alignment assumption.
+            copy = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            &copy
+        };
         let tracepoint =
             Tracepoint::from_index(r.tracepoint).ok_or(DecodeError::Tracepoint(r.tracepoint))?;
         let name_len = (r.filename_len as usize).min(r.filename.len());
@@ -370,6 +379,20 @@ pub(crate) mod tests {
         assert_eq!(e.comm, b"prov");
         assert_eq!(e.filename, b"f");
         assert_eq!(e.origin, Origin::Madvise);
+    }
+
+    #[test]
+    fn decodes_aligned_and_unaligned_records_alike() {
+        let r = record(Tracepoint::ScanPmd, 7, 3, b"x\"y", b"name");
+        let mut shifted = vec![0u8; r.len() + 1];
+        shifted[1..].copy_from_slice(&r);
+        let want = Event::decode(&r).unwrap();
+        assert_eq!(Event::decode(&shifted[1..]).unwrap(), want);
+        // Into a used event: nothing of the old one stays.
+        let mut e =
+            Event::decode(&record(Tracepoint::CollapseFile, 1, 1, b"long comm", b"f")).unwrap();
+        e.decode_into(&shifted[1..]).unwrap();
+        assert_eq!(e, want);
     }
 
     #[test]
