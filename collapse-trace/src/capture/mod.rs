@@ -29,6 +29,7 @@ use crate::{
     kernel::{probes::KernelInfo, tracefs::Tracefs},
     model::{
         aggregate::Aggregate,
+        event::Event,
         results::{ResultSource, ResultTable},
     },
 };
@@ -259,7 +260,7 @@ pub fn load_from(
     let format = format.unwrap_or_else(|| sniff(head));
     let lines = LineReader::new(reader);
     match format {
-        Format::Record => load_record(lines, compressed, bytes_read, progress, what),
+        Format::Record => load_record(lines, compressed, bytes_read, progress, what, BLOCK),
         f => load_text(lines, f, compressed, bytes_read, progress, what),
     }
 }
@@ -296,6 +297,7 @@ fn load_record<R: BufRead>(
     bytes_read: &mut dyn FnMut() -> u64,
     progress: Progress<'_>,
     what: &str,
+    block: usize,
 ) -> Result<Loaded> {
     let mut buf = Vec::with_capacity(4096);
     let mut cut: Option<String> = None;
@@ -325,213 +327,343 @@ fn load_record<R: BufRead>(
         );
     }
     let header = record::parse_header(&buf).map_err(|e| anyhow::anyhow!("{what}:1: {e}"))?;
-    let (trailer, events, last_ts, agg) = read_record_events(
-        &mut lines,
-        &mut buf,
-        &mut cut,
-        &next,
+    let read = read_record_events(
+        lines.inner,
+        block,
         bytes_read,
         progress,
-        what,
         header.results.clone(),
         header.start_mono_ns,
-    )?;
+    );
+    let n = read.lines;
+    match read.stop {
+        Some(Stop::Bad(why)) => bail!("{what}:{n}: bad event line: {why}"),
+        Some(Stop::BadTrailer(why)) => bail!("{what}:{n}: bad trailer: {why}"),
+        Some(Stop::TooLong) => bail!("{what}:{n}: line longer than 1 MiB: not an event"),
+        Some(Stop::AfterTrailer) => bail!("{what}:{n}: data after the trailer"),
+        Some(Stop::Read(e)) if compressed => {
+            // A compressed stream cut by a crash ends in an error: what was read stands.
+            cut = Some(format!(
+                "the compressed stream ends early after line {n} ({e})"
+            ));
+        }
+        Some(Stop::Read(e)) => return Err(anyhow::Error::new(e).context(format!("reading {what}"))),
+        Some(Stop::CutEvent) => cut = Some(format!("line {n} is incomplete")),
+        Some(Stop::CutTrailer) => cut = Some(format!("line {n}, the trailer, is incomplete")),
+        None => {}
+    }
     finish_record(
-        agg,
+        read.agg,
         header,
-        trailer,
-        events,
-        last_ts,
+        read.trailer,
+        read.events,
+        read.last_ts,
         cut,
-        lines.number,
+        read.lines,
         compressed,
         what,
     )
 }
 
-/// Lines handed to a parser thread at once.
-const CHUNK_LINES: usize = 2048;
+/// Bytes read at once and handed to a parser thread (as whole lines): cache-sized.
+const BLOCK: usize = 256 * 1024;
 /// Parser threads: parsing JSON is most of the work of reading a record.
 const PARSERS: usize = 2;
 
-/// Lines of a record, for a parser thread.
-struct Chunk {
-    first_line: u64,
+/// Why reading the event lines stopped before the end of the input.
+#[derive(Debug)]
+enum Stop {
+    /// A line that is not an event (at [`RecordRead::lines`]).
+    Bad(String),
+    /// The last line, cut (a killed recorder): the capture is cut short, no error.
+    CutEvent,
+    /// A trailer line that does not parse.
+    BadTrailer(String),
+    /// The trailer as the last line, cut.
+    CutTrailer,
+    /// A line longer than [`MAX_LINE`].
+    TooLong,
+    /// A line with data after the trailer.
+    AfterTrailer,
+    /// A read error after line [`RecordRead::lines`].
+    Read(io::Error),
+}
+
+/// What reading the event lines found.
+struct RecordRead {
+    agg: Aggregate,
+    trailer: Option<record::Trailer>,
+    events: u64,
+    last_ts: u64,
+    /// Lines read (the header included); with a [`Stop`], the number of the line it names
+    /// (for [`Stop::Read`], of the last whole line).
+    lines: u64,
+    stop: Option<Stop>,
+}
+
+/// Whole lines of a record, for a parser thread.
+struct Block {
     data: Vec<u8>,
-    /// End offset of each line in `data`, and whether it is the cut last line.
-    ends: Vec<(usize, bool)>,
+    /// `data` ends in the input's last line, which has no newline (a cut recording).
+    last_partial: bool,
 }
 
-/// A parser thread's answer for one chunk: the events, and the first bad line if any
-/// (line number, message, whether it was the cut last line).
-type Parsed = (Vec<crate::model::event::Event>, Option<(u64, String, bool)>);
-
-fn parse_chunk(c: &Chunk) -> Parsed {
-    let mut out = Vec::with_capacity(c.ends.len());
-    let mut start = 0;
-    for (i, (end, partial)) in c.ends.iter().enumerate() {
-        let line = &c.data[start..*end];
-        start = *end;
-        let parsed = serde_json::from_slice::<record::RecordEvent>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.to_event());
-        match parsed {
-            Ok(e) => out.push(e),
-            Err(e) => return (out, Some((c.first_line + i as u64, e, *partial))),
-        }
-    }
-    (out, None)
+/// A parser thread's answer for one [`Block`].
+struct Parsed {
+    /// The events; only the first `n` are this block's (the rest are buffers to reuse).
+    events: Vec<Event>,
+    n: usize,
+    /// Lines in the block.
+    lines: u64,
+    /// The first line (index in the block) that is not an event, and why.
+    stop: Option<(u64, Stop)>,
+    /// The trailer, if the block holds it (then `stop` names the first line after it with
+    /// data).
+    trailer: Option<record::Trailer>,
+    /// The first line with data (index in the block): for blocks after the trailer.
+    first_data: Option<(u64, Stop)>,
 }
 
-/// Reads event lines up to the trailer: this thread splits lines into chunks, [`PARSERS`]
-/// threads parse them, one more feeds the aggregation core in the file's order (the errno
-/// join needs a call's events before its exit record).
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn read_record_events<R: BufRead>(
-    lines: &mut LineReader<R>,
-    buf: &mut Vec<u8>,
-    cut: &mut Option<String>,
-    next: &dyn Fn(&mut LineReader<R>, &mut Vec<u8>, &mut Option<String>) -> io::Result<Line>,
-    bytes_read: &mut dyn FnMut() -> u64,
-    progress: Progress<'_>,
-    what: &str,
-    table: ResultTable,
-    start_mono_ns: u64,
-) -> Result<(Option<record::Trailer>, u64, u64, Aggregate)> {
-    use std::sync::mpsc::{Receiver, sync_channel};
-    let mut to_parsers = Vec::new();
-    let mut from_parsers: Vec<Receiver<Parsed>> = Vec::new();
-    let mut parsers = Vec::new();
-    for _ in 0..PARSERS {
-        let (tx, rx) = sync_channel::<Chunk>(4);
-        let (rtx, rrx) = sync_channel::<Parsed>(4);
-        parsers.push(std::thread::spawn(move || {
-            for c in rx {
-                if rtx.send(parse_chunk(&c)).is_err() {
-                    break;
-                }
-            }
-        }));
-        to_parsers.push(tx);
-        from_parsers.push(rrx);
+/// Why a line with data is not allowed after the trailer.
+fn after_trailer(line: &[u8]) -> Option<Stop> {
+    if line.len() > MAX_LINE {
+        Some(Stop::TooLong)
+    } else if line.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(Stop::AfterTrailer)
     }
-    // The aggregator takes answers round-robin: the order chunks were sent in.
-    let aggregator = std::thread::spawn(move || {
-        let mut agg = Aggregate::new(table);
-        let (mut events, mut last_ts) = (0u64, start_mono_ns);
-        let mut bad: Option<(u64, String, bool)> = None;
-        'outer: loop {
-            for rx in &from_parsers {
-                let Ok((evs, err)) = rx.recv() else {
-                    break 'outer;
-                };
-                if bad.is_some() {
-                    continue;
-                }
-                for e in &evs {
-                    last_ts = last_ts.max(e.ts_ns);
-                    agg.add(e);
-                }
-                events += evs.len() as u64;
-                bad = err;
-            }
-        }
-        (agg, events, last_ts, bad)
-    });
+}
 
-    let mut trailer = None;
-    let mut sent = 0usize;
-    let mut chunk = Chunk {
-        first_line: lines.number + 1,
-        data: Vec::with_capacity(CHUNK_LINES * 400),
-        ends: Vec::with_capacity(CHUNK_LINES),
+/// One event line into `e`.
+fn parse_event(line: &[u8], e: &mut Event) -> Result<(), String> {
+    // serde_json checks the UTF-8 of each string of a byte slice: one check of the whole
+    // line is cheaper. Invalid UTF-8 goes the slow way, for serde_json's message.
+    let rec = match std::str::from_utf8(line) {
+        Ok(s) => serde_json::from_str::<record::RecordEvent>(s),
+        Err(_) => serde_json::from_slice::<record::RecordEvent>(line),
     };
-    let mut failure: Option<anyhow::Error> = None;
-    loop {
-        let kind = match next(lines, buf, cut) {
-            Ok(k) => k,
-            Err(e) => {
-                failure = Some(anyhow::Error::new(e).context(format!("reading {what}")));
-                break;
-            }
+    rec.map_err(|err| err.to_string())?.fill(e)
+}
+
+fn parse_block(b: &Block, mut events: Vec<Event>) -> Parsed {
+    let mut p = Parsed {
+        events: Vec::new(),
+        n: 0,
+        lines: 0,
+        stop: None,
+        trailer: None,
+        first_data: None,
+    };
+    let mut data = &b.data[..];
+    while !data.is_empty() {
+        let (line, rest) = match memchr(data) {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (data, &data[data.len()..]),
         };
-        let n = lines.number;
-        match kind {
-            Line::Eof => break,
-            Line::TooLong => {
-                failure = Some(anyhow::anyhow!(
-                    "{what}:{n}: line longer than 1 MiB: not an event"
-                ));
-                break;
-            }
-            Line::Complete | Line::Partial => {}
+        data = rest;
+        let i = p.lines;
+        p.lines += 1;
+        let partial = b.last_partial && data.is_empty();
+        if p.first_data.is_none() {
+            p.first_data = after_trailer(line).map(|s| (i, s));
         }
-        if trailer.is_some() {
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        if p.stop.is_some() {
+            continue;
+        }
+        if p.trailer.is_some() {
+            p.stop = after_trailer(line).map(|s| (i, s));
+            continue;
+        }
+        if line.len() > MAX_LINE {
+            p.stop = Some((i, Stop::TooLong));
+        } else if record::is_trailer(line) {
+            match serde_json::from_slice::<record::TrailerLine>(line) {
+                Ok(t) => p.trailer = Some(t.trailer),
+                Err(_) if partial => p.stop = Some((i, Stop::CutTrailer)),
+                Err(e) => p.stop = Some((i, Stop::BadTrailer(e.to_string()))),
             }
-            failure = Some(anyhow::anyhow!("{what}:{n}: data after the trailer"));
+        } else {
+            if p.n == events.len() {
+                events.push(Event::empty());
+            }
+            match parse_event(line, &mut events[p.n]) {
+                Ok(()) => p.n += 1,
+                Err(_) if partial => p.stop = Some((i, Stop::CutEvent)),
+                Err(e) => p.stop = Some((i, Stop::Bad(e))),
+            }
+        }
+        // Past a stop only the first line with data matters (for blocks after a trailer).
+        if p.stop.is_some() && p.first_data.is_some() {
             break;
         }
-        if record::is_trailer(buf) {
-            match serde_json::from_slice::<record::TrailerLine>(buf) {
-                Ok(t) => {
-                    trailer = Some(t.trailer);
-                    continue;
+    }
+    p.events = events;
+    p
+}
+
+/// Reads up to `want` more bytes into `block`; false at the end of the input.
+fn fill(reader: &mut impl Read, block: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    let before = block.len();
+    // read_to_end fills spare capacity without zeroing it first (and retries EINTR).
+    reader.take(want as u64).read_to_end(block)?;
+    Ok(block.len() - before == want)
+}
+
+/// Reads the event lines up to the trailer: this thread reads blocks of whole lines,
+/// [`PARSERS`] threads parse them, one more feeds the aggregation core in the file's order
+/// (the errno join needs a call's events before its exit record). Buffers go back to where
+/// they came from, so that the steady state allocates nothing.
+fn read_record_events<R: BufRead>(
+    mut reader: R,
+    block_size: usize,
+    bytes_read: &mut dyn FnMut() -> u64,
+    progress: Progress<'_>,
+    table: ResultTable,
+    start_mono_ns: u64,
+) -> RecordRead {
+    use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
+    std::thread::scope(|scope| {
+        let (free_blocks_tx, free_blocks) = channel::<Vec<u8>>();
+        let mut to_parsers = Vec::new();
+        let mut from_parsers: Vec<Receiver<Parsed>> = Vec::new();
+        let mut free_events: Vec<Sender<Vec<Event>>> = Vec::new();
+        for _ in 0..PARSERS {
+            let (tx, rx) = sync_channel::<Block>(2);
+            let (rtx, rrx) = sync_channel::<Parsed>(2);
+            let (etx, erx) = channel::<Vec<Event>>();
+            let free_blocks_tx = free_blocks_tx.clone();
+            scope.spawn(move || {
+                for b in rx {
+                    let events = erx.try_recv().unwrap_or_default();
+                    let parsed = parse_block(&b, events);
+                    let _ = free_blocks_tx.send(b.data);
+                    if rtx.send(parsed).is_err() {
+                        break;
+                    }
                 }
-                Err(_) if kind == Line::Partial => {
-                    *cut = Some(format!("line {n}, the trailer, is incomplete"));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(anyhow::anyhow!("{what}:{n}: bad trailer: {e}"));
-                    break;
+            });
+            to_parsers.push(tx);
+            from_parsers.push(rrx);
+            free_events.push(etx);
+        }
+        drop(free_blocks_tx);
+
+        // The aggregator takes answers round-robin: the order blocks were sent in.
+        let aggregator = scope.spawn(move || {
+            let mut r = RecordRead {
+                agg: Aggregate::new(table),
+                trailer: None,
+                events: 0,
+                last_ts: start_mono_ns,
+                lines: 1,
+                stop: None,
+            };
+            'outer: loop {
+                for (rx, back) in from_parsers.iter().zip(&free_events) {
+                    let Ok(p) = rx.recv() else {
+                        break 'outer;
+                    };
+                    if r.trailer.is_some() {
+                        // Only blank lines may follow the trailer.
+                        if let Some((i, s)) = p.first_data {
+                            r.lines += i + 1;
+                            r.stop = Some(s);
+                            break 'outer;
+                        }
+                    } else {
+                        for e in &p.events[..p.n] {
+                            r.last_ts = r.last_ts.max(e.ts_ns);
+                            r.agg.add(e);
+                        }
+                        r.events += p.n as u64;
+                        r.trailer = p.trailer;
+                        if let Some((i, s)) = p.stop {
+                            r.lines += i + 1;
+                            r.stop = Some(s);
+                            break 'outer;
+                        }
+                    }
+                    r.lines += p.lines;
+                    let _ = back.send(p.events);
                 }
             }
-        }
-        chunk.data.extend_from_slice(buf);
-        chunk.ends.push((chunk.data.len(), kind == Line::Partial));
-        if chunk.ends.len() == CHUNK_LINES {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk {
-                    first_line: n + 1,
-                    data: Vec::with_capacity(CHUNK_LINES * 400),
-                    ends: Vec::with_capacity(CHUNK_LINES),
-                },
-            );
-            if to_parsers[sent % PARSERS].send(full).is_err() {
+            // Dropping the receivers stops the parsers, and then the reader.
+            r
+        });
+
+        let mut sent = 0usize;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut read_error = None;
+        loop {
+            let mut block = free_blocks.try_recv().unwrap_or_default();
+            block.clear();
+            block.reserve(block_size + carry.len());
+            block.extend_from_slice(&carry);
+            carry.clear();
+            let more = match fill(&mut reader, &mut block, block_size) {
+                Ok(more) => more,
+                Err(e) => {
+                    // Only whole lines before the error count.
+                    read_error = Some(e);
+                    false
+                }
+            };
+            // Whole lines go now; the start of the next line waits for the next block.
+            let cut_at = match memchr::memrchr(b'\n', &block) {
+                Some(i) => i + 1,
+                None => 0,
+            };
+            carry.extend_from_slice(&block[cut_at..]);
+            block.truncate(cut_at);
+            let mut last_partial = false;
+            let too_long = carry.len() > MAX_LINE;
+            if too_long {
+                // Sent as a line of its own: the parser names it.
+                if !block.is_empty() {
+                    let _ = to_parsers[sent % PARSERS].send(Block {
+                        data: std::mem::take(&mut block),
+                        last_partial: false,
+                    });
+                    sent += 1;
+                }
+                block = std::mem::take(&mut carry);
+            } else if !more && read_error.is_none() && !carry.is_empty() {
+                block.append(&mut carry);
+                last_partial = true;
+            }
+            let end = !more || too_long;
+            if !block.is_empty() {
+                if to_parsers[sent % PARSERS]
+                    .send(Block {
+                        data: block,
+                        last_partial,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                sent += 1;
+                if sent.is_multiple_of(64) {
+                    progress(bytes_read());
+                }
+            }
+            if end {
                 break;
             }
-            sent += 1;
-            if sent.is_multiple_of(32) {
-                progress(bytes_read());
-            }
         }
-    }
-    if !chunk.ends.is_empty() {
-        let _ = to_parsers[sent % PARSERS].send(chunk);
-    }
-    drop(to_parsers);
-    for p in parsers {
-        p.join()
-            .map_err(|_| anyhow::anyhow!("a parser thread panicked"))?;
-    }
-    let (agg, events, last_ts, bad) = aggregator
-        .join()
-        .map_err(|_| anyhow::anyhow!("the aggregation thread panicked"))?;
-    progress(bytes_read());
-    if let Some((n, e, partial)) = bad {
-        if partial {
-            *cut = Some(format!("line {n} is incomplete"));
-            return Ok((None, events, last_ts, agg));
+        drop(to_parsers);
+        progress(bytes_read());
+        let mut r = aggregator
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        if r.stop.is_none()
+            && let Some(e) = read_error
+        {
+            r.stop = Some(Stop::Read(e));
         }
-        bail!("{what}:{n}: bad event line: {e}");
-    }
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    Ok((trailer, events, last_ts, agg))
+        r
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -782,6 +914,167 @@ mod tests {
         assert_eq!(r.next(&mut buf).unwrap(), Line::Partial);
         assert_eq!((buf.as_slice(), r.number), (&b"three"[..], 3));
         assert_eq!(r.next(&mut buf).unwrap(), Line::Eof);
+    }
+
+    /// A record of `events` in memory, with or without its trailer.
+    fn record_bytes(events: &[Event], trailer: bool) -> Vec<u8> {
+        use record::*;
+        let table = ResultTable::builtin();
+        let header = Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            tool_version: "test".into(),
+            kernel_release: "test".into(),
+            results: table.clone(),
+            tracepoints: Tracepoint::ALL
+                .iter()
+                .map(|t| KindLine {
+                    name: t.name().into(),
+                    attached: true,
+                })
+                .collect(),
+            probes: Vec::new(),
+            start_wall_ns: 0,
+            start_mono_ns: 0,
+            filters: Filters::default(),
+        };
+        let mut out = serde_json::to_vec(&header).unwrap();
+        out.push(b'\n');
+        let mut agg = Aggregate::new(table);
+        for e in events {
+            agg.add(e);
+            append_event_line(&mut out, e);
+            out.push(b'\n');
+        }
+        if trailer {
+            let t = TrailerLine {
+                trailer: Trailer {
+                    end_wall_ns: 1,
+                    end_mono_ns: 2,
+                    kernel: Trailer::kernel_lines(&agg.counters_from_delivered()),
+                    delivered: events.len() as u64,
+                    decode_errors: 0,
+                },
+            };
+            serde_json::to_writer(&mut out, &t).unwrap();
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn load_bytes(data: &[u8], block: usize) -> Result<Loaded> {
+        load_record(
+            LineReader::new(data),
+            false,
+            &mut || 0,
+            &mut |_| {},
+            "mem",
+            block,
+        )
+    }
+
+    /// The report of a capture, as JSON text (what `report --json` prints).
+    fn report_of(l: &Loaded) -> String {
+        serde_json::to_string(&crate::cmd::report::build(l)).unwrap()
+    }
+
+    #[test]
+    fn records_read_the_same_at_any_block_size() {
+        let events = record::tests::sample_events();
+        let data = record_bytes(&events, true);
+        let want = load_bytes(&data, BLOCK).unwrap();
+        assert_eq!(want.capture.events, events.len() as u64);
+        assert_eq!(want.capture.lines, events.len() as u64 + 2);
+        assert!(!want.capture.cut_short && want.capture.kernel_counts);
+        // Blocks from a byte (every line spans blocks) to a few lines.
+        for block in [1, 2, 3, 7, 64, 1000, 4096] {
+            let got = load_bytes(&data, block).unwrap();
+            assert_eq!(got.capture, want.capture, "block {block}");
+            assert_eq!(report_of(&got), report_of(&want), "block {block}");
+        }
+        // Blank lines after the trailer are fine; data is not.
+        let mut blank = data.clone();
+        blank.extend_from_slice(b"\n  \n\t\n");
+        let mut junk = blank.clone();
+        junk.extend_from_slice(b"{}\n");
+        for block in [1, 5, BLOCK] {
+            assert!(!load_bytes(&blank, block).unwrap().capture.cut_short);
+            let err = format!("{:#}", load_bytes(&junk, block).err().unwrap());
+            let n = events.len() + 6;
+            assert!(
+                err.contains(&format!("mem:{n}: data after the trailer")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_record_reads_up_to_the_last_whole_line() {
+        let events = &record::tests::sample_events()[..12];
+        let data = record_bytes(events, true);
+        let header_len = memchr(&data).unwrap() + 1;
+        for cut in header_len..=data.len() {
+            let part = &data[..cut];
+            // The events whose lines are whole (a last line without its newline counts
+            // when it parses, as a recorder never writes half of one that would).
+            let body = &part[header_len..];
+            let whole = body.iter().filter(|&&b| b == b'\n').count();
+            let tail = &body[body.len() - body.iter().rev().take_while(|&&b| b != b'\n').count()..];
+            let tail_event =
+                !tail.is_empty() && serde_json::from_slice::<record::RecordEvent>(tail).is_ok();
+            let want_events = whole.min(events.len()) + usize::from(tail_event);
+            let trailer_whole = cut >= data.len() - 1;
+            for block in [3, 100, BLOCK] {
+                let l = load_bytes(part, block)
+                    .unwrap_or_else(|e| panic!("cut at {cut}, block {block}: {e:#}"));
+                assert_eq!(
+                    l.capture.events, want_events as u64,
+                    "cut at {cut}, block {block}"
+                );
+                assert_eq!(
+                    l.capture.cut_short, !trailer_whole,
+                    "cut at {cut}, block {block}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_named_at_any_block_size() {
+        let events = &record::tests::sample_events()[..6];
+        let data = record_bytes(events, true);
+        let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        let with_line = |n: usize, line: &[u8]| {
+            let mut out = Vec::new();
+            for (i, l) in lines.iter().enumerate().take(lines.len() - 1) {
+                out.extend_from_slice(if i + 1 == n { line } else { l });
+                out.push(b'\n');
+            }
+            out
+        };
+        let long = vec![b' '; MAX_LINE + 1];
+        let cases: [(usize, &[u8], &str); 6] = [
+            (3, b"{\"ts_ns\":1,", ":3: bad event line: EOF while parsing"),
+            (4, b"\xff\xfe", ":4: bad event line"),
+            (2, b"", ":2: bad event line"),
+            (5, &long, ":5: line longer than 1 MiB"),
+            (8, b"{\"trailer\":7}", ":8: bad trailer"),
+            (
+                5,
+                br#"{"ts_ns":1,"tracepoint":"mm_khugepaged_scan_file","origin":"x"}"#,
+                ":5: bad event line: unknown origin",
+            ),
+        ];
+        for (n, line, words) in cases {
+            let bad = with_line(n, line);
+            for block in [1, 7, 4096, BLOCK] {
+                if line.len() > MAX_LINE && block < 4096 {
+                    continue; // slow, and no different
+                }
+                let err = format!("{:#}", load_bytes(&bad, block).err().unwrap());
+                assert!(err.contains(words), "line {n}, block {block}: {err}");
+            }
+        }
     }
 
     #[test]

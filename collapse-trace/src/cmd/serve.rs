@@ -179,8 +179,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let mut st = lock(&state);
         let st = &mut *st;
         collector.drain(|e| {
-            st.agg.add(&e);
-            st.counts.add(&e);
+            st.agg.add(e);
+            st.counts.add(e);
         });
         if let Some(k) = counters {
             st.agg.set_kernel(k);
@@ -195,8 +195,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let mut st = lock(&state);
         let st = &mut *st;
         collector.drain(|e| {
-            st.agg.add(&e);
-            st.counts.add(&e);
+            st.agg.add(e);
+            st.counts.add(e);
         });
         st.agg.set_kernel(collector.counters()?);
         st.decode_errors = collector.decode_errors;

@@ -63,11 +63,11 @@ pub async fn run(args: StatArgs) -> Result<()> {
             _ = stop.wait() => break,
             _ = collector.wait(args.collect.drain_tick()) => {}
         }
-        collector.drain(|e| agg.add(&e));
+        collector.drain(|e| agg.add(e));
     }
     // Detach first: then the last drain plus the drops account for every counted event.
     collector.detach();
-    collector.drain(|e| agg.add(&e));
+    collector.drain(|e| agg.add(e));
     agg.set_kernel(collector.counters()?);
     let elapsed = start.elapsed().as_secs_f64();
 
@@ -337,9 +337,9 @@ async fn follow(
             _ = collector.wait(args.collect.drain_tick()) => {}
         }
         collector.drain(|e| {
-            agg.add(&e);
+            agg.add(e);
             if args.events && failed.is_none() {
-                failed = write_line(&mut out, &EventLine::new(&e, &agg.table)).err();
+                failed = write_line(&mut out, &EventLine::new(e, &agg.table)).err();
             }
         });
         if due && !args.events && failed.is_none() {
@@ -359,9 +359,9 @@ async fn follow(
     }
     collector.detach();
     collector.drain(|e| {
-        agg.add(&e);
+        agg.add(e);
         if args.events && failed.is_none() {
-            failed = write_line(&mut out, &EventLine::new(&e, &agg.table)).err();
+            failed = write_line(&mut out, &EventLine::new(e, &agg.table)).err();
         }
     });
     agg.set_kernel(collector.counters()?);

@@ -21,6 +21,8 @@ pub struct Collector {
     ring: Option<AsyncFd<RingBuf<MapData>>>,
     /// Records that did not decode (a build mismatch; counted, never silently lost).
     pub decode_errors: u64,
+    /// Every record is decoded into this one event: no allocation per record.
+    scratch: Event,
 }
 
 impl Collector {
@@ -42,6 +44,7 @@ impl Collector {
             probes,
             ring,
             decode_errors: 0,
+            scratch: Event::empty(),
         })
     }
 
@@ -51,17 +54,17 @@ impl Collector {
     }
 
     /// Hands every record now in the ring to `sink`; returns how many.
-    pub fn drain(&mut self, mut sink: impl FnMut(Event)) -> u64 {
+    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> u64 {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
         let mut n = 0;
         let ring = ring.get_mut();
         while let Some(item) = ring.next() {
-            match Event::decode(&item) {
-                Ok(e) => {
+            match self.scratch.decode_into(&item) {
+                Ok(()) => {
                     n += 1;
-                    sink(e);
+                    sink(&self.scratch);
                 }
                 Err(err) => {
                     if self.decode_errors == 0 {

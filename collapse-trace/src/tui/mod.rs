@@ -77,10 +77,10 @@ pub async fn run(
         tokio::select! {
             _ = stop.wait() => return Ok(()),
             _ = collector.wait(crate::kernel::stream::DRAIN_TICK) => {
-                collector.drain(|e| app.on_event(&e));
+                collector.drain(|e| app.on_event(e));
             }
             _ = tick.tick() => {
-                collector.drain(|e| app.on_event(&e));
+                collector.drain(|e| app.on_event(e));
                 app.on_tick(collector.counters()?, start.elapsed());
                 draw(terminal, app)?;
             }
@@ -89,7 +89,7 @@ pub async fn run(
                     match app.on_key(k) {
                         Action::Quit => return Ok(()),
                         Action::Reset => {
-                            collector.drain(|e| app.on_event(&e));
+                            collector.drain(|e| app.on_event(e));
                             app.reset(collector.counters()?, monotonic_ns());
                         }
                         Action::None => {}
