@@ -253,10 +253,11 @@ impl Proc {
         Ok(out)
     }
 
-    /// SIGINT, then waits (up to 10 s) and returns stdout.
+    /// SIGINT, then waits (up to 60 s: bpftrace prints its maps and detaches, which a busy
+    /// machine can stretch past 10 s) and returns stdout.
     pub fn stop(self) -> Result<String> {
         self.signal(libc::SIGINT);
-        self.wait(Duration::from_secs(10))
+        self.wait(Duration::from_secs(60))
     }
 }
 
