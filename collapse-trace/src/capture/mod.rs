@@ -1009,6 +1009,85 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_read_as_version_2_ones() {
+        /// An event line as version 1 wrote it: every field, zero or not.
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            ts_ns: u64,
+            tracepoint: &'a str,
+            result: i64,
+            pid: u32,
+            tgid: u32,
+            comm: String,
+            origin: &'a str,
+            cgroup_id: u64,
+            file: String,
+            pfn: u64,
+            present: i32,
+            swap: i32,
+            is_shmem: bool,
+            nr: i32,
+            index: u64,
+            addr: u64,
+            call_ns: u64,
+            referenced: i32,
+            none_or_zero: i32,
+            unmapped: i32,
+            isolated: i32,
+            process_madvise: bool,
+        }
+        use crate::model::event::{escape, origin_name};
+        let events = record::tests::sample_events();
+        let v2 = record_bytes(&events, true);
+        let mut lines = v2.split(|&b| b == b'\n');
+        let header = lines.next().unwrap();
+        let mut v1 = String::from_utf8(header.to_vec())
+            .unwrap()
+            .replace("\"version\":2,", "\"version\":1,")
+            .into_bytes();
+        assert_ne!(v1, header);
+        v1.push(b'\n');
+        for e in &events {
+            let line = V1 {
+                ts_ns: e.ts_ns,
+                tracepoint: e.tracepoint.name(),
+                result: e.result,
+                pid: e.pid,
+                tgid: e.tgid,
+                comm: escape(&e.comm),
+                origin: origin_name(e.origin),
+                cgroup_id: e.cgroup_id,
+                file: escape(&e.filename),
+                pfn: e.pfn,
+                present: e.present,
+                swap: e.swap,
+                is_shmem: e.is_shmem,
+                nr: e.nr,
+                index: e.index,
+                addr: e.addr,
+                call_ns: e.call_ns,
+                referenced: e.referenced,
+                none_or_zero: e.none_or_zero,
+                unmapped: e.unmapped,
+                isolated: e.isolated,
+                process_madvise: e.process_madvise,
+            };
+            serde_json::to_writer(&mut v1, &line).unwrap();
+            v1.push(b'\n');
+        }
+        v1.extend_from_slice(lines.nth(events.len()).unwrap());
+        v1.push(b'\n');
+        assert!(v1.len() > v2.len());
+        let (a, b) = (
+            load_bytes(&v1, BLOCK).unwrap(),
+            load_bytes(&v2, BLOCK).unwrap(),
+        );
+        assert!(!a.capture.cut_short && a.capture.kernel_counts);
+        assert_eq!(a.capture, b.capture);
+        assert_eq!(report_of(&a), report_of(&b));
+    }
+
+    #[test]
     fn a_cut_record_reads_up_to_the_last_whole_line() {
         let events = &record::tests::sample_events()[..12];
         let data = record_bytes(events, true);
