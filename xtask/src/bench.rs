@@ -48,7 +48,7 @@ pub struct BenchArgs {
     /// Seconds of storm per resource and drop measurement.
     #[arg(long, default_value_t = 5.0)]
     pub load_secs: f64,
-    /// Events in the generated recording that `report` reads (about 340 bytes each on disk).
+    /// Events in the generated recording that `report` reads (about 260 bytes each on disk).
     #[arg(long, default_value_t = 10_000_000)]
     pub report_events: u64,
 }
