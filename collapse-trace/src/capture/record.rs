@@ -101,8 +101,8 @@ pub struct FieldLine {
 }
 
 /// `comm` or `file` of an event line: raw bytes on the way out (escaped straight into the
-/// output, no `String` built), the [`escape`](crate::model::event::escape)d text on the way in (borrowed from the line
-/// unless JSON escapes made a copy necessary).
+/// output, no `String` built), the [`escape`](crate::model::event::escape)d text on the way
+/// in (borrowed from the line unless JSON escapes made a copy necessary).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Text<'a> {
     /// Raw bytes of an [`Event`], to write.
@@ -160,10 +160,11 @@ fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// One event: every field of [`Event`], losslessly (`comm` and `file` are [`escape`](crate::model::event::escape)d, which
-/// [`unescape`](crate::model::event::unescape) reverses). Version 2 leaves out every field
-/// that is zero, false or empty, except `ts_ns`, `tracepoint` and `origin`; a reader takes
-/// an absent field as that zero (version 1 wrote every field).
+/// One event: every field of [`Event`], losslessly (`comm` and `file` are
+/// [`escape`](crate::model::event::escape)d, which [`unescape`](crate::model::event::unescape)
+/// reverses). Version 2 leaves out every field that is zero, false or empty, except `ts_ns`,
+/// `tracepoint` and `origin`; a reader takes an absent field as that zero (version 1 wrote
+/// every field).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecordEvent<'a> {
     /// CLOCK_MONOTONIC ns.
