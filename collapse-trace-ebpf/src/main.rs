@@ -327,7 +327,9 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
     unsafe {
         if (*slot).tid != 0
             && (*slot).tid != tid as u64
-            && now.wrapping_sub((*slot).enter_ns) < STALE_CALL_NS
+            // Saturating: a call entered in this tick may carry an id a few ns past `now`
+            // (ids are bumped to stay unique), and it is fresh, not stale.
+            && now.saturating_sub((*slot).enter_ns) < STALE_CALL_NS
         {
             bump(&UNTRACKED_CALLS, 0);
             return;

@@ -340,23 +340,7 @@ impl TextDecoder {
             pid: l.pid,
             tgid: l.tgid.unwrap_or(l.pid),
             comm: l.comm.as_bytes().to_vec(),
-            cgroup_id: 0,
-            origin: Origin::Unknown,
-            result: 0,
-            filename: Vec::new(),
-            pfn: 0,
-            present: 0,
-            swap: 0,
-            is_shmem: false,
-            nr: 0,
-            index: 0,
-            addr: 0,
-            call_ns: 0,
-            referenced: 0,
-            none_or_zero: 0,
-            unmapped: 0,
-            isolated: 0,
-            process_madvise: false,
+            ..Event::empty()
         }
     }
 }
