@@ -318,7 +318,7 @@ impl Origin {
 
 /// Read-only configuration, set by userspace before load (a `.rodata` global, so the verifier
 /// sees every value as a constant and prunes what is switched off).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// One layout per [`Probe`].
@@ -329,13 +329,22 @@ pub struct Config {
     /// Offset of `task_struct.comm` from BTF, or `u32::MAX` when unknown (the comm helper is
     /// used then).
     pub task_comm_offset: u32,
+    /// Offset of `task_struct.pid` from BTF, or `u32::MAX` when unknown (the pid helper is
+    /// used then, and for `task_tgid_offset` too).
+    pub task_pid_offset: u32,
+    /// Offset of `task_struct.tgid` from BTF, or `u32::MAX`.
+    pub task_tgid_offset: u32,
+    /// Non-zero: the MADV_COLLAPSE call hooks are attached, so events look up their call.
+    pub calls: u32,
     /// Non-zero: send one ring-buffer record per event. Zero: count only.
     pub events: u32,
-    /// Each CPU asks for a reader wakeup once it has submitted this many record bytes since
-    /// its last one; other records go with `BPF_RB_NO_WAKEUP` and the reader drains on a
-    /// timer. A per-CPU count, because asking the ring how full it is reads positions the
-    /// reader keeps writing (~55 ns per record here). Zero: wake on every record.
-    pub wakeup_bytes: u64,
+    /// Records per CPU in the event rings (`RING` holds `ring_slots` records per CPU).
+    pub ring_slots: u32,
+    /// Every this many records a CPU compares its head with the reader's tail, and wakes the
+    /// reader (a tiny record into `WAKEUPS`) if as many are still unread. The reader paces
+    /// its own drains by the event rate, so this fires only when it fell behind. 0: wake on
+    /// every record; `u32::MAX`: never.
+    pub wake_records: u32,
     /// Only this thread group (process), or 0 for all. Filtered events are neither counted
     /// nor sent, so the kernel counters stay exact for the filter.
     pub filter_tgid: u32,
@@ -349,14 +358,21 @@ pub struct Config {
     pub precise_time: u32,
 }
 
+// The kernel side compares the comm filter as two aligned words.
+const _: () = assert!(core::mem::offset_of!(Config, filter_comm) % 8 == 0);
+
 impl Config {
     /// The configuration compiled into the object: the 6.18 layouts, events on, no filter.
     pub const DEFAULT: Config = Config {
         layouts: COMPILED,
         task_flags_offset: u32::MAX,
         task_comm_offset: u32::MAX,
+        task_pid_offset: u32::MAX,
+        task_tgid_offset: u32::MAX,
+        calls: 1,
         events: 1,
-        wakeup_bytes: 0,
+        ring_slots: 1,
+        wake_records: 0,
         filter_tgid: 0,
         filter_comm_on: 0,
         filter_comm: [0; COMM_LEN],
@@ -364,17 +380,55 @@ impl Config {
     };
 }
 
-/// Per-CPU state of the record path (`CPU_STATE` map): the clock cache used when
-/// [`Config::precise_time`] is off, and the bytes submitted since this CPU last woke the reader.
+/// One CPU's event ring header (`HEADS` map, index = CPU number), one cache line. Written
+/// only by the programs on that CPU (tracepoint programs do not nest on a CPU); the reader
+/// maps it read-only and reads [`RingHead::head`].
+///
+/// The event rings replace the BPF ring buffer: its reserve takes a lock and reads the
+/// reader's position on every record, and its submit can wake the reader, which together
+/// cost more than the rest of a record. Here a record is plain stores into this CPU's slots
+/// of the mmap'd `RING` array, published by one store of `head` (ordered after the record's
+/// stores: x86-64 keeps stores in order; see README, How it works).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuState {
-    /// `bpf_jiffies64()` when [`CpuState::ns`] was read.
+pub struct RingHead {
+    /// Records published on this CPU since load. The reader owns records
+    /// `tail..head` (`RingTail::tail`); the slot of record `n` is `n % ring_slots`.
+    pub head: u64,
+    /// `head % ring_slots`, kept so the program needs no division.
+    pub pos: u64,
+    /// The reader's tail as last read: the program reads `TAILS` (a line the reader writes)
+    /// only when the ring looks full by this copy.
+    pub cached_tail: u64,
+    /// `head` when this CPU last looked at the reader's position.
+    pub woken: u64,
+    /// Pads the header to a cache line of its own.
+    pub _pad: [u64; 4],
+}
+
+/// The tick-cached clock (`CLOCK` map, one entry shared by all CPUs): the time of the first
+/// record in the current jiffy, system-wide. Shared rather than per CPU so that records of
+/// one tick carry the same time on every CPU: the reader merges the CPUs' rings by time, and
+/// a thread's MADV_COLLAPSE exit then never sorts before the events of its call, whichever
+/// CPUs they ran on. Written once per tick, read by every record (a line that stays cached).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// `bpf_jiffies64()` when [`Clock::ns`] was read; written after `ns`.
     pub jiffies: u64,
-    /// `bpf_ktime_get_ns()` at that jiffy's first record on this CPU.
+    /// `bpf_ktime_get_ns()` at that jiffy's first record.
     pub ns: u64,
-    /// Record bytes this CPU submitted without waking the reader.
-    pub unwoken_bytes: u64,
+}
+
+/// One CPU's reader position (`TAILS` map, index = CPU number), one cache line: written by
+/// the reader once per drain, read by the programs only when their ring looks full.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingTail {
+    /// Records of this CPU the reader has finished with.
+    pub tail: u64,
+    /// Pads the tail to a cache line of its own.
+    pub _pad: [u64; 7],
 }
 
 /// A MADV_COLLAPSE call in progress: slot `tid % MAX_CALLS` of the `CALLS` array (an array
@@ -462,16 +516,39 @@ pub mod maps {
     /// Per-CPU `u64` MADV_COLLAPSE calls that could not be tracked (their `CALLS` slot was
     /// taken by another thread's call in flight).
     pub const UNTRACKED_CALLS: &str = "UNTRACKED_CALLS";
-    /// The ring buffer of [`crate::EventRecord`].
-    pub const EVENTS: &str = "EVENTS";
+    /// The event rings: `ring_slots` [`crate::EventRecord`] slots per CPU, mmap'd by the
+    /// reader.
+    pub const RING: &str = "RING";
+    /// Per-CPU [`crate::RingHead`], mmap'd read-only by the reader.
+    pub const HEADS: &str = "HEADS";
+    /// Per-CPU [`crate::RingTail`], mmap'd read-write by the reader.
+    pub const TAILS: &str = "TAILS";
+    /// A small BPF ring buffer that only wakes the reader (its records carry the CPU).
+    pub const WAKEUPS: &str = "WAKEUPS";
+    /// The tick-cached [`crate::Clock`].
+    pub const CLOCK: &str = "CLOCK";
     /// MADV_COLLAPSE calls in progress, slot `tid % MAX_CALLS`.
     pub const CALLS: &str = "CALLS";
     /// The `.rodata` global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
-pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+/// Default size of the event rings in bytes, all CPUs together (split evenly between them).
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// The fewest records a CPU's ring holds, whatever `--ring-size` says.
+pub const MIN_RING_SLOTS: u32 = 4;
+
+/// Records per CPU for `ring_bytes` over `cpus` CPUs.
+pub const fn ring_slots(ring_bytes: u32, cpus: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus };
+    let n = ring_bytes / cpus / core::mem::size_of::<EventRecord>() as u32;
+    if n < MIN_RING_SLOTS {
+        MIN_RING_SLOTS
+    } else {
+        n
+    }
+}
 
 /// Slots for MADV_COLLAPSE calls in flight (a power of two).
 pub const MAX_CALLS: u32 = 16384;
@@ -484,4 +561,8 @@ pub const STALE_CALL_NS: u64 = 60_000_000_000;
 mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RingHead {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RingTail {}
 }

@@ -1,32 +1,34 @@
 //! collapse-trace's kernel programs: one small function per attach point.
 //!
 //! A huge_memory event: apply the load-time filter, bump the per-CPU counter for
-//! (kind, result), then (unless counting only) reserve a ring-buffer record, or count a drop
-//! when the ring is full. MADV_COLLAPSE calls: the syscall entry remembers the call per
+//! (kind, result), then (unless counting only) write a record into this CPU's event ring, or
+//! count a drop when it is full. MADV_COLLAPSE calls: the syscall entry remembers the call per
 //! thread, so events inside it carry the call's id, and the exit counts the errno and sends a
 //! call record. Field offsets come from the running kernel's tracefs `format` files through
 //! the read-only `CONFIG`, so the verifier sees them as constants.
 #![no_std]
 #![no_main]
+// An empty asm statement is the compiler barrier that orders a record before its publication.
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, generated,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, generated,
     },
     macros::{map, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use core::ptr::write_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
-    CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Config, CpuState, DEFAULT_RING_BYTES,
-    EventRecord, FIELD_ABSENT, FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS,
-    Origin, Probe, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, STALE_CALL_NS, Tracepoint,
+    CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Clock, Config, EventRecord, FIELD_ABSENT,
+    FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
+    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RingHead, RingTail, STALE_CALL_NS, Tracepoint,
 };
 
 /// Reads one config value. Volatile so that LLVM cannot fold the compiled-in default: the
@@ -34,6 +36,14 @@ use collapse_trace_common::{
 macro_rules! conf {
     ($($field:tt)+) => {
         unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
+    };
+}
+
+/// Stores one record field. Volatile, because LLVM turns plain stores of known zeros in a
+/// row into a call to a memset subprogram, which costs more than the stores.
+macro_rules! put {
+    ($rec:ident.$field:ident = $v:expr) => {
+        write_volatile(&raw mut (*$rec).$field, $v)
     };
 }
 
@@ -51,18 +61,50 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_TRACEPOINTS a
 #[map]
 static UNTRACKED_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// The event rings: `ring_slots` records per CPU (CPU `c` owns slots `c * ring_slots ..`).
+/// Sized by userspace before load; mmap'd by the reader.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+static RING: Array<EventRecord> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Per-CPU ring headers, index = CPU. Sized by userspace; mmap'd read-only by the reader.
+#[map]
+static HEADS: Array<RingHead> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Per-CPU reader positions, index = CPU. Sized by userspace; written by the reader.
+#[map]
+static TAILS: Array<RingTail> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The tick-cached clock, one entry for all CPUs.
+#[map]
+static CLOCK: Array<Clock> = Array::with_max_entries(1, 0);
+
+/// Only wakes the reader: one 8-byte record per wakeup (the page is the smallest size).
+#[map]
+static WAKEUPS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 #[map]
 static CALLS: Array<CallInfo> = Array::with_max_entries(MAX_CALLS, 0);
 
-#[map]
-static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+/// This CPU's number and ring header.
+#[derive(Clone, Copy)]
+struct Cpu {
+    id: u32,
+    head: *mut RingHead,
+}
+
+/// This CPU (the processor id is an inlined load here, and so is the array lookup).
+#[inline(always)]
+fn this_cpu() -> Option<Cpu> {
+    // SAFETY: no preconditions.
+    let id = unsafe { bpf_get_smp_processor_id() };
+    HEADS.get_ptr_mut(id).map(|head| Cpu { id, head })
+}
 
 /// The records' clock, CLOCK_MONOTONIC ns. Reading it costs ~90 ns in a KVM guest, more than
-/// the rest of a record, so unless `precise_time` is set it is read once per jiffy per CPU and
-/// reused until the next tick (`bpf_jiffies64` is a plain load).
+/// the rest of a record, so unless `precise_time` is set it is read once per jiffy, by the
+/// first record of the jiffy on any CPU, and reused by all until the next tick
+/// (`bpf_jiffies64` is a plain load). Written `ns` first, then `jiffies`, and read in the
+/// other order (x86-64 keeps both in order): whoever sees the new jiffy sees its time.
 #[inline(always)]
 fn now_ns() -> u64 {
     if conf!(precise_time) != 0 {
@@ -71,17 +113,74 @@ fn now_ns() -> u64 {
     }
     // SAFETY: no preconditions.
     let jiffies = unsafe { generated::bpf_jiffies64() };
-    let Some(c) = CPU_STATE.get_ptr_mut(0) else {
+    let Some(c) = CLOCK.get_ptr_mut(0) else {
         // SAFETY: no preconditions.
         return unsafe { bpf_ktime_get_ns() };
     };
-    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
+    // SAFETY: our map value; other CPUs write it too, each store a whole word.
     unsafe {
-        if (*c).jiffies != jiffies {
-            (*c).jiffies = jiffies;
-            (*c).ns = bpf_ktime_get_ns();
+        if read_volatile(&raw const (*c).jiffies) == jiffies {
+            return read_volatile(&raw const (*c).ns);
         }
-        (*c).ns
+        let ns = bpf_ktime_get_ns();
+        write_volatile(&raw mut (*c).ns, ns);
+        write_volatile(&raw mut (*c).jiffies, jiffies);
+        ns
+    }
+}
+
+/// The next free slot of this CPU's ring, or `None` when the reader has not yet finished with
+/// it (the record is dropped).
+#[inline(always)]
+fn reserve(cpu: Cpu) -> Option<*mut EventRecord> {
+    let slots = conf!(ring_slots);
+    let h = cpu.head;
+    // SAFETY: this CPU's header; TAILS is read as the reader last wrote it (volatile: it
+    // changes under us).
+    unsafe {
+        let head = (*h).head;
+        if head.wrapping_sub((*h).cached_tail) >= slots as u64 {
+            let t = TAILS.get_ptr(cpu.id)?;
+            (*h).cached_tail = read_volatile(&raw const (*t).tail);
+            if head.wrapping_sub((*h).cached_tail) >= slots as u64 {
+                return None;
+            }
+        }
+        RING.get_ptr_mut(cpu.id * slots + (*h).pos as u32)
+    }
+}
+
+/// Publishes the record [`reserve`] gave: one store of `head`, after every store of the
+/// record. Every `wake_records` records it looks at the reader's position, and wakes the
+/// reader only if that many records are still unread: a wakeup is an interrupt that costs
+/// ~17 us here, so the reader paces its own drains and is woken only when it fell behind.
+#[inline(always)]
+fn publish(cpu: Cpu) {
+    let h = cpu.head;
+    let slots = conf!(ring_slots) as u64;
+    let wake = conf!(wake_records);
+    // SAFETY: this CPU's header; TAILS as the reader last wrote it.
+    unsafe {
+        let head = (*h).head + 1;
+        let pos = (*h).pos + 1;
+        (*h).pos = if pos >= slots { 0 } else { pos };
+        // A compiler barrier (BPF has no fence instruction and this LLVM selects no atomic
+        // release store for the generic CPU): the record's stores stay before the store that
+        // publishes it, and x86-64 keeps stores in program order.
+        core::arch::asm!("", options(nostack, preserves_flags));
+        write_volatile(&raw mut (*h).head, head);
+        if wake != u32::MAX && head.wrapping_sub((*h).woken) >= wake as u64 {
+            (*h).woken = head;
+            let Some(t) = TAILS.get_ptr(cpu.id) else {
+                return;
+            };
+            let tail = read_volatile(&raw const (*t).tail);
+            (*h).cached_tail = tail;
+            if head.wrapping_sub(tail) >= wake as u64 {
+                // A full doorbell means the reader has wakeups pending anyway.
+                let _ = WAKEUPS.output::<u64>(cpu.id as u64, BPF_RB_FORCE_WAKEUP as u64);
+            }
+        }
     }
 }
 
@@ -142,14 +241,16 @@ pub fn exit_process_madvise(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Reads field `$field` of type `$ty` from probe `$p`'s record. When the running kernel's
-/// layout equals the compiled one, a direct context load at a constant offset (the cheapest
-/// access; the verifier only allows constant offsets into the context); otherwise a
-/// `bpf_probe_read_kernel` at the offset read from tracefs; 0 when the kernel lacks the field.
+/// Reads field `$field` of type `$ty` from probe `$p`'s record. With `C` (the running
+/// kernel's layout equals the compiled one; a const generic, so each program body is
+/// specialised once instead of testing per field), a direct context load at a constant
+/// offset (the cheapest access; the verifier only allows constant offsets into the context);
+/// otherwise a `bpf_probe_read_kernel` at the offset read from tracefs; 0 when the kernel
+/// lacks the field.
 macro_rules! field {
     ($ctx:expr, $p:expr, $field:expr, $ty:ty) => {{
         let compiled_off: u16 = COMPILED[$p].offsets[$field as usize];
-        if conf!(layouts[$p].compiled) != 0 {
+        if C {
             if compiled_off == FIELD_ABSENT {
                 0 as $ty
             } else {
@@ -172,28 +273,24 @@ macro_rules! field {
     }};
 }
 
-/// The load-time filter. Returns the current pid_tgid when the task passes. The pid is only
-/// read when a filter or the caller (`need_pid`, event records) needs it, and the comm only
-/// for a comm filter (records copy it straight into the ring), so that counting without
-/// filters costs no helper call.
+/// The load-time filter. Returns the task's pid_tgid when it passes.
 #[inline(always)]
-fn admit(need_pid: bool) -> Option<u64> {
-    let pid_tgid = if need_pid || conf!(filter_tgid) != 0 || conf!(events) != 0 {
-        bpf_get_current_pid_tgid()
-    } else {
-        0
-    };
+fn admit(task: Task) -> Option<u64> {
+    let pid_tgid = task.pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if conf!(filter_tgid) != 0 && conf!(filter_tgid) != tgid {
         return None;
     }
-    if conf!(filter_comm_on) != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        if comm != conf!(filter_comm) {
-            return None;
-        }
+    if conf!(filter_comm_on) != 0 && !task.comm_is(&CONFIG.filter_comm) {
+        return None;
     }
     Some(pid_tgid)
+}
+
+/// Counting with no filter needs nothing of the task: not even the helper call that finds it.
+#[inline(always)]
+fn needs_task() -> bool {
+    conf!(events) != 0 || conf!(filter_tgid) != 0 || conf!(filter_comm_on) != 0
 }
 
 #[inline(always)]
@@ -206,39 +303,67 @@ fn count(kind: Tracepoint, result: i32) {
     bump(&COUNTS, kind as u32 * RESULT_SLOTS as u32 + slot);
 }
 
+/// Runs the program body specialised for whether this probe's layout is the compiled one.
+macro_rules! by_layout {
+    ($f:ident::<$p:ident>($($arg:expr),*)) => {
+        if conf!(layouts[$p].compiled) != 0 {
+            $f::<$p, true>($($arg),*)
+        } else {
+            $f::<$p, false>($($arg),*)
+        }
+    };
+}
+
 #[inline(always)]
 fn collapse_event<const P: usize>(ctx: &TracePointContext) {
+    by_layout!(collapse_event_as::<P>(ctx))
+}
+
+#[inline(always)]
+fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     let kind = match P {
         0 => Tracepoint::ScanFile,
         1 => Tracepoint::CollapseFile,
         2 => Tracepoint::ScanPmd,
         _ => Tracepoint::CollapseHugePage,
     };
-    let Some(pid_tgid) = admit(false) else {
+    let result: i32 = field!(ctx, P, Field::Result, i32);
+    if !needs_task() {
+        count(kind, result);
+        return;
+    }
+    let task = Task::current();
+    let Some(pid_tgid) = admit(task) else {
         return;
     };
-    let result: i32 = field!(ctx, P, Field::Result, i32);
     count(kind, result);
     if conf!(events) == 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<EventRecord>(0) else {
+    let Some(cpu) = this_cpu() else {
+        bump(&DROPS, kind as u32);
+        return;
+    };
+    let Some(rec) = reserve(cpu) else {
         bump(&DROPS, kind as u32);
         debug!(
             ctx,
-            "ring buffer full: dropped kind={} result={}", kind as u8, result
+            "event ring full: dropped kind={} result={}", kind as u8, result
         );
         return;
     };
     let tid = pid_tgid as u32;
     // SAFETY: a map value of ours; a racing writer can only make us miss the join.
-    let call_ns = call_slot(tid).map_or(0, |c| unsafe {
-        if (*c).tid == tid as u64 {
-            (*c).enter_ns
-        } else {
-            0
-        }
-    });
+    let call_ns = match conf!(calls) {
+        0 => 0,
+        _ => call_slot(tid).map_or(0, |c| unsafe {
+            if (*c).tid == tid as u64 {
+                (*c).enter_ns
+            } else {
+                0
+            }
+        }),
+    };
     let pfn = field!(ctx, P, Field::Pfn, u64);
     let index = field!(ctx, P, Field::Index, u64);
     let addr = field!(ctx, P, Field::Addr, u64);
@@ -255,34 +380,33 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
     let origin = if call_ns != 0 {
         Origin::Madvise as u8
     } else {
-        origin() as u8
+        task.origin() as u8
     };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved, writable record of the right size; every field is
-    // written before submit.
+    // SAFETY: `rec` is a slot of this CPU's ring that the reader is done with; every field is
+    // written before publish.
     unsafe {
-        (*rec).ts_ns = now_ns();
-        (*rec).cgroup_id = bpf_get_current_cgroup_id();
-        (*rec).pfn = pfn;
-        (*rec).index = index;
-        (*rec).addr = addr;
-        (*rec).call_ns = call_ns;
-        (*rec).pid = tid;
-        (*rec).tgid = (pid_tgid >> 32) as u32;
-        (*rec).result = result;
-        (*rec).present = present;
-        (*rec).swap = swap;
-        (*rec).nr = nr;
-        (*rec).referenced = referenced;
-        (*rec).none_or_zero = none_or_zero;
-        (*rec).unmapped = unmapped;
-        (*rec).isolated = isolated;
-        (*rec).tracepoint = kind as u8;
-        (*rec).origin = origin;
-        (*rec).is_shmem = is_shmem;
-        (*rec).call_flags = 0;
+        put!(rec.ts_ns = now_ns());
+        put!(rec.cgroup_id = bpf_get_current_cgroup_id());
+        put!(rec.pfn = pfn);
+        put!(rec.index = index);
+        put!(rec.addr = addr);
+        put!(rec.call_ns = call_ns);
+        put!(rec.pid = tid);
+        put!(rec.tgid = (pid_tgid >> 32) as u32);
+        put!(rec.result = result);
+        put!(rec.present = present);
+        put!(rec.swap = swap);
+        put!(rec.nr = nr);
+        put!(rec.referenced = referenced);
+        put!(rec.none_or_zero = none_or_zero);
+        put!(rec.unmapped = unmapped);
+        put!(rec.isolated = isolated);
+        put!(rec.tracepoint = kind as u8);
+        put!(rec.origin = origin);
+        put!(rec.is_shmem = is_shmem);
+        put!(rec.call_flags = 0);
         // Straight into the record: no stack copy.
-        write_comm(&raw mut (*rec).comm);
+        task.comm_into(&raw mut (*rec).comm);
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
         // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
@@ -302,18 +426,23 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
             }
         }
     }
-    entry.submit(submit_flags());
+    publish(cpu);
 }
 
 /// Remembers a MADV_COLLAPSE call on this thread, so the events inside it and its errno can
 /// be joined.
 #[inline(always)]
 fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
+    by_layout!(call_enter_as::<P>(ctx, flags))
+}
+
+#[inline(always)]
+fn call_enter_as<const P: usize, const C: bool>(ctx: &TracePointContext, flags: u8) {
     let behavior = field!(ctx, P, Field::Behavior, u64);
     if behavior != MADV_COLLAPSE {
         return;
     }
-    let Some(pid_tgid) = admit(true) else {
+    let Some(pid_tgid) = admit(Task::current()) else {
         return;
     };
     let tid = pid_tgid as u32;
@@ -350,6 +479,11 @@ fn call_enter<const P: usize>(ctx: &TracePointContext, flags: u8) {
 /// Counts the errno of a tracked MADV_COLLAPSE call and sends its record.
 #[inline(always)]
 fn call_exit<const P: usize>(ctx: &TracePointContext) {
+    by_layout!(call_exit_as::<P>(ctx))
+}
+
+#[inline(always)]
+fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Every madvise exit passes here; only tracked calls go further.
@@ -371,108 +505,128 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
     if conf!(events) == 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<EventRecord>(0) else {
+    let Some(cpu) = this_cpu() else {
         bump(&DROPS, Tracepoint::MadviseCall as u32);
         return;
     };
-    let rec = entry.as_mut_ptr();
+    let Some(rec) = reserve(cpu) else {
+        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        return;
+    };
     // SAFETY: as in collapse_event.
     unsafe {
-        (*rec).ts_ns = now_ns();
-        (*rec).cgroup_id = bpf_get_current_cgroup_id();
-        (*rec).index = call.len;
-        (*rec).addr = call.start;
-        (*rec).call_ns = call.enter_ns;
-        (*rec).pid = tid;
-        (*rec).tgid = (pid_tgid >> 32) as u32;
-        (*rec).result = errno;
-        // Volatile: plain zero stores in a row become a call to a memset subprogram.
-        write_volatile(&raw mut (*rec).pfn, 0);
-        write_volatile(&raw mut (*rec).present, 0);
-        write_volatile(&raw mut (*rec).swap, 0);
-        write_volatile(&raw mut (*rec).nr, 0);
-        write_volatile(&raw mut (*rec).referenced, 0);
-        write_volatile(&raw mut (*rec).none_or_zero, 0);
-        write_volatile(&raw mut (*rec).unmapped, 0);
-        write_volatile(&raw mut (*rec).isolated, 0);
-        (*rec).tracepoint = Tracepoint::MadviseCall as u8;
-        (*rec).origin = Origin::Madvise as u8;
-        (*rec).is_shmem = 0;
-        (*rec).call_flags = call.flags as u8;
-        write_comm(&raw mut (*rec).comm);
+        put!(rec.ts_ns = now_ns());
+        put!(rec.cgroup_id = bpf_get_current_cgroup_id());
+        put!(rec.index = call.len);
+        put!(rec.addr = call.start);
+        put!(rec.call_ns = call.enter_ns);
+        put!(rec.pid = tid);
+        put!(rec.tgid = (pid_tgid >> 32) as u32);
+        put!(rec.result = errno);
+        put!(rec.pfn = 0);
+        put!(rec.present = 0);
+        put!(rec.swap = 0);
+        put!(rec.nr = 0);
+        put!(rec.referenced = 0);
+        put!(rec.none_or_zero = 0);
+        put!(rec.unmapped = 0);
+        put!(rec.isolated = 0);
+        put!(rec.tracepoint = Tracepoint::MadviseCall as u8);
+        put!(rec.origin = Origin::Madvise as u8);
+        put!(rec.is_shmem = 0);
+        put!(rec.call_flags = call.flags as u8);
+        Task::current().comm_into(&raw mut (*rec).comm);
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
     }
-    entry.submit(submit_flags());
+    publish(cpu);
 }
 
-/// Waking the reader costs microseconds per event in a guest (IRQ work), more than the rest
-/// of the program: each CPU wakes it only once it has submitted `wakeup_bytes` since its last
-/// wakeup; the reader also drains on a short timer, so records in between are never stranded.
-#[inline(always)]
-fn submit_flags() -> u64 {
-    let wakeup_bytes = conf!(wakeup_bytes);
-    if wakeup_bytes == 0 {
-        return BPF_RB_FORCE_WAKEUP as u64;
+/// The current task as a BTF-typed pointer, found once per program run (one helper call)
+/// and read by plain loads at offsets from BTF: the verifier checks each load against
+/// task_struct's BTF (the offsets are frozen constants), and a load costs a fraction of the
+/// helpers that would otherwise give pid, comm and flags one call each. Where BTF lacked an
+/// offset, the helper is the fallback.
+#[derive(Clone, Copy)]
+struct Task(*const u8);
+
+impl Task {
+    #[inline(always)]
+    fn current() -> Task {
+        // SAFETY: no preconditions; never NULL in a task context.
+        Task(unsafe { generated::bpf_get_current_task_btf() } as *const u8)
     }
-    let Some(c) = CPU_STATE.get_ptr_mut(0) else {
-        return BPF_RB_FORCE_WAKEUP as u64;
-    };
-    // SAFETY: this CPU's slot; tracepoint programs run with preemption disabled.
-    unsafe {
-        let unwoken = (*c).unwoken_bytes + RECORD_BYTES;
-        if unwoken >= wakeup_bytes {
-            (*c).unwoken_bytes = 0;
-            BPF_RB_FORCE_WAKEUP as u64
-        } else {
-            (*c).unwoken_bytes = unwoken;
-            BPF_RB_NO_WAKEUP as u64
+
+    /// `tgid << 32 | pid`, like `bpf_get_current_pid_tgid`.
+    #[inline(always)]
+    fn pid_tgid(self) -> u64 {
+        let (pid_off, tgid_off) = (conf!(task_pid_offset), conf!(task_tgid_offset));
+        if pid_off == u32::MAX || tgid_off == u32::MAX {
+            return bpf_get_current_pid_tgid();
+        }
+        // SAFETY: BTF-checked loads of two `pid_t` members.
+        unsafe {
+            let pid = *self.0.add(pid_off as usize).cast::<u32>();
+            let tgid = *self.0.add(tgid_off as usize).cast::<u32>();
+            (u64::from(tgid) << 32) | u64::from(pid)
         }
     }
-}
 
-/// Bytes one record takes in the ring (with its 8-byte header).
-const RECORD_BYTES: u64 = (core::mem::size_of::<EventRecord>() + 8) as u64;
-
-/// The khugepaged kernel thread, or a user task (a MADV_COLLAPSE caller): told apart by
-/// `PF_KTHREAD`, not by comm, which a user process can copy.
-#[inline(always)]
-fn origin() -> Origin {
-    let off = conf!(task_flags_offset);
-    if off == u32::MAX {
-        return Origin::Unknown;
-    }
-    // SAFETY: the current task, as a BTF-typed pointer: the verifier checks the load against
-    // task_struct's BTF (the offset is a frozen constant from that BTF), and a plain load
-    // costs a fraction of the probe helper.
-    let flags = unsafe {
-        let task = generated::bpf_get_current_task_btf() as *const u8;
-        *task.add(off as usize).cast::<u32>()
-    };
-    if flags & PF_KTHREAD != 0 {
-        Origin::Khugepaged
-    } else {
-        Origin::Madvise
-    }
-}
-
-/// Copies the current task's comm into `dst`: two plain loads from the BTF-typed task when
-/// BTF gave the offset (the comm helper costs ~20 ns more per record), else the helper.
-#[inline(always)]
-unsafe fn write_comm(dst: *mut [u8; COMM_LEN]) {
-    let off = conf!(task_comm_offset);
-    // SAFETY: as in origin(); `dst` is a writable record field of COMM_LEN bytes.
-    unsafe {
+    /// The khugepaged kernel thread, or a user task (a MADV_COLLAPSE caller): told apart by
+    /// `PF_KTHREAD`, not by comm, which a user process can copy.
+    #[inline(always)]
+    fn origin(self) -> Origin {
+        let off = conf!(task_flags_offset);
         if off == u32::MAX {
-            if generated::bpf_get_current_comm(dst.cast(), COMM_LEN as u32) != 0 {
-                (*dst)[0] = 0;
-            }
-            return;
+            return Origin::Unknown;
         }
-        let src = (generated::bpf_get_current_task_btf() as *const u8).add(off as usize);
-        let d = dst.cast::<u64>();
-        d.write_unaligned(*src.cast::<u64>());
-        d.add(1).write_unaligned(*src.add(8).cast::<u64>());
+        // SAFETY: a BTF-checked load of `flags`.
+        let flags = unsafe { *self.0.add(off as usize).cast::<u32>() };
+        if flags & PF_KTHREAD != 0 {
+            Origin::Khugepaged
+        } else {
+            Origin::Madvise
+        }
+    }
+
+    /// Copies the comm into `dst` (two loads of the `comm` array; the comm helper costs
+    /// ~20 ns more).
+    #[inline(always)]
+    unsafe fn comm_into(self, dst: *mut [u8; COMM_LEN]) {
+        let off = conf!(task_comm_offset);
+        // SAFETY: BTF-checked loads inside `comm`; `dst` is a writable record field of
+        // COMM_LEN bytes.
+        unsafe {
+            if off == u32::MAX {
+                if generated::bpf_get_current_comm(dst.cast(), COMM_LEN as u32) != 0 {
+                    (*dst)[0] = 0;
+                }
+                return;
+            }
+            let src = self.0.add(off as usize);
+            let d = dst.cast::<u64>();
+            d.write_unaligned(*src.cast::<u64>());
+            d.add(1).write_unaligned(*src.add(8).cast::<u64>());
+        }
+    }
+
+    /// Whether the comm equals `want` (NUL-padded), compared as two words.
+    #[inline(always)]
+    fn comm_is(self, want: &[u8; COMM_LEN]) -> bool {
+        let off = conf!(task_comm_offset);
+        // SAFETY: `want` is CONFIG's 16 bytes, read as volatile words (CONFIG's value is
+        // whatever userspace wrote); the task loads are BTF-checked, inside `comm`.
+        unsafe {
+            let w = want.as_ptr().cast::<u64>();
+            let (w0, w1) = (read_volatile(w), read_volatile(w.add(1)));
+            if off == u32::MAX {
+                let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+                let c = comm.as_ptr().cast::<u64>();
+                return c.read_unaligned() == w0 && c.add(1).read_unaligned() == w1;
+            }
+            let src = self.0.add(off as usize);
+            *src.cast::<u64>() == w0 && *src.add(8).cast::<u64>() == w1
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! collapse-trace: shows why Linux transparent-huge-page collapses (khugepaged and
 //! MADV_COLLAPSE) succeed or fail.
 //!
-//! One event flows one way: tracepoint -> eBPF program -> (per-CPU counters, ring buffer) ->
-//! [`kernel::stream`] -> [`model::aggregate`] -> views (`cmd`, `export`). Views never touch the
+//! One event flows one way: tracepoint -> eBPF program -> (per-CPU counters, per-CPU event
+//! rings) -> [`kernel::stream`] -> [`model::aggregate`] -> views (`cmd`, `export`). Views never touch the
 //! kernel; the kernel side never knows about views.
 
 pub mod capture;

@@ -5,6 +5,9 @@
 //! fall inside the workload's own run, and every MADV_COLLAPSE call must keep a unique id on
 //! its thread (the errno join depends on it), even when many calls share one tick.
 //!
+//! Records come from one ring per CPU, merged by time: a thread moved between CPUs while it
+//! makes calls must still see its events before its call records, and times never go back.
+//!
 //! These tests fail, never skip, when they cannot run.
 
 mod common;
@@ -25,17 +28,77 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Runs `provoke ARGS --json` while moving it from CPU to CPU every few microseconds, so that
+/// some of its calls start on one CPU and end on another. Returns its tally and the moves.
+fn provoke_migrating(args: &[&str]) -> (collapse_trace::provoke::Tally, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "moving a thread between CPUs needs two of them");
+    let child = std::process::Command::new(BIN)
+        .arg("provoke")
+        .args(args)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn provoke");
+    let pid = child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut moves = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, passed by pointer and size.
+                let ok = unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET((moves % 2) as usize, &mut set);
+                    libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) == 0
+                };
+                moves += u64::from(ok);
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            moves
+        })
+    };
+    let out = child.wait_with_output().expect("wait for provoke");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let moves = mover.join().unwrap();
+    assert!(out.status.success(), "provoke failed");
+    (
+        serde_json::from_slice(&out.stdout).expect("provoke --json output"),
+        moves,
+    )
+}
+
 fn check(extra: &[&str]) {
+    check_with(extra, false);
+}
+
+fn check_with(extra: &[&str], migrate: bool) {
     require_root();
     let _serial = serial();
-    let comm = format!("ct-k{}{}", extra.len(), std::process::id() % 100_000);
+    let comm = format!(
+        "ct-k{}{}{}",
+        extra.len(),
+        u8::from(migrate),
+        std::process::id() % 100_000
+    );
     let mut args = vec!["stat", "--json", "--follow", "--events", "--comm", &comm];
     args.extend_from_slice(extra);
     let stat = start_attached(&args);
     let before = monotonic_ns();
     // Thousands of calls on one thread in a few ticks; 6,000 records fit in the default ring
     // even while the pipe to this test is full.
-    let tally = provoke(&["storm", "--range", "empty", "-n", "2000", "--comm", &comm]);
+    let storm = ["storm", "--range", "empty", "-n", "2000", "--comm", &comm];
+    let tally = if migrate {
+        let (tally, moves) = provoke_migrating(&storm);
+        assert!(
+            moves > 10,
+            "the workload was moved between CPUs {moves} times"
+        );
+        tally
+    } else {
+        provoke(&storm)
+    };
     let after = monotonic_ns();
     let out = sigint_and_wait(stat);
 
@@ -64,9 +127,23 @@ fn check(extra: &[&str]) {
             e.ts_ns
         );
     }
-    // The delivered order is the kernel's order: times never go back.
+    // The CPUs' rings are merged by time: times never go back.
     for w in lines.windows(2) {
         assert!(w[0].ts_ns <= w[1].ts_ns, "time went back: {w:?}");
+    }
+    // And a call's events come before its call record, which the errno join needs.
+    let mut seen: BTreeMap<(u32, u64), u32> = BTreeMap::new();
+    for e in &lines {
+        let id = (e.pid, e.call_ns.expect("every record here is in a call"));
+        if e.tracepoint == "madvise_collapse" {
+            assert_eq!(
+                seen.get(&id),
+                Some(&2),
+                "call record before its events: {e:?}"
+            );
+        } else {
+            *seen.entry(id).or_default() += 1;
+        }
     }
     // Unique call ids per thread, and each event joins exactly one call.
     let mut ids = BTreeSet::new();
@@ -100,4 +177,9 @@ fn tick_cached_times_stay_in_the_run_and_call_ids_stay_unique() {
 #[test]
 fn precise_times_stay_in_the_run() {
     check(&["--precise-time"]);
+}
+
+#[test]
+fn a_thread_moving_between_cpus_keeps_time_order_and_the_join() {
+    check_with(&[], true);
 }

@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Run only these parts (all when not given); goals of parts not run are left out.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
+    /// Kernel-cost modes to measure (all when not given), for quick comparisons.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub modes: Vec<Mode>,
 }
 
 /// The bench's parts, for `--only`.
@@ -106,10 +109,10 @@ impl Range {
     }
 }
 
-/// Our two kernel-side modes.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+/// Our kernel-side modes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-enum Mode {
+pub enum Mode {
     /// `stat --no-events --no-calls`: counters only, without the MADV_COLLAPSE call hooks
     /// (the exporter's cheapest mode).
     CountingNoCalls,
@@ -123,6 +126,11 @@ enum Mode {
 }
 
 impl Mode {
+    /// With the MADV_COLLAPSE call hooks: the bpftrace peer then counts calls by errno too.
+    fn hooks(self) -> bool {
+        matches!(self, Mode::Counting | Mode::Events)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Mode::CountingNoCalls => "counting, no call hooks (--no-events --no-calls)",
@@ -182,8 +190,21 @@ struct CostRep {
     ours_run_cnt: u64,
     bpftrace_run_cnt: u64,
     ours_ns: f64,
+    /// All the peer's programs per event (with the hooks: its call hooks too).
     bpftrace_ns: f64,
+    /// Like for like: ours_ns / bpftrace_ns.
     ratio: f64,
+    /// The peer's huge_memory programs alone per event: bpftrace counting by result, the
+    /// issue's reference.
+    bpftrace_tracepoints_ns: f64,
+    /// ours_ns / bpftrace_tracepoints_ns: every program of ours against bpftrace's counter
+    /// alone (the strictest reading; equals `ratio` without the hooks).
+    strict_ratio: f64,
+    /// An empty bpftrace program on the same tracepoints, ns per run (counting modes only):
+    /// the least any program costs here.
+    floor_ns: Option<f64>,
+    /// floor_ns / bpftrace_tracepoints_ns.
+    floor_ratio: Option<f64>,
     /// Our huge_memory tracepoint programs only (the call hooks left out), per event: the
     /// same attach points as bpftrace's program.
     ours_tracepoints_ns: f64,
@@ -197,9 +218,15 @@ struct CostRep {
 struct CostSet {
     mode: Mode,
     range: Range,
+    /// What the bpftrace peer does.
+    peer: &'static str,
     ours_ns: Option<Spread>,
     bpftrace_ns: Option<Spread>,
     ratio: Option<Spread>,
+    bpftrace_tracepoints_ns: Option<Spread>,
+    strict_ratio: Option<Spread>,
+    floor_ns: Option<Spread>,
+    floor_ratio: Option<Spread>,
     ours_tracepoints_ns: Option<Spread>,
     tracepoints_ratio: Option<Spread>,
     reps: Vec<CostRep>,
@@ -307,6 +334,9 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
                 Mode::EventsNoCalls,
                 Mode::Events,
             ] {
+                if !args.modes.is_empty() && !args.modes.contains(&mode) {
+                    continue;
+                }
                 kernel_cost.push(bench.cost_set(mode, range)?);
             }
         }
@@ -466,9 +496,13 @@ impl<'a> Bench<'a> {
         Proc::spawn("collapse-trace stat", cmd)
     }
 
-    fn bpftrace(&self, pid: u32) -> Result<Proc> {
+    fn bpftrace(&self, pid: u32, join: bool) -> Result<Proc> {
+        self.bpftrace_program(&bpftrace_script(pid, join))
+    }
+
+    fn bpftrace_program(&self, program: &str) -> Result<Proc> {
         let mut cmd = self.env.command("bpftrace");
-        cmd.arg("-e").arg(bpftrace_script(pid));
+        cmd.arg("-e").arg(program);
         // bpftrace prints its maps at exit; keep its start-up free of the debuginfod lookups.
         cmd.env_remove("DEBUGINFOD_URLS");
         Proc::spawn("bpftrace", cmd)
@@ -494,6 +528,9 @@ impl<'a> Bench<'a> {
                 rep.ours_events,
                 rep.bpftrace_events
             );
+            if let Some(f) = rep.floor_ns {
+                println!("    an empty program on the same tracepoints: {f:.0} ns per run");
+            }
             if i == 0 {
                 // Where our time goes: ns per run of each program (the madvise hooks run once
                 // per call, not per event).
@@ -507,12 +544,25 @@ impl<'a> Bench<'a> {
             reps.push(rep);
         }
         let col = |f: fn(&CostRep) -> f64| Spread::of(&reps.iter().map(f).collect::<Vec<_>>());
+        let opt = |f: fn(&CostRep) -> Option<f64>| {
+            Spread::of(&reps.iter().filter_map(f).collect::<Vec<_>>())
+        };
         Ok(CostSet {
             mode,
             range,
+            peer: if mode.hooks() {
+                "bpftrace counting by result, plus MADV_COLLAPSE calls by errno \
+                 (sys_enter/exit_madvise, a map keyed by tid)"
+            } else {
+                "bpftrace counting by result"
+            },
             ours_ns: col(|r| r.ours_ns),
             bpftrace_ns: col(|r| r.bpftrace_ns),
             ratio: col(|r| r.ratio),
+            bpftrace_tracepoints_ns: col(|r| r.bpftrace_tracepoints_ns),
+            strict_ratio: col(|r| r.strict_ratio),
+            floor_ns: opt(|r| r.floor_ns),
+            floor_ratio: opt(|r| r.floor_ratio),
             ours_tracepoints_ns: col(|r| r.ours_tracepoints_ns),
             tracepoints_ratio: col(|r| r.tracepoints_ratio),
             reps,
@@ -535,11 +585,22 @@ impl<'a> Bench<'a> {
             let mut p = if ours {
                 self.ours(pid, extra)?
             } else {
-                self.bpftrace(pid)?
+                self.bpftrace(pid, mode.hooks())?
             };
             wait_attached(self.env, &mut p)?;
             started.push(p);
         }
+        // Counting sits near the least any program costs: measure that floor in the same run.
+        let empty = match mode {
+            Mode::CountingNoCalls => {
+                let mut p = self.bpftrace_program(&format!(
+                    "tracepoint:huge_memory:{SCAN} {{ }}\ntracepoint:huge_memory:{COLLAPSE} {{ }}"
+                ))?;
+                wait_attached(self.env, &mut p)?;
+                Some(p)
+            }
+            _ => None,
+        };
         let (ours, bt) = if ours_first {
             let b = started.pop().unwrap();
             (started.pop().unwrap(), b)
@@ -549,14 +610,37 @@ impl<'a> Bench<'a> {
         };
         let ours_progs = attached_progs(self.env, ours.pid())?;
         let bt_progs = attached_progs(self.env, bt.pid())?;
+        let empty_progs = match &empty {
+            Some(p) => Some(attached_progs(self.env, p.pid())?),
+            None => None,
+        };
         let before = prog_stats(self.env)?;
         storm.release()?;
         let tally = parse::storm_tally(&storm.wait(Duration::from_secs(60))?)?;
         let after = prog_stats(self.env)?;
         let ours_out = ours.stop()?;
         let bt_out = bt.stop()?;
+        if let Some(p) = empty {
+            p.stop()?;
+        }
         let totals = parse::stat_totals(&ours_out)?;
-        let bt_events: u64 = parse::bpftrace_maps(&bt_out).values().sum();
+        let bt_maps = parse::bpftrace_maps(&bt_out);
+        let bt_count = |name: &str| -> u64 {
+            bt_maps
+                .iter()
+                .filter(|((m, _), _)| m == name)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let bt_events = bt_count("scan") + bt_count("collapse");
+        if mode.hooks() {
+            ensure!(
+                bt_count("errno") == tally.calls,
+                "bpftrace counted {} MADV_COLLAPSE calls, the storm made {}",
+                bt_count("errno"),
+                tally.calls
+            );
+        }
         let expect = range.events(tally.calls);
         ensure!(
             totals.events == expect && bt_events == expect,
@@ -596,7 +680,25 @@ impl<'a> Bench<'a> {
             Ok((ns as f64 / cnt as f64, tp_ns as f64 / cnt as f64, cnt, per))
         };
         let (ours_ns, ours_tracepoints_ns, ours_run_cnt, ours_per_program) = delta(&ours_progs)?;
-        let (bpftrace_ns, _, bpftrace_run_cnt, bpftrace_per_tracepoint) = delta(&bt_progs)?;
+        let (bpftrace_ns, bpftrace_tracepoints_ns, bpftrace_run_cnt, bpftrace_per_tracepoint) =
+            delta(&bt_progs)?;
+        // The empty program runs for every task (it has no filter): ns per run, not per event.
+        let floor_ns = match &empty_progs {
+            Some(progs) => {
+                let (mut ns, mut cnt) = (0, 0);
+                for id in progs.values() {
+                    let (a, b) = (
+                        after.get(id).context("program vanished")?,
+                        before.get(id).context("program vanished")?,
+                    );
+                    ns += a.run_time_ns - b.run_time_ns;
+                    cnt += a.run_cnt - b.run_cnt;
+                }
+                ensure!(cnt > 0, "the empty bpftrace program never ran");
+                Some(ns as f64 / cnt as f64)
+            }
+            None => None,
+        };
         Ok(CostRep {
             ours_first,
             calls: tally.calls,
@@ -607,6 +709,10 @@ impl<'a> Bench<'a> {
             ours_ns,
             bpftrace_ns,
             ratio: ours_ns / bpftrace_ns,
+            bpftrace_tracepoints_ns,
+            strict_ratio: ours_ns / bpftrace_tracepoints_ns,
+            floor_ns,
+            floor_ratio: floor_ns.map(|f| f / bpftrace_tracepoints_ns),
             ours_tracepoints_ns,
             tracepoints_ratio: ours_tracepoints_ns / bpftrace_ns,
             ours_per_program,
@@ -683,7 +789,7 @@ impl<'a> Bench<'a> {
         let p = if ours {
             self.ours(pid, &[])?
         } else {
-            self.bpftrace(pid)?
+            self.bpftrace(pid, false)?
         };
         let t0 = p.spawned;
         let ready = poll_ready(&p, Duration::from_secs(20))?;
@@ -864,12 +970,23 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// The bpftrace peer: counts both tracepoints by result, for one pid.
-fn bpftrace_script(pid: u32) -> String {
-    format!(
+/// The bpftrace peer: counts both tracepoints by result, for one pid; with `join`, also
+/// MADV_COLLAPSE calls by errno, as our call hooks do (a call remembered per thread at entry,
+/// counted and forgotten at exit).
+fn bpftrace_script(pid: u32, join: bool) -> String {
+    let mut s = format!(
         "tracepoint:huge_memory:{SCAN} /pid == {pid}/ {{ @scan[args->result] = count(); }}\n\
          tracepoint:huge_memory:{COLLAPSE} /pid == {pid}/ {{ @collapse[args->result] = count(); }}"
-    )
+    );
+    if join {
+        s.push_str(&format!(
+            "\ntracepoint:syscalls:sys_enter_madvise /pid == {pid} && args->behavior == 25/ \
+             {{ @call[tid] = 1; }}\n\
+             tracepoint:syscalls:sys_exit_madvise /@call[tid]/ \
+             {{ @errno[-args->ret] = count(); delete(@call[tid]); }}"
+        ));
+    }
+    s
 }
 
 /// tracepoint -> program id of what `pid` has attached. bpftool perf show finds tracepoints

@@ -453,7 +453,7 @@ pub struct KernelLine {
     /// Events by result slot (result number; the last slot, 63, holds out-of-range numbers);
     /// zero entries left out.
     pub counts: BTreeMap<u32, u64>,
-    /// Records the ring buffer could not take.
+    /// Records the event rings could not take.
     pub drops: u64,
 }
 

@@ -32,7 +32,8 @@ pub struct CollectArgs {
     /// errno, no errno join; the cheapest mode, for exporters that only need results.
     #[arg(long)]
     pub no_calls: bool,
-    /// Ring buffer size in bytes: a power of two, at least 4096.
+    /// Bytes of event rings, all CPUs together (a power of two, at least 4096): each CPU gets
+    /// an equal share in whole records of 368 bytes, at least 4.
     #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
     pub ring_size: u32,
     /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).

@@ -285,7 +285,7 @@ async fn index() -> &'static str {
 /// Drops every capability of this process for good, once attached. What the daemon does
 /// afterwards needs none (verified on 6.18 by tests/hardening.rs): reading the per-CPU counter
 /// maps through fds it holds (since Linux 6.5 the bpf() commands on an existing fd no longer
-/// check CAP_BPF; the fd's own read access is what counts), reading the ring buffer it
+/// check CAP_BPF; the fd's own read access is what counts), reading the event rings it
 /// already mapped, epoll, accepting on the bound socket, and detaching at exit (closing link
 /// and program fds). It keeps its uid: run as root, it still owns root's files, which is why
 /// the systemd unit runs it as a dynamic user.

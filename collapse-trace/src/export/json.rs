@@ -145,7 +145,7 @@ pub struct Totals {
     /// Records (collapse events and calls) that reached userspace:
     /// `delivered + dropped = events + calls`.
     pub delivered: u64,
-    /// Records (collapse events and calls) the ring buffer could not take.
+    /// Records (collapse events and calls) the event rings could not take.
     pub dropped: u64,
     /// MADV_COLLAPSE calls that returned, counted in the kernel.
     #[serde(default)]

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `collapse_trace_events_total` | tracepoint, result | kernel counters (exact); every known result of an attached tracepoint is exported, zeros included, so `rate()` sees the first event |
 //! | `collapse_trace_events_delivered_total` | tracepoint | records that reached userspace |
-//! | `collapse_trace_events_dropped_total` | tracepoint | records the ring buffer could not take (kernel counter) |
+//! | `collapse_trace_events_dropped_total` | tracepoint | records the event rings could not take (kernel counter) |
 //! | `collapse_trace_collapse_file_events_total` | shmem, result | delivered `mm_khugepaged_collapse_file` records, by `is_shmem` |
 //! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result | delivered records, for at most [`COMM_CAP`] distinct comms |
 //! | `collapse_trace_comm_cardinality_capped_total` | | delivered records whose comm was past the cap (not itemised) |
@@ -230,7 +230,7 @@ pub fn render(src: &Source<'_>) -> String {
     let dropped = Family::<TracepointLabels, Counter>::default();
     reg.register(
         "collapse_trace_events_dropped",
-        "Event records the ring buffer could not take (the events are still in collapse_trace_events_total)",
+        "Event records the event rings could not take (the events are still in collapse_trace_events_total)",
         dropped.clone(),
     );
     let kernel = agg.kernel();
@@ -338,6 +338,7 @@ mod tests {
             results: ResultTable::builtin(),
             task_flags_offset: None,
             task_comm_offset: None,
+            task_pid_offsets: None,
             tracefs: "/sys/kernel/tracing".into(),
             tracefs_mounted_by_us: false,
         }

@@ -30,6 +30,10 @@ pub struct KernelBtf {
     pub task_flags_offset: Option<u32>,
     /// Byte offset of `task_struct.comm`.
     pub task_comm_offset: Option<u32>,
+    /// Byte offset of `task_struct.pid` (the thread id).
+    pub task_pid_offset: Option<u32>,
+    /// Byte offset of `task_struct.tgid` (the process id).
+    pub task_tgid_offset: Option<u32>,
     /// `enum scan_result`, value to name, with the `SCAN_` prefix dropped and lower-cased
     /// the way the tracepoints print them.
     pub scan_result: BTreeMap<i64, String>,
@@ -96,6 +100,8 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
                 let slot = match member {
                     b"flags" => &mut out.task_flags_offset,
                     b"comm" => &mut out.task_comm_offset,
+                    b"pid" => &mut out.task_pid_offset,
+                    b"tgid" => &mut out.task_tgid_offset,
                     _ => continue,
                 };
                 let raw = u32_at(types, at + 8)?;
@@ -136,6 +142,9 @@ mod tests {
         );
         let comm = btf.task_comm_offset.expect("task_struct.comm found");
         assert!(comm > off && comm < 8192, "odd comm offset {comm}");
+        let pid = btf.task_pid_offset.expect("task_struct.pid found");
+        let tgid = btf.task_tgid_offset.expect("task_struct.tgid found");
+        assert!(pid.is_multiple_of(4) && tgid.is_multiple_of(4) && pid < 8192 && tgid < 8192);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod btf;
 pub mod caps;
 pub mod ftrace;
 pub mod probes;
+pub mod rings;
 pub mod stream;
 pub mod tracefs;
 

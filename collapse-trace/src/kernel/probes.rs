@@ -9,13 +9,14 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use collapse_trace_common::{
-    COMM_LEN, COMPILED, Config, DEFAULT_RING_BYTES, FIELD_ABSENT, Field, Layout, NUM_TRACEPOINTS,
-    Probe, RESULT_SLOTS, Tracepoint, maps,
+    COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_TRACEPOINTS, Probe, RESULT_SLOTS,
+    Tracepoint, maps, ring_slots,
 };
 
 use super::{
     KernelError, btf,
     caps::check_privileges,
+    rings::RingMaps,
     tracefs::{EventFormat, Tracefs},
 };
 use crate::model::{
@@ -38,7 +39,7 @@ pub struct ProbeOptions {
     pub pid: Option<u32>,
     /// Only tasks with this comm (in the kernel).
     pub comm: Option<String>,
-    /// Ring buffer bytes (power of two, multiple of the page size).
+    /// Event ring bytes, all CPUs together (each CPU gets an equal share of whole records).
     pub ring_bytes: u32,
     /// Turn on aya-log diagnostics from the kernel side (costs per event).
     pub kernel_log: bool,
@@ -60,7 +61,7 @@ impl Default for ProbeOptions {
             calls: true,
             pid: None,
             comm: None,
-            ring_bytes: DEFAULT_RING_BYTES,
+            ring_bytes: collapse_trace_common::DEFAULT_RING_BYTES,
             kernel_log: false,
             tracefs: None,
             force_probe_read: false,
@@ -111,6 +112,8 @@ pub struct KernelInfo {
     pub task_flags_offset: Option<u32>,
     /// Offset of `task_struct.comm`, if BTF had it (else the comm helper is used).
     pub task_comm_offset: Option<u32>,
+    /// Offsets of `task_struct.pid` and `.tgid`, if BTF had both (else the pid helper is used).
+    pub task_pid_offsets: Option<(u32, u32)>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -165,6 +168,7 @@ impl KernelInfo {
             results,
             task_flags_offset: kbtf.task_flags_offset,
             task_comm_offset: kbtf.task_comm_offset,
+            task_pid_offsets: kbtf.task_pid_offset.zip(kbtf.task_tgid_offset),
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -193,6 +197,7 @@ impl KernelInfo {
             results,
             task_flags_offset: None,
             task_comm_offset: None,
+            task_pid_offsets: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
@@ -363,6 +368,12 @@ pub struct Probes {
     counts: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
     untracked_calls: PerCpuArray<MapData, u64>,
+    /// CPUs the event rings are sized for.
+    cpus: u32,
+    /// Records per CPU ring.
+    slots: u32,
+    /// The reader paces its drains by the event rate (false: a stalled reader, for tests).
+    paced: bool,
 }
 
 impl Probes {
@@ -393,14 +404,22 @@ impl Probes {
             true => u32::MAX,
             false => info.task_comm_offset.unwrap_or(u32::MAX),
         };
+        (config.task_pid_offset, config.task_tgid_offset) = match opts.force_probe_read {
+            true => (u32::MAX, u32::MAX),
+            false => info.task_pid_offsets.unwrap_or((u32::MAX, u32::MAX)),
+        };
+        config.calls = u32::from(opts.calls);
         config.events = opts.events as u32;
-        // Each CPU wakes the reader after its share of a quarter of the ring, so that all of
-        // them together wake it before the ring is a quarter full.
-        config.wakeup_bytes = if opts.no_wakeup {
-            u64::MAX
+        // Possible CPUs: the processor id a program sees is below this.
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+        let slots = ring_slots(opts.ring_bytes, cpus);
+        config.ring_slots = slots;
+        // The reader paces its own drains (stream.rs); a CPU wakes it only when it finds its
+        // ring half full, i.e. the reader fell behind.
+        config.wake_records = if opts.no_wakeup {
+            u32::MAX
         } else {
-            let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
-            (u64::from(opts.ring_bytes) / 4 / cpus).max(1)
+            (slots / 2).max(1)
         };
         config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
@@ -421,9 +440,10 @@ impl Probes {
         loader
             .override_global(maps::CONFIG, &config, true)
             .override_global(aya_log::LEVEL, &log_level, true);
-        if opts.ring_bytes != DEFAULT_RING_BYTES {
-            loader.map_max_entries(maps::EVENTS, opts.ring_bytes);
-        }
+        loader
+            .map_max_entries(maps::RING, cpus * slots)
+            .map_max_entries(maps::HEADS, cpus)
+            .map_max_entries(maps::TAILS, cpus);
         let mut ebpf = loader.load(OBJECT).map_err(KernelError::Load)?;
         if opts.kernel_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -461,16 +481,33 @@ impl Probes {
             counts,
             drops,
             untracked_calls,
+            cpus,
+            slots,
+            paced: !opts.no_wakeup,
         })
     }
 
-    /// The ring buffer of events (once).
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+    /// The event rings' maps (once).
+    pub fn take_rings(&mut self) -> Result<RingMaps, KernelError> {
+        let mut array = |name: &'static str| match self.ebpf.take_map(name) {
+            Some(aya::maps::Map::Array(m)) => Ok(m),
+            _ => Err(KernelError::MissingMap(name)),
+        };
+        let (ring, heads, tails) = (array(maps::RING)?, array(maps::HEADS)?, array(maps::TAILS)?);
         let map = self
             .ebpf
-            .take_map(maps::EVENTS)
-            .ok_or(KernelError::MissingMap(maps::EVENTS))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Map(maps::EVENTS, e))
+            .take_map(maps::WAKEUPS)
+            .ok_or(KernelError::MissingMap(maps::WAKEUPS))?;
+        let wakeups = RingBuf::try_from(map).map_err(|e| KernelError::Map(maps::WAKEUPS, e))?;
+        Ok(RingMaps {
+            ring,
+            heads,
+            tails,
+            wakeups,
+            cpus: self.cpus,
+            slots: self.slots,
+            paced: self.paced,
+        })
     }
 
     /// Detaches and unloads every program; maps stay readable. `info` keeps saying what was

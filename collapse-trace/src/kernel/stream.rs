@@ -1,41 +1,71 @@
-//! Ring buffer -> [`Event`] values, and kernel counters, for the aggregation core.
+//! Event rings -> [`Event`] values, and kernel counters, for the aggregation core.
 //!
-//! The kernel side asks for a wakeup only when the ring passes a fill threshold, so the reader
-//! also drains on a timer: records below the threshold wait at most one tick.
+//! The reader paces itself: after each drain it sleeps until the busiest CPU would, at the
+//! rate just seen, have filled a quarter of its ring (between [`MIN_DRAIN_GAP`] and the
+//! caller's tick). The kernel wakes it only when a CPU finds its ring half full anyway (a
+//! burst after a quiet spell), since a wakeup is an interrupt that costs more than a
+//! thousand records here.
+//!
+//! Order: records are handed on in time order across CPUs (the rings are merged), and only
+//! once they are [`REORDER_WINDOW`] old: a record still being written on another CPU carries
+//! a time at most one tick old (the tick-cached clock), so nothing older can arrive later.
+//! The errno join relies on it: a call record never comes before the events of its call,
+//! whichever CPUs the thread ran on.
 
-use std::time::Duration;
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use super::{KernelError, probes::Probes};
+use super::{KernelError, probes::Probes, rings::Rings};
 use crate::model::{aggregate::KernelCounters, event::Event};
+
+impl AsRawFd for Rings {
+    fn as_raw_fd(&self) -> RawFd {
+        self.wakeups.as_raw_fd()
+    }
+}
 
 /// How often the ring is drained when the kernel has not woken us. Short enough for a live
 /// view, long enough to cost nothing when idle.
 pub const DRAIN_TICK: Duration = Duration::from_millis(50);
 
+/// The shortest sleep between two paced drains.
+pub const MIN_DRAIN_GAP: Duration = Duration::from_millis(1);
+
+/// How old a record must be before it is handed on: one kernel tick (at most 10 ms, HZ=100)
+/// plus slack for a program between its clock read and its publication.
+pub const REORDER_WINDOW: Duration = Duration::from_millis(12);
+
 /// The attached probes plus the ring-buffer reader.
 pub struct Collector {
     probes: Probes,
-    ring: Option<AsyncFd<RingBuf<MapData>>>,
+    ring: Option<AsyncFd<Rings>>,
     /// Records that did not decode (a build mismatch; counted, never silently lost).
     pub decode_errors: u64,
     /// Every record is decoded into this one event: no allocation per record.
     scratch: Event,
+    /// Set once the programs are detached: nothing more can arrive, nothing is held back.
+    detached: bool,
+    /// When the last drain read the rings.
+    last_drain: Instant,
+    /// How long to sleep before the next drain, by the rate the last one saw.
+    pace: Duration,
 }
 
 impl Collector {
     /// Takes over attached probes. Must run inside a tokio runtime.
     pub fn new(mut probes: Probes, events: bool) -> Result<Collector, KernelError> {
         let ring = if events {
-            let ring = probes.take_ring()?;
-            // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as
-            // long as the AsyncFd owns the ring buffer.
+            let ring = Rings::new(probes.take_rings()?)?;
+            // SAFETY: the rings own the doorbell's map fd and keep it open, unchanged, for as
+            // long as the AsyncFd owns them.
             let fd =
                 unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
             Some(fd.map_err(|e| {
-                KernelError::Io("registering the ring buffer with epoll", e.into_parts().1)
+                KernelError::Io("registering the event rings with epoll", e.into_parts().1)
             })?)
         } else {
             None
@@ -45,6 +75,9 @@ impl Collector {
             ring,
             decode_errors: 0,
             scratch: Event::empty(),
+            detached: false,
+            last_drain: Instant::now(),
+            pace: MIN_DRAIN_GAP,
         })
     }
 
@@ -53,26 +86,43 @@ impl Collector {
         &self.probes
     }
 
-    /// Hands every record now in the ring to `sink`; returns how many.
+    /// Hands every record in the rings that is old enough to `sink`, in time order (all of
+    /// them once detached, see the module doc); returns how many.
     pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> u64 {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
-        let mut n = 0;
-        let ring = ring.get_mut();
-        while let Some(item) = ring.next() {
-            match self.scratch.decode_into(&item) {
-                Ok(()) => {
-                    n += 1;
-                    sink(&self.scratch);
-                }
-                Err(err) => {
-                    if self.decode_errors == 0 {
-                        log::error!("{err}");
-                    }
-                    self.decode_errors += 1;
-                }
-            }
+        let rings = ring.get_mut();
+        let watermark = if self.detached {
+            u64::MAX
+        } else {
+            monotonic_ns().saturating_sub(REORDER_WINDOW.as_nanos() as u64)
+        };
+        let (scratch, errors) = (&mut self.scratch, &mut self.decode_errors);
+        let mut corrupt = 0;
+        let n = rings.drain(
+            watermark,
+            |bytes| decode(scratch, bytes, errors, &mut sink),
+            &mut corrupt,
+        );
+        if corrupt > 0 {
+            log::error!("{corrupt} event records lost to an impossible ring position");
+            self.decode_errors += corrupt;
+        }
+        let now = Instant::now();
+        let gap = now.duration_since(self.last_drain).as_secs_f64();
+        self.last_drain = now;
+        // Sleep until the busiest CPU would have filled a quarter of its ring.
+        let quarter = (rings.slots() / 4).max(1) as f64;
+        let per_s = rings.last_new_max as f64 / gap.max(1e-6);
+        self.pace = if per_s > 0.0 {
+            Duration::from_secs_f64(quarter / per_s).max(MIN_DRAIN_GAP)
+        } else {
+            Duration::MAX
+        };
+        if rings.unread > 0 {
+            // Come back for what was held, once it is old enough.
+            self.pace = self.pace.min(REORDER_WINDOW);
         }
         n
     }
@@ -82,9 +132,17 @@ impl Collector {
     pub async fn wait(&mut self, tick: Duration) {
         match self.ring.as_mut() {
             Some(ring) => {
+                let tick = if ring.get_ref().paced {
+                    tick.min(self.pace)
+                } else {
+                    tick
+                };
                 tokio::select! {
                     guard = ring.readable_mut() => {
-                        if let Ok(mut g) = guard { g.clear_ready(); }
+                        if let Ok(mut g) = guard {
+                            g.get_inner_mut().clear_wakeups();
+                            g.clear_ready();
+                        }
                     }
                     _ = tokio::time::sleep(tick) => {}
                 }
@@ -102,5 +160,31 @@ impl Collector {
     /// events plus the drops equal the counters exactly.
     pub fn detach(&mut self) {
         self.probes.detach();
+        self.detached = true;
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of the records (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Decodes one record into `scratch` and hands it on; a record that does not decode is counted
+/// (and the first one logged), never silently lost.
+fn decode(scratch: &mut Event, bytes: &[u8], errors: &mut u64, sink: &mut impl FnMut(&Event)) {
+    match scratch.decode_into(bytes) {
+        Ok(()) => sink(scratch),
+        Err(err) => {
+            if *errors == 0 {
+                log::error!("{err}");
+            }
+            *errors += 1;
+        }
     }
 }

@@ -308,8 +308,8 @@ impl Aggregate {
     }
 
     /// Gathers the events inside a MADV_COLLAPSE call until its exit record, then files them
-    /// under the caller and the errno the call returned. The ring buffer is ordered by
-    /// reservation, so a call's events always come before its exit record.
+    /// under the caller and the errno the call returned. The reader merges the CPUs' rings by
+    /// time, so a call's events always come before its exit record.
     fn join_call(&mut self, e: &Event) {
         if e.call_ns == 0 {
             return;

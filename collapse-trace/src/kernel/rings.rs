@@ -1,0 +1,267 @@
+//! The reader side of the per-CPU event rings (see [`RingHead`] for why they replace the BPF
+//! ring buffer).
+//!
+//! Each CPU's programs write records into that CPU's slots of the mmap'd `RING` array and
+//! publish them by bumping `HEADS[cpu].head`; the reader hands records `tail..head` on, in
+//! time order across CPUs, and then stores `TAILS[cpu].tail`, which gives the slots back. A
+//! CPU whose ring is full drops the record and counts it in `DROPS`, so delivered + dropped =
+//! counted, exactly.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{MapData, RingBuf};
+use collapse_trace_common::{EventRecord, RingHead, RingTail, Tracepoint};
+
+use super::KernelError;
+
+/// A shared mapping of one BPF array map (`BPF_F_MMAPABLE`).
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(map: &MapData, len: usize, writable: bool) -> Result<Mapping, KernelError> {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of the map's value area; the kernel checks `len`
+        // against the map's size and fails rather than map past it.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(KernelError::Io(
+                "mapping an event ring into memory",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or(KernelError::Io(
+            "mapping an event ring into memory",
+            std::io::Error::other("mmap returned NULL"),
+        ))?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The maps behind the rings, as taken from the loaded object.
+pub struct RingMaps {
+    /// `RING`: `cpus * slots` records.
+    pub ring: MapData,
+    /// `HEADS`: one [`RingHead`] per CPU.
+    pub heads: MapData,
+    /// `TAILS`: one [`RingTail`] per CPU.
+    pub tails: MapData,
+    /// `WAKEUPS`: the doorbell.
+    pub wakeups: RingBuf<MapData>,
+    /// CPUs the arrays are sized for (possible CPUs).
+    pub cpus: u32,
+    /// Records per CPU.
+    pub slots: u32,
+    /// The reader paces its drains by the event rate (false: a stalled reader, for tests).
+    pub paced: bool,
+}
+
+/// The mapped rings. Keeps the maps open for as long as the mappings live.
+pub struct Rings {
+    ring: Mapping,
+    heads: Mapping,
+    tails: Mapping,
+    /// Records the reader has finished with, per CPU (its own copy of `TAILS`).
+    tail: Vec<u64>,
+    slots: u64,
+    /// Pace drains by the event rate.
+    pub paced: bool,
+    /// The most records one CPU published between the last two drains.
+    pub last_new_max: u64,
+    /// Records read but held back at the last drain (newer than its watermark).
+    pub unread: u64,
+    /// Scratch: each CPU's head during a drain.
+    heads_seen: Vec<u64>,
+    /// Each CPU's head at the previous drain.
+    prev_head: Vec<u64>,
+    /// The doorbell, drained on every wakeup.
+    pub wakeups: RingBuf<MapData>,
+    _maps: [MapData; 3],
+}
+
+// SAFETY: the mappings are owned by this value; every access goes through `&mut self` or
+// atomics, and the kernel side only writes slots the reader has handed back.
+unsafe impl Send for Rings {}
+
+impl Rings {
+    /// Maps the rings of a loaded object.
+    pub fn new(maps: RingMaps) -> Result<Rings, KernelError> {
+        let cpus = maps.cpus as usize;
+        let page = page_size();
+        let bytes = |n: usize| n.div_ceil(page) * page;
+        let ring = Mapping::new(
+            &maps.ring,
+            bytes(cpus * maps.slots as usize * size_of::<EventRecord>()),
+            false,
+        )?;
+        let heads = Mapping::new(&maps.heads, bytes(cpus * size_of::<RingHead>()), false)?;
+        let tails = Mapping::new(&maps.tails, bytes(cpus * size_of::<RingTail>()), true)?;
+        Ok(Rings {
+            ring,
+            heads,
+            tails,
+            tail: vec![0; cpus],
+            slots: u64::from(maps.slots),
+            paced: maps.paced,
+            last_new_max: 0,
+            prev_head: vec![0; cpus],
+            unread: 0,
+            heads_seen: Vec::with_capacity(cpus),
+            wakeups: maps.wakeups,
+            _maps: [maps.ring, maps.heads, maps.tails],
+        })
+    }
+
+    fn head(&self, cpu: usize) -> &AtomicU64 {
+        // SAFETY: `cpu` < cpus; the header is 8-byte aligned in a page-aligned mapping that
+        // lives as long as `self`; the kernel writes `head` with single 8-byte stores.
+        unsafe {
+            &*self
+                .heads
+                .ptr
+                .as_ptr()
+                .add(cpu * size_of::<RingHead>())
+                .cast::<AtomicU64>()
+        }
+    }
+
+    fn tail_slot(&self, cpu: usize) -> &AtomicU64 {
+        // SAFETY: as in `head`, in the writable mapping of TAILS.
+        unsafe {
+            &*self
+                .tails
+                .ptr
+                .as_ptr()
+                .add(cpu * size_of::<RingTail>())
+                .cast::<AtomicU64>()
+        }
+    }
+
+    /// Hands on, in time order across CPUs, every record published so far whose time is at
+    /// most `watermark`, and gives their slots back to the kernel; later records stay in
+    /// their slots for the next drain. Returns how many records were handed on.
+    ///
+    /// Each CPU's records are in time order already (the clock only moves forward), so this
+    /// is a merge of the CPUs' runs; at equal times a MADV_COLLAPSE call record goes after
+    /// events, so that it follows the events of its call. When a CPU's ring is more than half
+    /// full the watermark is ignored: order is then best effort, and nothing is dropped that
+    /// the ring could hold. A head more than a ring's worth ahead is impossible (the kernel
+    /// never overruns the reader): its records are counted in `corrupt` and skipped.
+    pub fn drain(&mut self, watermark: u64, mut each: impl FnMut(&[u8]), corrupt: &mut u64) -> u64 {
+        let cpus = self.tail.len();
+        let mut head = std::mem::take(&mut self.heads_seen);
+        head.clear();
+        let mut watermark = watermark;
+        self.unread = 0;
+        for cpu in 0..cpus {
+            // Acquire: the record stores the kernel made before publishing are visible.
+            let h = self.head(cpu).load(Ordering::Acquire);
+            let pending = h.wrapping_sub(self.tail[cpu]);
+            if pending > self.slots {
+                *corrupt += pending;
+                self.tail[cpu] = h;
+                self.tail_slot(cpu).store(h, Ordering::Release);
+            } else if pending > self.slots / 2 {
+                watermark = u64::MAX;
+            }
+            head.push(h);
+        }
+        let mut cursor = self.tail.clone();
+        let mut n = 0;
+        loop {
+            // The CPU whose next record comes first.
+            let mut best: Option<(usize, (u64, bool))> = None;
+            for cpu in 0..cpus {
+                if cursor[cpu] == head[cpu] {
+                    continue;
+                }
+                let key = self.key(cpu, cursor[cpu]);
+                if best.is_none_or(|(_, k)| key < k) {
+                    best = Some((cpu, key));
+                }
+            }
+            let Some((cpu, (ts, _))) = best else { break };
+            if ts > watermark {
+                break;
+            }
+            each(self.record(cpu, cursor[cpu]));
+            cursor[cpu] += 1;
+            n += 1;
+        }
+        self.last_new_max = 0;
+        for cpu in 0..cpus {
+            self.last_new_max = self
+                .last_new_max
+                .max(head[cpu].wrapping_sub(self.prev_head[cpu]));
+            self.prev_head[cpu] = head[cpu];
+            self.unread += head[cpu] - cursor[cpu];
+            if cursor[cpu] != self.tail[cpu] {
+                self.tail[cpu] = cursor[cpu];
+                // Release: our reads of the slots are done before the kernel may reuse them.
+                self.tail_slot(cpu).store(cursor[cpu], Ordering::Release);
+            }
+        }
+        self.heads_seen = head;
+        n
+    }
+
+    /// The bytes of record `n` of `cpu`.
+    fn record(&self, cpu: usize, n: u64) -> &[u8] {
+        let slot = cpu as u64 * self.slots + n % self.slots;
+        // SAFETY: slot < cpus * slots, inside the mapping; the kernel does not write this
+        // slot again until the tail passes it, which happens only after the caller is done.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ring
+                    .ptr
+                    .as_ptr()
+                    .add(slot as usize * size_of::<EventRecord>()),
+                size_of::<EventRecord>(),
+            )
+        }
+    }
+
+    /// The merge key of record `n` of `cpu`: its time, and whether it is a call record.
+    fn key(&self, cpu: usize, n: u64) -> (u64, bool) {
+        let r = self.record(cpu, n);
+        let ts_at = std::mem::offset_of!(EventRecord, ts_ns);
+        let ts = u64::from_ne_bytes(r[ts_at..ts_at + 8].try_into().expect("8 bytes"));
+        let call =
+            r[std::mem::offset_of!(EventRecord, tracepoint)] == Tracepoint::MadviseCall as u8;
+        (ts, call)
+    }
+
+    /// Records per CPU ring.
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    /// Empties the doorbell (its records carry nothing the reader needs).
+    pub fn clear_wakeups(&mut self) {
+        while self.wakeups.next().is_some() {}
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(1)
+}
