@@ -356,6 +356,13 @@ pub struct Config {
     /// jiffy per CPU and reuse it (a clock read costs ~90 ns in a KVM guest, more than the
     /// rest of a record); times then lag by at most one tick (4 ms at HZ=250).
     pub precise_time: u32,
+    /// Non-zero: only the syscall exits are hooked; they read the call's arguments from the
+    /// registers saved at entry ([`Config::syscall_args`]), and a call's first event opens its
+    /// slot. Zero: the entry hooks remember each call.
+    pub exit_only: u32,
+    /// Offsets in `struct pt_regs` of the first four syscall arguments (x86-64: `di`, `si`,
+    /// `dx`, `r10`), from BTF; `u32::MAX` when unknown.
+    pub syscall_args: [u32; 4],
 }
 
 // The kernel side compares the comm filter as two aligned words.
@@ -370,6 +377,8 @@ impl Config {
         task_pid_offset: u32::MAX,
         task_tgid_offset: u32::MAX,
         calls: 1,
+        exit_only: 0,
+        syscall_args: [u32::MAX; 4],
         events: 1,
         ring_slots: 1,
         wake_records: 0,

@@ -2,10 +2,13 @@
 //!
 //! A huge_memory event: apply the load-time filter, bump the per-CPU counter for
 //! (kind, result), then (unless counting only) write a record into this CPU's event ring, or
-//! count a drop when it is full. MADV_COLLAPSE calls: the syscall entry remembers the call per
-//! thread, so events inside it carry the call's id, and the exit counts the errno and sends a
-//! call record. Field offsets come from the running kernel's tracefs `format` files through
-//! the read-only `CONFIG`, so the verifier sees them as constants.
+//! count a drop when it is full. MADV_COLLAPSE calls: where BTF gives the saved syscall
+//! registers (x86-64), only the syscall exit is hooked: it tells the call by its arguments,
+//! counts the errno and sends a call record, and the call's first event opens the call's id
+//! in the thread's slot. Elsewhere the syscall entry remembers the call per thread, so events
+//! inside it carry the call's id, and the exit counts the errno and sends a call record.
+//! Field offsets come from the running kernel's tracefs `format` files through the read-only
+//! `CONFIG`, so the verifier sees them as constants.
 #![no_std]
 #![no_main]
 // An empty asm statement is the compiler barrier that orders a record before its publication.
@@ -353,16 +356,24 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         return;
     };
     let tid = pid_tgid as u32;
-    // SAFETY: a map value of ours; a racing writer can only make us miss the join.
-    let call_ns = match conf!(calls) {
-        0 => 0,
-        _ => call_slot(tid).map_or(0, |c| unsafe {
+    let origin = task.origin();
+    let call_ns = if conf!(calls) == 0 {
+        0
+    } else if conf!(exit_only) != 0 {
+        // Only a MADV_COLLAPSE caller makes these events in a user task.
+        match origin {
+            Origin::Madvise => join_or_open_call(tid),
+            _ => 0,
+        }
+    } else {
+        // SAFETY: a map value of ours; a racing writer can only make us miss the join.
+        call_slot(tid).map_or(0, |c| unsafe {
             if (*c).tid == tid as u64 {
                 (*c).enter_ns
             } else {
                 0
             }
-        }),
+        })
     };
     let pfn = field!(ctx, P, Field::Pfn, u64);
     let index = field!(ctx, P, Field::Index, u64);
@@ -376,12 +387,7 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     let isolated = field!(ctx, P, Field::Isolated, i32);
     let is_shmem = field!(ctx, P, Field::IsShmem, u8);
     let loc = field!(ctx, P, Field::Filename, u32);
-    // Inside a tracked MADV_COLLAPSE call the task is its caller: no need to read its flags.
-    let origin = if call_ns != 0 {
-        Origin::Madvise as u8
-    } else {
-        task.origin() as u8
-    };
+    let origin = origin as u8;
     // SAFETY: `rec` is a slot of this CPU's ring that the reader is done with; every field is
     // written before publish.
     unsafe {
@@ -484,6 +490,9 @@ fn call_exit<const P: usize>(ctx: &TracePointContext) {
 
 #[inline(always)]
 fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
+    if conf!(exit_only) != 0 {
+        return call_exit_only::<P, C>(ctx);
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // Every madvise exit passes here; only tracked calls go further.
@@ -536,6 +545,142 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         put!(rec.is_shmem = 0);
         put!(rec.call_flags = call.flags as u8);
         Task::current().comm_into(&raw mut (*rec).comm);
+        (*rec).filename_len = 0;
+        (*rec).filename[0] = 0;
+    }
+    publish(cpu);
+}
+
+/// The id of the MADV_COLLAPSE call thread `tid` is in, opening it in the thread's slot if
+/// this is its first event (the exit hook alone tracks calls), or 0 when the slot is held by
+/// another thread's call in flight (the event then joins nothing).
+#[inline(always)]
+fn join_or_open_call(tid: u32) -> u64 {
+    let Some(c) = call_slot(tid) else {
+        return 0;
+    };
+    // SAFETY: a map value of ours; only the thread whose tid it holds writes it, except to
+    // take over a free or stale slot.
+    unsafe {
+        if (*c).tid == tid as u64 {
+            return (*c).enter_ns;
+        }
+        let now = now_ns();
+        if (*c).tid != 0 && now.saturating_sub((*c).enter_ns) < STALE_CALL_NS {
+            return 0;
+        }
+        let id = next_call_id(c, now);
+        (*c).tid = tid as u64;
+        id
+    }
+}
+
+/// A call id for slot `c`: the time, made strictly greater than the slot's last id (the
+/// cached clock repeats within a tick), so ids stay unique per thread.
+#[inline(always)]
+unsafe fn next_call_id(c: *mut CallInfo, now: u64) -> u64 {
+    // SAFETY: the caller's slot.
+    unsafe {
+        let id = if now > (*c).enter_ns {
+            now
+        } else {
+            (*c).enter_ns + 1
+        };
+        (*c).enter_ns = id;
+        id
+    }
+}
+
+/// The exit hook alone (no entry hook): tells a MADV_COLLAPSE call by the `behavior`
+/// argument in the registers saved at syscall entry (`struct pt_regs`, offsets from BTF),
+/// counts its errno, and sends its record with the id its first event opened.
+#[inline(always)]
+fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
+    let process_madvise = P == Probe::ExitProcessMadvise as usize;
+    let task = Task::current();
+    // SAFETY: the current task as the BTF-typed pointer the helper wants; it returns the
+    // task's saved user registers, BTF-typed, so each load below is checked by the verifier.
+    let regs = unsafe { generated::bpf_task_pt_regs(task.0 as *mut _) } as *const u8;
+    let arg = |n: usize| -> u64 {
+        let off = conf!(syscall_args[n]) as usize;
+        // SAFETY: a BTF-checked load of one `unsigned long` member of pt_regs.
+        unsafe { *regs.add(off).cast::<u64>() }
+    };
+    // madvise(start, len, behavior); process_madvise(pidfd, iovec, vlen, behavior, flags).
+    if arg(if process_madvise { 3 } else { 2 }) != MADV_COLLAPSE {
+        return;
+    }
+    let Some(pid_tgid) = admit(task) else {
+        return;
+    };
+    let ret = field!(ctx, P, Field::Ret, i64);
+    let errno = if ret < 0 { (-ret) as i32 } else { 0 };
+    count(Tracepoint::MadviseCall, errno);
+    if conf!(events) == 0 {
+        return;
+    }
+    let tid = pid_tgid as u32;
+    let Some(slot) = call_slot(tid) else {
+        return;
+    };
+    let now = now_ns();
+    // SAFETY: a map value of ours, as in join_or_open_call.
+    let call_ns = unsafe {
+        if (*slot).tid == tid as u64 {
+            (*slot).tid = 0;
+            (*slot).enter_ns
+        } else if (*slot).tid != 0 && now.saturating_sub((*slot).enter_ns) < STALE_CALL_NS {
+            // Another thread's call holds the slot: this call's events (if any) joined
+            // nothing. Its id need only be unique on this thread: a precise clock read.
+            bump(&UNTRACKED_CALLS, 0);
+            bpf_ktime_get_ns()
+        } else {
+            // A call that made no event (it failed before scanning anything).
+            next_call_id(slot, now)
+        }
+    };
+    let (start, len) = if process_madvise {
+        (0, 0)
+    } else {
+        (arg(0), arg(1))
+    };
+    let Some(cpu) = this_cpu() else {
+        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        return;
+    };
+    let Some(rec) = reserve(cpu) else {
+        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        return;
+    };
+    // SAFETY: as in collapse_event.
+    unsafe {
+        put!(rec.ts_ns = now);
+        put!(rec.cgroup_id = bpf_get_current_cgroup_id());
+        put!(rec.index = len);
+        put!(rec.addr = start);
+        put!(rec.call_ns = call_ns);
+        put!(rec.pid = tid);
+        put!(rec.tgid = (pid_tgid >> 32) as u32);
+        put!(rec.result = errno);
+        put!(rec.pfn = 0);
+        put!(rec.present = 0);
+        put!(rec.swap = 0);
+        put!(rec.nr = 0);
+        put!(rec.referenced = 0);
+        put!(rec.none_or_zero = 0);
+        put!(rec.unmapped = 0);
+        put!(rec.isolated = 0);
+        put!(rec.tracepoint = Tracepoint::MadviseCall as u8);
+        put!(rec.origin = Origin::Madvise as u8);
+        put!(rec.is_shmem = 0);
+        put!(
+            rec.call_flags = if process_madvise {
+                CALL_PROCESS_MADVISE
+            } else {
+                0
+            }
+        );
+        task.comm_into(&raw mut (*rec).comm);
         (*rec).filename_len = 0;
         (*rec).filename[0] = 0;
     }

@@ -88,6 +88,20 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                     )),
                 b.scan_result.len()
             );
+            let _ = writeln!(
+                o,
+                "calls       {}",
+                match (b.syscall_args, b.task_flags_offset) {
+                    (Some(a), Some(_)) => format!(
+                        "MADV_COLLAPSE calls tracked by the syscall exits alone (arguments from \
+                         the saved registers, pt_regs +{} +{} +{} +{})",
+                        a[0], a[1], a[2], a[3]
+                    ),
+                    _ => "MADV_COLLAPSE calls tracked by the syscall entries and exits (no \
+                          x86-64 pt_regs in BTF)"
+                        .to_string(),
+                }
+            );
         }
         Err(e) => {
             let _ = writeln!(

@@ -339,6 +339,7 @@ mod tests {
             task_flags_offset: None,
             task_comm_offset: None,
             task_pid_offsets: None,
+            syscall_args: None,
             tracefs: "/sys/kernel/tracing".into(),
             tracefs_mounted_by_us: false,
         }

@@ -34,6 +34,9 @@ pub struct KernelBtf {
     pub task_pid_offset: Option<u32>,
     /// Byte offset of `task_struct.tgid` (the process id).
     pub task_tgid_offset: Option<u32>,
+    /// Byte offsets in `struct pt_regs` of the registers that hold the first four syscall
+    /// arguments, when this is x86-64 (`di`, `si`, `dx`, `r10`) and BTF has them all.
+    pub syscall_args: Option<[u32; 4]>,
     /// `enum scan_result`, value to name, with the `SCAN_` prefix dropped and lower-cased
     /// the way the tracepoints print them.
     pub scan_result: BTreeMap<i64, String>,
@@ -76,6 +79,7 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     };
 
     let mut out = KernelBtf::default();
+    let mut args: [Option<u32>; 4] = [None; 4];
     let mut pos = 0;
     while pos + 12 <= types.len() {
         let name_off = u32_at(types, pos)?;
@@ -113,6 +117,23 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
                 }
             }
         }
+        if cfg!(target_arch = "x86_64") && kind == KIND_STRUCT && name(name_off) == b"pt_regs" {
+            for m in 0..vlen {
+                let at = pos + m * 12;
+                let n = match name(u32_at(types, at)?) {
+                    b"di" => 0,
+                    b"si" => 1,
+                    b"dx" => 2,
+                    b"r10" => 3,
+                    _ => continue,
+                };
+                let raw = u32_at(types, at + 8)?;
+                let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                if bits.is_multiple_of(64) {
+                    args[n] = Some(bits / 8);
+                }
+            }
+        }
         if kind == KIND_ENUM && name(name_off) == b"scan_result" {
             for v in 0..vlen {
                 let at = pos + v * 8;
@@ -123,6 +144,9 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
             }
         }
         pos += extra;
+    }
+    if let [Some(a), Some(b), Some(c), Some(d)] = args {
+        out.syscall_args = Some([a, b, c, d]);
     }
     Ok(out)
 }
@@ -145,6 +169,10 @@ mod tests {
         let pid = btf.task_pid_offset.expect("task_struct.pid found");
         let tgid = btf.task_tgid_offset.expect("task_struct.tgid found");
         assert!(pid.is_multiple_of(4) && tgid.is_multiple_of(4) && pid < 8192 && tgid < 8192);
+        if cfg!(target_arch = "x86_64") {
+            // x86-64's struct pt_regs: r15 first, then ... r10 at 56, dx 96, si 104, di 112.
+            assert_eq!(btf.syscall_args, Some([112, 104, 96, 56]));
+        }
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct KernelInfo {
     pub task_comm_offset: Option<u32>,
     /// Offsets of `task_struct.pid` and `.tgid`, if BTF had both (else the pid helper is used).
     pub task_pid_offsets: Option<(u32, u32)>,
+    /// Offsets in `struct pt_regs` of the first four syscall arguments, if known: then the
+    /// syscall exits alone track MADV_COLLAPSE calls.
+    pub syscall_args: Option<[u32; 4]>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -169,6 +172,7 @@ impl KernelInfo {
             task_flags_offset: kbtf.task_flags_offset,
             task_comm_offset: kbtf.task_comm_offset,
             task_pid_offsets: kbtf.task_pid_offset.zip(kbtf.task_tgid_offset),
+            syscall_args: kbtf.syscall_args,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -198,6 +202,7 @@ impl KernelInfo {
             task_flags_offset: None,
             task_comm_offset: None,
             task_pid_offsets: None,
+            syscall_args: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
@@ -374,6 +379,8 @@ pub struct Probes {
     slots: u32,
     /// The reader paces its drains by the event rate (false: a stalled reader, for tests).
     paced: bool,
+    /// Records carry a clock read each (not the tick-cached clock).
+    pub precise_time: bool,
 }
 
 impl Probes {
@@ -409,6 +416,17 @@ impl Probes {
             false => info.task_pid_offsets.unwrap_or((u32::MAX, u32::MAX)),
         };
         config.calls = u32::from(opts.calls);
+        // The exit hook alone needs the saved registers and the task's flags (only a user
+        // task's events open a call). The probe-read test path keeps the entry hooks, so that
+        // both ways are loaded and checked here.
+        let exit_only = match (info.syscall_args, info.task_flags_offset) {
+            (Some(args), Some(_)) if !opts.force_probe_read => Some(args),
+            _ => None,
+        };
+        if let Some(args) = exit_only {
+            config.exit_only = 1;
+            config.syscall_args = args;
+        }
         config.events = opts.events as u32;
         // Possible CPUs: the processor id a program sees is below this.
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
@@ -459,6 +477,11 @@ impl Probes {
             if !p.usable || (!opts.calls && p.probe.kind() == Tracepoint::MadviseCall) {
                 continue;
             }
+            if exit_only.is_some()
+                && matches!(p.probe, Probe::EnterMadvise | Probe::EnterProcessMadvise)
+            {
+                continue;
+            }
             let probe = p.probe;
             let prog: &mut TracePoint = ebpf
                 .program_mut(probe.program())
@@ -484,6 +507,7 @@ impl Probes {
             cpus,
             slots,
             paced: !opts.no_wakeup,
+            precise_time: opts.precise_time,
         })
     }
 

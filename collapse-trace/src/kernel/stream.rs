@@ -7,7 +7,7 @@
 //! thousand records here.
 //!
 //! Order: records are handed on in time order across CPUs (the rings are merged), and only
-//! once they are [`REORDER_WINDOW`] old: a record still being written on another CPU carries
+//! once they are [`reorder_window`] old: a record still being written on another CPU carries
 //! a time at most one tick old (the tick-cached clock), so nothing older can arrive later.
 //! The errno join relies on it: a call record never comes before the events of its call,
 //! whichever CPUs the thread ran on.
@@ -35,9 +35,28 @@ pub const DRAIN_TICK: Duration = Duration::from_millis(50);
 /// The shortest sleep between two paced drains.
 pub const MIN_DRAIN_GAP: Duration = Duration::from_millis(1);
 
-/// How old a record must be before it is handed on: one kernel tick (at most 10 ms, HZ=100)
-/// plus slack for a program between its clock read and its publication.
-pub const REORDER_WINDOW: Duration = Duration::from_millis(12);
+/// Slack for a program between its clock read and its publication, in the reorder window.
+const REORDER_SLACK: Duration = Duration::from_millis(1);
+
+/// How old a record must be before it is handed on: with the tick-cached clock, one kernel
+/// tick (the resolution of CLOCK_MONOTONIC_COARSE) plus slack; with a clock read per record,
+/// the slack alone.
+pub fn reorder_window(precise_time: bool) -> Duration {
+    if precise_time {
+        return REORDER_SLACK;
+    }
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes the timespec we own.
+    let tick = if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } == 0 {
+        Duration::new(res.tv_sec as u64, res.tv_nsec as u32)
+    } else {
+        Duration::from_millis(10) // HZ=100, the coarsest tick Linux has
+    };
+    tick.min(Duration::from_millis(10)) + REORDER_SLACK
+}
 
 /// The attached probes plus the ring-buffer reader.
 pub struct Collector {
@@ -53,11 +72,14 @@ pub struct Collector {
     last_drain: Instant,
     /// How long to sleep before the next drain, by the rate the last one saw.
     pace: Duration,
+    /// How old a record must be before it is handed on.
+    window: Duration,
 }
 
 impl Collector {
     /// Takes over attached probes. Must run inside a tokio runtime.
     pub fn new(mut probes: Probes, events: bool) -> Result<Collector, KernelError> {
+        let precise_time = probes.precise_time;
         let ring = if events {
             let ring = Rings::new(probes.take_rings()?)?;
             // SAFETY: the rings own the doorbell's map fd and keep it open, unchanged, for as
@@ -78,6 +100,7 @@ impl Collector {
             detached: false,
             last_drain: Instant::now(),
             pace: MIN_DRAIN_GAP,
+            window: reorder_window(precise_time),
         })
     }
 
@@ -96,7 +119,7 @@ impl Collector {
         let watermark = if self.detached {
             u64::MAX
         } else {
-            monotonic_ns().saturating_sub(REORDER_WINDOW.as_nanos() as u64)
+            monotonic_ns().saturating_sub(self.window.as_nanos() as u64)
         };
         let (scratch, errors) = (&mut self.scratch, &mut self.decode_errors);
         let mut corrupt = 0;
@@ -122,7 +145,7 @@ impl Collector {
         };
         if rings.unread > 0 {
             // Come back for what was held, once it is old enough.
-            self.pace = self.pace.min(REORDER_WINDOW);
+            self.pace = self.pace.min(self.window);
         }
         n
     }
