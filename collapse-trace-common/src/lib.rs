@@ -341,9 +341,9 @@ pub struct Config {
     /// Records per CPU in the event rings (`RING` holds `ring_slots` records per CPU).
     pub ring_slots: u32,
     /// Every this many records a CPU compares its head with the reader's tail, and wakes the
-    /// reader (a tiny record into `WAKEUPS`) if as many are still unread. The reader paces
-    /// its own drains by the event rate, so this fires only when it fell behind. 0: wake on
-    /// every record; `u32::MAX`: never.
+    /// reader (a tiny record into `WAKEUPS`) if [`Config::wake_unread`] or more are still
+    /// unread. The reader paces its own drains by the event rate, so this fires only when it
+    /// fell behind. 0: look at every record; `u32::MAX`: never wake.
     pub wake_records: u32,
     /// Only this thread group (process), or 0 for all. Filtered events are neither counted
     /// nor sent, so the kernel counters stay exact for the filter.
@@ -363,6 +363,8 @@ pub struct Config {
     /// Offsets in `struct pt_regs` of the first four syscall arguments (x86-64: `di`, `si`,
     /// `dx`, `r10`), from BTF; `u32::MAX` when unknown.
     pub syscall_args: [u32; 4],
+    /// Unread records at which a CPU wakes the reader (see [`Config::wake_records`]).
+    pub wake_unread: u32,
 }
 
 // The kernel side compares the comm filter as two aligned words.
@@ -379,6 +381,7 @@ impl Config {
         calls: 1,
         exit_only: 0,
         syscall_args: [u32::MAX; 4],
+        wake_unread: 0,
         events: 1,
         ring_slots: 1,
         wake_records: 0,

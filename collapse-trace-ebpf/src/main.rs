@@ -155,13 +155,15 @@ fn reserve(cpu: Cpu) -> Option<*mut EventRecord> {
 
 /// Publishes the record [`reserve`] gave: one store of `head`, after every store of the
 /// record. Every `wake_records` records it looks at the reader's position, and wakes the
-/// reader only if that many records are still unread: a wakeup is an interrupt that costs
-/// ~17 us here, so the reader paces its own drains and is woken only when it fell behind.
+/// reader only if `wake_unread` records or more are still unread: a wakeup is an interrupt
+/// that costs ~17 us here, so the reader paces its own drains and is woken only when it fell
+/// behind.
 #[inline(always)]
 fn publish(cpu: Cpu) {
     let h = cpu.head;
     let slots = conf!(ring_slots) as u64;
     let wake = conf!(wake_records);
+    let wake_unread = conf!(wake_unread) as u64;
     // SAFETY: this CPU's header; TAILS as the reader last wrote it.
     unsafe {
         let head = (*h).head + 1;
@@ -179,7 +181,7 @@ fn publish(cpu: Cpu) {
             };
             let tail = read_volatile(&raw const (*t).tail);
             (*h).cached_tail = tail;
-            if head.wrapping_sub(tail) >= wake as u64 {
+            if head.wrapping_sub(tail) >= wake_unread {
                 // A full doorbell means the reader has wakeups pending anyway.
                 let _ = WAKEUPS.output::<u64>(cpu.id as u64, BPF_RB_FORCE_WAKEUP as u64);
             }

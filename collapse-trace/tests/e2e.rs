@@ -452,3 +452,55 @@ fn no_calls_leaves_out_the_madvise_hooks() {
     assert_eq!(snap.totals.events, 2 * tally.scenarios[0].calls);
     assert!(snap.callers.is_empty());
 }
+
+/// A MADV_COLLAPSE call that fails before scanning anything (here: a range marked
+/// MADV_NOHUGEPAGE, EINVAL) makes no huge_memory event, so no event opens its call: the
+/// syscall exit must still count it and send its record under an id of its own.
+#[test]
+fn a_call_that_scans_nothing_is_counted_and_recorded() {
+    require_root();
+    let _serial = serial();
+    let me = std::process::id();
+    let stat = start_attached(&["stat", "--json", "--pid", &me.to_string()]);
+    const LEN: usize = 4 << 20;
+    const CALLS: u64 = 5;
+    // SAFETY: a fresh private anonymous mapping, marked, called on and unmapped here.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::madvise(p, LEN, libc::MADV_NOHUGEPAGE), 0);
+        for _ in 0..CALLS {
+            let r = libc::madvise(p, LEN, 25 /* MADV_COLLAPSE */);
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            assert_eq!(
+                (r, errno),
+                (-1, Some(libc::EINVAL)),
+                "MADV_COLLAPSE on NOHUGEPAGE"
+            );
+        }
+        libc::munmap(p, LEN);
+    }
+    let snap: Snapshot = serde_json::from_str(&sigint_and_wait(stat)).unwrap();
+    assert_eq!(snap.totals.events, 0, "no scan happened");
+    assert_eq!(snap.totals.calls, CALLS);
+    assert_eq!(snap.totals.delivered, CALLS, "one record per call");
+    let caller = snap
+        .callers
+        .iter()
+        .find(|c| c.tgid == me)
+        .expect("this process is a caller");
+    assert_eq!(caller.calls, CALLS);
+    assert_eq!(caller.errnos.len(), 1, "{:?}", caller.errnos);
+    assert_eq!(
+        (caller.errnos[0].errno.as_str(), caller.errnos[0].calls),
+        ("EINVAL", CALLS)
+    );
+    assert!(caller.errnos[0].results.is_empty());
+}

@@ -591,7 +591,7 @@ impl<'a> Bench<'a> {
             } else {
                 self.bpftrace(pid, mode.hooks())?
             };
-            wait_attached(self.env, &mut p)?;
+            wait_attached_n(self.env, &mut p, if mode.hooks() { 4 } else { 2 })?;
             started.push(p);
         }
         // Counting sits near the least any program costs: measure that floor in the same run.
@@ -1053,12 +1053,17 @@ fn prog_fd_infos(pid: u32) -> Vec<parse::ProgFdInfo> {
 /// Waits until `p` has both tracepoints attached. Ours says so on stderr once attached; for
 /// bpftrace ("Attaching N probes..." comes before attaching) bpftool perf show must list both.
 fn wait_attached(env: &Env, p: &mut Proc) -> Result<()> {
+    wait_attached_n(env, p, 2)
+}
+
+/// Waits for our "attached to" line, or for bpftrace's `programs` to be attached.
+fn wait_attached_n(env: &Env, p: &mut Proc, programs: usize) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = if p.name.starts_with("collapse-trace") {
             p.stderr_line_at("attached to").is_some()
         } else {
-            attached_progs(env, p.pid())?.len() == 2
+            attached_progs(env, p.pid())?.len() >= programs
         };
         if ready {
             return Ok(());
@@ -1255,9 +1260,11 @@ fn goals(
             Some(s.ratio.is_some_and(|r| r.median <= 0.5)),
         ));
     }
-    // Every full-events stat run counts: the drop ladder and the stat resource run. A run
-    // the storm could not push to ~200k events/s (a tracer attached slows the storm, and so
-    // does a busy machine) proves nothing either way.
+    // Every full-events stat run at about the goal's rate counts: the drop ladder's 200k
+    // step and the stat resource run. A run the storm could not push to ~200k events/s (a
+    // tracer attached slows the storm, and so does a busy machine) proves nothing either way;
+    // the ladder's faster steps are beyond the goal (printed as the drops beyond it). Every
+    // run must be exact, whatever its rate.
     let mut runs: Vec<(f64, StatTotals)> = drops
         .iter()
         .flat_map(|d| &d.steps)
@@ -1267,7 +1274,13 @@ fn goals(
         res.iter()
             .filter_map(|r| Some((r.achieved_events_per_s?, r.totals?))),
     );
-    let at_rate: Vec<&(f64, StatTotals)> = runs.iter().filter(|(a, _)| *a >= 190_000.0).collect();
+    let at_rate: Vec<&(f64, StatTotals)> = runs
+        .iter()
+        .filter(|(a, _)| (190_000.0..=260_000.0).contains(a))
+        .collect();
+    let all_exact = runs
+        .iter()
+        .all(|(_, t)| t.dropped + t.delivered == t.events + t.calls);
     let fastest = runs.iter().map(|(a, _)| *a).fold(0.0, f64::max);
     let (measured, met) = if runs.is_empty() {
         (String::new(), None)
@@ -1278,15 +1291,13 @@ fn goals(
         )
     } else {
         let dropped: u64 = at_rate.iter().map(|(_, t)| t.dropped).sum();
-        let exact = at_rate
-            .iter()
-            .all(|(_, t)| t.dropped + t.delivered == t.events + t.calls);
         (
             format!(
-                "{dropped} dropped over {} run(s) at >= 190k events/s (fastest {fastest:.0}; exact: {exact})",
+                "{dropped} dropped over {} run(s) at 190k-260k events/s (fastest run of all \
+                 {fastest:.0}; every run exact: {all_exact})",
                 at_rate.len()
             ),
-            Some(dropped == 0 && exact),
+            Some(dropped == 0 && all_exact),
         )
     };
     if !runs.is_empty() {

@@ -33,15 +33,6 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     if args.collect.no_events {
         bail!("record writes every event: --no-events makes no sense here");
     }
-    // Loading parses the kernel's BTF into buffers of several MiB that grow by doubling and are
-    // then freed. With glibc's adaptive threshold they come from the heap (a copy on every
-    // growth, and the freed memory stays resident): the peak RSS was ~30 MiB. mmap'd instead,
-    // they grow with mremap and go back to the system when freed: ~24.5 MiB.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only tunes the allocator.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
     let probes = args.collect.attach()?;
     let mut collector = Collector::new(probes, true)?;
     let info = &collector.probes().info;

@@ -432,13 +432,15 @@ impl Probes {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
         let slots = ring_slots(opts.ring_bytes, cpus);
         config.ring_slots = slots;
-        // The reader paces its own drains (stream.rs); a CPU wakes it only when it finds its
-        // ring half full, i.e. the reader fell behind.
+        // The reader paces its own drains (stream.rs); a CPU looks at the reader's position
+        // every quarter ring and wakes it when half the ring is unread (the reader fell
+        // behind), so the ring is at most three quarters full when the wakeup goes out.
         config.wake_records = if opts.no_wakeup {
             u32::MAX
         } else {
-            (slots / 2).max(1)
+            (slots / 4).max(1)
         };
+        config.wake_unread = (slots / 2).max(1);
         config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
         if let Some(comm) = &opts.comm {

@@ -70,8 +70,12 @@ pub struct Collector {
     detached: bool,
     /// When the last drain read the rings.
     last_drain: Instant,
-    /// How long to sleep before the next drain, by the rate the last one saw.
+    /// How long to sleep before the next drain, by the rate the last ones saw.
     pace: Duration,
+    /// Records per second of the busiest CPU: the highest rate seen, decaying by half per
+    /// drain that saw less (a drain right after another sees next to nothing, and must not
+    /// make the reader sleep a whole tick while a storm goes on).
+    rate: f64,
     /// How old a record must be before it is handed on.
     window: Duration,
 }
@@ -100,6 +104,7 @@ impl Collector {
             detached: false,
             last_drain: Instant::now(),
             pace: MIN_DRAIN_GAP,
+            rate: 0.0,
             window: reorder_window(precise_time),
         })
     }
@@ -137,9 +142,14 @@ impl Collector {
         self.last_drain = now;
         // Sleep until the busiest CPU would have filled a quarter of its ring.
         let quarter = (rings.slots() / 4).max(1) as f64;
-        let per_s = rings.last_new_max as f64 / gap.max(1e-6);
-        self.pace = if per_s > 0.0 {
-            Duration::from_secs_f64(quarter / per_s).max(MIN_DRAIN_GAP)
+        let seen = rings.last_new_max as f64 / gap.max(1e-6);
+        self.rate = if seen >= self.rate {
+            seen
+        } else {
+            (self.rate + seen) / 2.0
+        };
+        self.pace = if self.rate >= 1.0 {
+            Duration::from_secs_f64(quarter / self.rate).max(MIN_DRAIN_GAP)
         } else {
             Duration::MAX
         };
