@@ -74,6 +74,21 @@ impl Tracepoint {
     pub const fn is_scan(self) -> bool {
         matches!(self, Tracepoint::ScanFile | Tracepoint::ScanPmd)
     }
+
+    /// Whether records of this kind carry field `f` ([`Field::Index`] and [`Field::Addr`]
+    /// are a call's `len` and `start`). The programs leave the other fields of a record
+    /// unwritten (the slot holds an older record's bytes there) and the reader takes them as
+    /// 0: fewer stores per record.
+    pub const fn carries(self, f: Field) -> bool {
+        use Field::*;
+        match self {
+            Tracepoint::ScanFile => matches!(f, Pfn | Present | Swap | Filename),
+            Tracepoint::CollapseFile => matches!(f, Pfn | Index | Addr | IsShmem | Nr | Filename),
+            Tracepoint::ScanPmd => matches!(f, Pfn | Referenced | NoneOrZero | Unmapped),
+            Tracepoint::CollapseHugePage => matches!(f, Isolated),
+            Tracepoint::MadviseCall => matches!(f, Index | Addr),
+        }
+    }
 }
 
 /// A kernel attach point: a tracepoint collapse-trace's programs attach to.

@@ -395,32 +395,55 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     unsafe {
         put!(rec.ts_ns = now_ns());
         put!(rec.cgroup_id = bpf_get_current_cgroup_id());
-        put!(rec.pfn = pfn);
-        put!(rec.index = index);
-        put!(rec.addr = addr);
         put!(rec.call_ns = call_ns);
         put!(rec.pid = tid);
         put!(rec.tgid = (pid_tgid >> 32) as u32);
         put!(rec.result = result);
-        put!(rec.present = present);
-        put!(rec.swap = swap);
-        put!(rec.nr = nr);
-        put!(rec.referenced = referenced);
-        put!(rec.none_or_zero = none_or_zero);
-        put!(rec.unmapped = unmapped);
-        put!(rec.isolated = isolated);
         put!(rec.tracepoint = kind as u8);
         put!(rec.origin = origin);
-        put!(rec.is_shmem = is_shmem);
-        put!(rec.call_flags = 0);
+        // Only the fields this kind carries (`kind` is a constant here, so these fold).
+        if kind.carries(Field::Pfn) {
+            put!(rec.pfn = pfn);
+        }
+        if kind.carries(Field::Index) {
+            put!(rec.index = index);
+        }
+        if kind.carries(Field::Addr) {
+            put!(rec.addr = addr);
+        }
+        if kind.carries(Field::Present) {
+            put!(rec.present = present);
+        }
+        if kind.carries(Field::Swap) {
+            put!(rec.swap = swap);
+        }
+        if kind.carries(Field::Nr) {
+            put!(rec.nr = nr);
+        }
+        if kind.carries(Field::Referenced) {
+            put!(rec.referenced = referenced);
+        }
+        if kind.carries(Field::NoneOrZero) {
+            put!(rec.none_or_zero = none_or_zero);
+        }
+        if kind.carries(Field::Unmapped) {
+            put!(rec.unmapped = unmapped);
+        }
+        if kind.carries(Field::Isolated) {
+            put!(rec.isolated = isolated);
+        }
+        if kind.carries(Field::IsShmem) {
+            put!(rec.is_shmem = is_shmem);
+        }
         // Straight into the record: no stack copy.
         task.comm_into(&raw mut (*rec).comm);
-        (*rec).filename_len = 0;
-        (*rec).filename[0] = 0;
         // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
         // NUL). A plain copy of known length is cheaper than a string copy.
         let len = (loc >> 16).min(FILENAME_LEN as u32);
-        if len > 0 {
+        if kind.carries(Field::Filename) {
+            put!(rec.filename_len = 0);
+        }
+        if kind.carries(Field::Filename) && len > 0 {
             let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
             let dst = (*rec).filename.as_mut_ptr();
             if generated::bpf_probe_read_kernel(dst.cast(), len, src.cast()) == 0 {
@@ -516,6 +539,33 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     if conf!(events) == 0 {
         return;
     }
+    send_call(&CallRecord {
+        task: Task::current(),
+        pid_tgid,
+        ts_ns: now_ns(),
+        call_ns: call.enter_ns,
+        start: call.start,
+        len: call.len,
+        errno,
+        flags: call.flags as u8,
+    });
+}
+
+/// What a MADV_COLLAPSE call record says.
+struct CallRecord {
+    task: Task,
+    pid_tgid: u64,
+    ts_ns: u64,
+    call_ns: u64,
+    start: u64,
+    len: u64,
+    errno: i32,
+    flags: u8,
+}
+
+/// Writes a call record into this CPU's ring, or counts a drop.
+#[inline(always)]
+fn send_call(c: &CallRecord) {
     let Some(cpu) = this_cpu() else {
         bump(&DROPS, Tracepoint::MadviseCall as u32);
         return;
@@ -526,29 +576,19 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     };
     // SAFETY: as in collapse_event.
     unsafe {
-        put!(rec.ts_ns = now_ns());
+        put!(rec.ts_ns = c.ts_ns);
         put!(rec.cgroup_id = bpf_get_current_cgroup_id());
-        put!(rec.index = call.len);
-        put!(rec.addr = call.start);
-        put!(rec.call_ns = call.enter_ns);
-        put!(rec.pid = tid);
-        put!(rec.tgid = (pid_tgid >> 32) as u32);
-        put!(rec.result = errno);
-        put!(rec.pfn = 0);
-        put!(rec.present = 0);
-        put!(rec.swap = 0);
-        put!(rec.nr = 0);
-        put!(rec.referenced = 0);
-        put!(rec.none_or_zero = 0);
-        put!(rec.unmapped = 0);
-        put!(rec.isolated = 0);
+        put!(rec.index = c.len);
+        put!(rec.addr = c.start);
+        put!(rec.call_ns = c.call_ns);
+        put!(rec.pid = c.pid_tgid as u32);
+        put!(rec.tgid = (c.pid_tgid >> 32) as u32);
+        put!(rec.result = c.errno);
         put!(rec.tracepoint = Tracepoint::MadviseCall as u8);
         put!(rec.origin = Origin::Madvise as u8);
-        put!(rec.is_shmem = 0);
-        put!(rec.call_flags = call.flags as u8);
-        Task::current().comm_into(&raw mut (*rec).comm);
-        (*rec).filename_len = 0;
-        (*rec).filename[0] = 0;
+        put!(rec.call_flags = c.flags);
+        // The other fields are not carried by call records (Tracepoint::carries).
+        c.task.comm_into(&raw mut (*rec).comm);
     }
     publish(cpu);
 }
@@ -646,47 +686,20 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
     } else {
         (arg(0), arg(1))
     };
-    let Some(cpu) = this_cpu() else {
-        bump(&DROPS, Tracepoint::MadviseCall as u32);
-        return;
-    };
-    let Some(rec) = reserve(cpu) else {
-        bump(&DROPS, Tracepoint::MadviseCall as u32);
-        return;
-    };
-    // SAFETY: as in collapse_event.
-    unsafe {
-        put!(rec.ts_ns = now);
-        put!(rec.cgroup_id = bpf_get_current_cgroup_id());
-        put!(rec.index = len);
-        put!(rec.addr = start);
-        put!(rec.call_ns = call_ns);
-        put!(rec.pid = tid);
-        put!(rec.tgid = (pid_tgid >> 32) as u32);
-        put!(rec.result = errno);
-        put!(rec.pfn = 0);
-        put!(rec.present = 0);
-        put!(rec.swap = 0);
-        put!(rec.nr = 0);
-        put!(rec.referenced = 0);
-        put!(rec.none_or_zero = 0);
-        put!(rec.unmapped = 0);
-        put!(rec.isolated = 0);
-        put!(rec.tracepoint = Tracepoint::MadviseCall as u8);
-        put!(rec.origin = Origin::Madvise as u8);
-        put!(rec.is_shmem = 0);
-        put!(
-            rec.call_flags = if process_madvise {
-                CALL_PROCESS_MADVISE
-            } else {
-                0
-            }
-        );
-        task.comm_into(&raw mut (*rec).comm);
-        (*rec).filename_len = 0;
-        (*rec).filename[0] = 0;
-    }
-    publish(cpu);
+    send_call(&CallRecord {
+        task,
+        pid_tgid,
+        ts_ns: now,
+        call_ns,
+        start,
+        len,
+        errno,
+        flags: if process_madvise {
+            CALL_PROCESS_MADVISE
+        } else {
+            0
+        },
+    });
 }
 
 /// The current task as a BTF-typed pointer, found once per program run (one helper call)

@@ -16,18 +16,7 @@ use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use collapse_trace::export::ndjson::EventLine;
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
+use collapse_trace::{export::ndjson::EventLine, kernel::stream::monotonic_ns};
 /// Runs `provoke ARGS --json` while moving it from CPU to CPU every few microseconds, so that
 /// some of its calls start on one CPU and end on another. Returns its tally and the moves.
 fn provoke_migrating(args: &[&str]) -> (collapse_trace::provoke::Tally, u64) {
@@ -54,7 +43,7 @@ fn provoke_migrating(args: &[&str]) -> (collapse_trace::provoke::Tally, u64) {
                     libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) == 0
                 };
                 moves += u64::from(ok);
-                std::thread::sleep(std::time::Duration::from_micros(50));
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
             moves
         })
@@ -90,7 +79,11 @@ fn check_with(extra: &[&str], migrate: bool) {
     // even while the pipe to this test is full.
     let storm = ["storm", "--range", "empty", "-n", "2000", "--comm", &comm];
     let tally = if migrate {
-        let (tally, moves) = provoke_migrating(&storm);
+        // Paced to last ~40 ms, so that the mover gets to move it many times.
+        let mut paced = storm.to_vec();
+        paced.extend(["--rate", "50000"]);
+        let (tally, moves) = provoke_migrating(&paced);
+        eprintln!("the workload was moved between CPUs {moves} times");
         assert!(
             moves > 10,
             "the workload was moved between CPUs {moves} times"

@@ -130,29 +130,20 @@ impl Rings {
         })
     }
 
+    /// The first word of CPU `cpu`'s line in `m` (`RingHead::head` or `RingTail::tail`).
+    fn word(m: &Mapping, cpu: usize) -> &AtomicU64 {
+        const _: () = assert!(size_of::<RingHead>() == 64 && size_of::<RingTail>() == 64);
+        // SAFETY: `cpu` < cpus, so the line is inside the page-aligned mapping, which lives as
+        // long as the borrow; the kernel writes the word with single 8-byte stores.
+        unsafe { &*m.ptr.as_ptr().add(cpu * 64).cast::<AtomicU64>() }
+    }
+
     fn head(&self, cpu: usize) -> &AtomicU64 {
-        // SAFETY: `cpu` < cpus; the header is 8-byte aligned in a page-aligned mapping that
-        // lives as long as `self`; the kernel writes `head` with single 8-byte stores.
-        unsafe {
-            &*self
-                .heads
-                .ptr
-                .as_ptr()
-                .add(cpu * size_of::<RingHead>())
-                .cast::<AtomicU64>()
-        }
+        Self::word(&self.heads, cpu)
     }
 
     fn tail_slot(&self, cpu: usize) -> &AtomicU64 {
-        // SAFETY: as in `head`, in the writable mapping of TAILS.
-        unsafe {
-            &*self
-                .tails
-                .ptr
-                .as_ptr()
-                .add(cpu * size_of::<RingTail>())
-                .cast::<AtomicU64>()
-        }
+        Self::word(&self.tails, cpu)
     }
 
     /// Hands on, in time order across CPUs, every record published so far whose time is at

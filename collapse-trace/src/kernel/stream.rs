@@ -198,7 +198,7 @@ impl Collector {
 }
 
 /// CLOCK_MONOTONIC in ns, the clock of the records (`bpf_ktime_get_ns`).
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

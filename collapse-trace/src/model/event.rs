@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use collapse_trace_common::{EventRecord, Origin, Tracepoint};
+use collapse_trace_common::{EventRecord, Field, Origin, Tracepoint};
 use serde::Serializer;
 use thiserror::Error;
 
@@ -137,7 +137,15 @@ impl Event {
         };
         let tracepoint =
             Tracepoint::from_index(r.tracepoint).ok_or(DecodeError::Tracepoint(r.tracepoint))?;
-        let name_len = (r.filename_len as usize).min(r.filename.len());
+        // A record's other fields hold an older record's bytes: the programs leave them
+        // unwritten (Tracepoint::carries).
+        let has = |f: Field| tracepoint.carries(f);
+        let pick = |f: Field, v: i32| if has(f) { v } else { 0 };
+        let name_len = if has(Field::Filename) {
+            (r.filename_len as usize).min(r.filename.len())
+        } else {
+            0
+        };
         self.ts_ns = r.ts_ns;
         self.tracepoint = tracepoint;
         self.pid = r.pid;
@@ -150,19 +158,20 @@ impl Event {
         self.filename.clear();
         self.filename
             .extend_from_slice(until_nul(&r.filename[..name_len]));
-        self.pfn = r.pfn;
-        self.present = r.present;
-        self.swap = r.swap;
-        self.is_shmem = r.is_shmem != 0;
-        self.nr = r.nr;
-        self.index = r.index;
-        self.addr = r.addr;
+        self.pfn = if has(Field::Pfn) { r.pfn } else { 0 };
+        self.present = pick(Field::Present, r.present);
+        self.swap = pick(Field::Swap, r.swap);
+        self.is_shmem = has(Field::IsShmem) && r.is_shmem != 0;
+        self.nr = pick(Field::Nr, r.nr);
+        self.index = if has(Field::Index) { r.index } else { 0 };
+        self.addr = if has(Field::Addr) { r.addr } else { 0 };
         self.call_ns = r.call_ns;
-        self.referenced = r.referenced;
-        self.none_or_zero = r.none_or_zero;
-        self.unmapped = r.unmapped;
-        self.isolated = r.isolated;
-        self.process_madvise = r.call_flags & collapse_trace_common::CALL_PROCESS_MADVISE != 0;
+        self.referenced = pick(Field::Referenced, r.referenced);
+        self.none_or_zero = pick(Field::NoneOrZero, r.none_or_zero);
+        self.unmapped = pick(Field::Unmapped, r.unmapped);
+        self.isolated = pick(Field::Isolated, r.isolated);
+        self.process_madvise = tracepoint == Tracepoint::MadviseCall
+            && r.call_flags & collapse_trace_common::CALL_PROCESS_MADVISE != 0;
         Ok(())
     }
 }
@@ -393,6 +402,38 @@ pub(crate) mod tests {
             Event::decode(&record(Tracepoint::CollapseFile, 1, 1, b"long comm", b"f")).unwrap();
         e.decode_into(&shifted[1..]).unwrap();
         assert_eq!(e, want);
+    }
+
+    #[test]
+    fn fields_a_kind_does_not_carry_read_as_zero() {
+        // A slot keeps an older record's bytes where the programs write nothing.
+        let mut r = record(Tracepoint::CollapseFile, 42, 30, b"prov", b"f");
+        let full = Event::decode(&r).unwrap();
+        assert_eq!(
+            (full.nr, full.is_shmem, full.filename.as_slice()),
+            (8, true, &b"f"[..])
+        );
+        r[std::mem::offset_of!(EventRecord, tracepoint)] = Tracepoint::CollapseHugePage as u8;
+        let e = Event::decode(&r).unwrap();
+        assert_eq!(
+            (e.nr, e.is_shmem, e.pfn, e.index, e.addr),
+            (0, false, 0, 0, 0)
+        );
+        assert!(e.filename.is_empty());
+        assert_eq!(
+            (e.tgid, e.result, e.comm.as_slice()),
+            (42, 30, &b"prov"[..])
+        );
+        r[std::mem::offset_of!(EventRecord, call_flags)] =
+            collapse_trace_common::CALL_PROCESS_MADVISE;
+        assert!(
+            !Event::decode(&r).unwrap().process_madvise,
+            "only call records say so"
+        );
+        r[std::mem::offset_of!(EventRecord, tracepoint)] = Tracepoint::MadviseCall as u8;
+        let call = Event::decode(&r).unwrap();
+        assert!(call.process_madvise && call.filename.is_empty() && call.nr == 0);
+        assert_eq!((call.index, call.addr), (full.index, full.addr));
     }
 
     #[test]
