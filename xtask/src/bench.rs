@@ -186,6 +186,9 @@ struct CostRep {
     /// Events each tool counted for the storm's pid (must both equal calls x events per call).
     ours_events: u64,
     bpftrace_events: u64,
+    /// Records our reader could not take in time (full-events modes; the storm is unpaced,
+    /// and a dropped record costs the program less than a written one).
+    ours_dropped: u64,
     /// run_cnt seen by each tool's programs in the window (all tasks: filtered ones too).
     ours_run_cnt: u64,
     bpftrace_run_cnt: u64,
@@ -522,7 +525,7 @@ impl<'a> Bench<'a> {
         for i in 0..self.args.reps {
             let rep = self.cost_rep(mode, range, i % 2 == 0)?;
             println!(
-                "  rep {}: ours {:.0} ns, bpftrace {:.0} ns, ratio {:.2} ({} started first; {} calls, events ours {} bpftrace {})",
+                "  rep {}: ours {:.0} ns, bpftrace {:.0} ns, ratio {:.2} ({} started first; {} calls, events ours {} bpftrace {}; ours dropped {} records)",
                 i + 1,
                 rep.ours_ns,
                 rep.bpftrace_ns,
@@ -530,7 +533,8 @@ impl<'a> Bench<'a> {
                 if rep.ours_first { "ours" } else { "bpftrace" },
                 rep.calls,
                 rep.ours_events,
-                rep.bpftrace_events
+                rep.bpftrace_events,
+                rep.ours_dropped
             );
             if let Some(f) = rep.floor_ns {
                 println!("    an empty program on the same tracepoints: {f:.0} ns per run");
@@ -708,6 +712,7 @@ impl<'a> Bench<'a> {
             calls: tally.calls,
             ours_events: totals.events,
             bpftrace_events: bt_events,
+            ours_dropped: totals.dropped,
             ours_run_cnt,
             bpftrace_run_cnt,
             ours_ns,
