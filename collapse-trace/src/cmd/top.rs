@@ -79,7 +79,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
         header,
         args.interval,
         collector.counters()?,
-        tui::monotonic_ns(),
+        crate::kernel::stream::monotonic_ns(),
     );
     let demo = args.demo.then(Demo::start);
 

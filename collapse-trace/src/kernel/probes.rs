@@ -415,7 +415,13 @@ impl Probes {
             true => (u32::MAX, u32::MAX),
             false => info.task_pid_offsets.unwrap_or((u32::MAX, u32::MAX)),
         };
-        config.calls = u32::from(opts.calls);
+        // Events look up (and, exit-only, open) their call only where a syscall exit will be
+        // attached to close it: a kernel without the syscall tracepoints must not leave
+        // calls open forever.
+        let exits = [Probe::ExitMadvise, Probe::ExitProcessMadvise]
+            .iter()
+            .any(|&p| info.probes[p as usize].usable);
+        config.calls = u32::from(opts.calls && exits);
         // The exit hook alone needs the saved registers and the task's flags (only a user
         // task's events open a call). The probe-read test path keeps the entry hooks, so that
         // both ways are loaded and checked here.

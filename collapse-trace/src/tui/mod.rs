@@ -15,19 +15,11 @@ use ratatui::{
 };
 use tokio::sync::mpsc;
 
-use crate::{cmd::Stop, kernel::stream::Collector};
+use crate::{
+    cmd::Stop,
+    kernel::stream::{Collector, monotonic_ns},
+};
 use app::{Action, App};
-
-/// CLOCK_MONOTONIC now, in the clock `bpf_ktime_get_ns` uses.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Reads terminal input on a thread of its own (crossterm's reader blocks) and forwards it.
 fn spawn_input() -> mpsc::UnboundedReceiver<TermEvent> {
