@@ -368,8 +368,8 @@ pub struct Config {
     /// The comm to match, NUL-padded.
     pub filter_comm: [u8; COMM_LEN],
     /// Non-zero: read the clock (`bpf_ktime_get_ns`) for every record. Zero: read it once per
-    /// jiffy per CPU and reuse it (a clock read costs ~90 ns in a KVM guest, more than the
-    /// rest of a record); times then lag by at most one tick (4 ms at HZ=250).
+    /// jiffy, by the jiffy's first record on any CPU, and reuse it on every CPU (a clock read
+    /// costs 15-90 ns in a KVM guest); times then lag by at most one tick (4 ms at HZ=250).
     pub precise_time: u32,
     /// Non-zero: only the syscall exits are hooked; they read the call's arguments from the
     /// registers saved at entry ([`Config::syscall_args`]), and a call's first event opens its
@@ -485,7 +485,7 @@ pub const CALL_PROCESS_MADVISE: u8 = 1;
 #[derive(Clone, Copy, Debug)]
 pub struct EventRecord {
     /// CLOCK_MONOTONIC ns: `bpf_ktime_get_ns()` with [`Config::precise_time`], else the
-    /// time of this CPU's first record in the current tick.
+    /// time of the first record of the current tick on any CPU ([`Clock`]).
     pub ts_ns: u64,
     /// `bpf_get_current_cgroup_id()`.
     pub cgroup_id: u64,

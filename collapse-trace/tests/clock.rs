@@ -1,7 +1,7 @@
 //! End to end on the real kernel, as root: event times and call ids.
 //!
-//! By default the kernel programs read the clock once per tick per CPU (a clock read costs
-//! ~90 ns in a guest); `--precise-time` reads it for every record. Either way every time must
+//! By default the kernel programs read the clock once per tick, shared by all CPUs (a clock
+//! read costs 15-90 ns in a guest); `--precise-time` reads it for every record. Either way every time must
 //! fall inside the workload's own run, and every MADV_COLLAPSE call must keep a unique id on
 //! its thread (the errno join depends on it), even when many calls share one tick.
 //!

@@ -42,9 +42,10 @@ pub struct CollectArgs {
     /// Kernel-side diagnostics through aya-log (costs time on every event).
     #[arg(long)]
     pub kernel_log: bool,
-    /// Read the clock for every record: ns-exact event times, at ~90 ns more per record in a
-    /// virtual machine. By default the clock is read once per kernel tick per CPU, so times
-    /// may lag by up to one tick (4 ms at HZ=250); the order of events is kept either way.
+    /// Read the clock for every record: ns-exact event times, at 15-90 ns more per record in a
+    /// virtual machine. By default the clock is read once per kernel tick and shared by all
+    /// CPUs, so times may lag by up to one tick (4 ms at HZ=250); events come in time order
+    /// either way.
     #[arg(long)]
     pub precise_time: bool,
     /// Read fields with the probe helper even on the compiled layout (testing).

@@ -50,7 +50,7 @@ pub struct ProbeOptions {
     pub force_probe_read: bool,
     /// Never ask for a wakeup (a stalled reader, for overflow tests).
     pub no_wakeup: bool,
-    /// Read the clock for every record instead of once per tick per CPU.
+    /// Read the clock for every record instead of once per tick (shared by all CPUs).
     pub precise_time: bool,
 }
 
