@@ -8,7 +8,7 @@
 /// every map.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Tracepoint {
+pub enum RecordKind {
     /// `huge_memory:mm_khugepaged_scan_file`: a file/shmem range was scanned; carries the
     /// attempt's final result.
     ScanFile = 0,
@@ -24,26 +24,26 @@ pub enum Tracepoint {
 }
 
 /// How many record kinds the maps are sized for.
-pub const NUM_TRACEPOINTS: usize = 5;
+pub const NUM_KINDS: usize = 5;
 
-impl Tracepoint {
+impl RecordKind {
     /// Every kind, in index order.
-    pub const ALL: [Tracepoint; NUM_TRACEPOINTS] = [
-        Tracepoint::ScanFile,
-        Tracepoint::CollapseFile,
-        Tracepoint::ScanPmd,
-        Tracepoint::CollapseHugePage,
-        Tracepoint::MadviseCall,
+    pub const ALL: [RecordKind; NUM_KINDS] = [
+        RecordKind::ScanFile,
+        RecordKind::CollapseFile,
+        RecordKind::ScanPmd,
+        RecordKind::CollapseHugePage,
+        RecordKind::MadviseCall,
     ];
 
     /// The kind for a map index, if it is one.
-    pub const fn from_index(i: u8) -> Option<Tracepoint> {
+    pub const fn from_index(i: u8) -> Option<RecordKind> {
         match i {
-            0 => Some(Tracepoint::ScanFile),
-            1 => Some(Tracepoint::CollapseFile),
-            2 => Some(Tracepoint::ScanPmd),
-            3 => Some(Tracepoint::CollapseHugePage),
-            4 => Some(Tracepoint::MadviseCall),
+            0 => Some(RecordKind::ScanFile),
+            1 => Some(RecordKind::CollapseFile),
+            2 => Some(RecordKind::ScanPmd),
+            3 => Some(RecordKind::CollapseHugePage),
+            4 => Some(RecordKind::MadviseCall),
             _ => None,
         }
     }
@@ -52,27 +52,41 @@ impl Tracepoint {
     /// MADV_COLLAPSE calls.
     pub const fn name(self) -> &'static str {
         match self {
-            Tracepoint::ScanFile => "mm_khugepaged_scan_file",
-            Tracepoint::CollapseFile => "mm_khugepaged_collapse_file",
-            Tracepoint::ScanPmd => "mm_khugepaged_scan_pmd",
-            Tracepoint::CollapseHugePage => "mm_collapse_huge_page",
-            Tracepoint::MadviseCall => "madvise_collapse",
+            RecordKind::ScanFile => "mm_khugepaged_scan_file",
+            RecordKind::CollapseFile => "mm_khugepaged_collapse_file",
+            RecordKind::ScanPmd => "mm_khugepaged_scan_pmd",
+            RecordKind::CollapseHugePage => "mm_collapse_huge_page",
+            RecordKind::MadviseCall => "madvise_collapse",
         }
     }
 
-    /// The kind of a name from [`Tracepoint::name`].
-    pub fn from_name(name: &str) -> Option<Tracepoint> {
-        Tracepoint::ALL.into_iter().find(|t| t.name() == name)
+    /// The kind of a name from [`RecordKind::name`].
+    pub fn from_name(name: &str) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|t| t.name() == name)
     }
+
+    /// The kind of a huge_memory tracepoint's name (not of `madvise_collapse`, which no
+    /// tracepoint is called).
+    pub fn from_tracepoint(name: &str) -> Option<RecordKind> {
+        RecordKind::from_name(name).filter(|k| *k != RecordKind::MadviseCall)
+    }
+
+    /// Every kind that is a huge_memory tracepoint.
+    pub const TRACEPOINTS: [RecordKind; 4] = [
+        RecordKind::ScanFile,
+        RecordKind::CollapseFile,
+        RecordKind::ScanPmd,
+        RecordKind::CollapseHugePage,
+    ];
 
     /// Anonymous-memory side.
     pub const fn is_anon(self) -> bool {
-        matches!(self, Tracepoint::ScanPmd | Tracepoint::CollapseHugePage)
+        matches!(self, RecordKind::ScanPmd | RecordKind::CollapseHugePage)
     }
 
     /// The scan tracepoints: one event per attempt, carrying its final result.
     pub const fn is_scan(self) -> bool {
-        matches!(self, Tracepoint::ScanFile | Tracepoint::ScanPmd)
+        matches!(self, RecordKind::ScanFile | RecordKind::ScanPmd)
     }
 
     /// Whether records of this kind carry field `f` ([`Field::Index`] and [`Field::Addr`]
@@ -82,11 +96,11 @@ impl Tracepoint {
     pub const fn carries(self, f: Field) -> bool {
         use Field::*;
         match self {
-            Tracepoint::ScanFile => matches!(f, Pfn | Present | Swap | Filename),
-            Tracepoint::CollapseFile => matches!(f, Pfn | Index | Addr | IsShmem | Nr | Filename),
-            Tracepoint::ScanPmd => matches!(f, Pfn | Referenced | NoneOrZero | Unmapped),
-            Tracepoint::CollapseHugePage => matches!(f, Isolated),
-            Tracepoint::MadviseCall => matches!(f, Index | Addr),
+            RecordKind::ScanFile => matches!(f, Pfn | Present | Swap | Filename),
+            RecordKind::CollapseFile => matches!(f, Pfn | Index | Addr | IsShmem | Nr | Filename),
+            RecordKind::ScanPmd => matches!(f, Pfn | Referenced | NoneOrZero | Unmapped),
+            RecordKind::CollapseHugePage => matches!(f, Isolated),
+            RecordKind::MadviseCall => matches!(f, Index | Addr),
         }
     }
 }
@@ -142,10 +156,10 @@ impl Probe {
     /// The tracefs event name.
     pub const fn name(self) -> &'static str {
         match self {
-            Probe::ScanFile => "mm_khugepaged_scan_file",
-            Probe::CollapseFile => "mm_khugepaged_collapse_file",
-            Probe::ScanPmd => "mm_khugepaged_scan_pmd",
-            Probe::CollapseHugePage => "mm_collapse_huge_page",
+            // The huge_memory probes are named by their record kind: one spelling.
+            Probe::ScanFile | Probe::CollapseFile | Probe::ScanPmd | Probe::CollapseHugePage => {
+                self.kind().name()
+            }
             Probe::EnterMadvise => "sys_enter_madvise",
             Probe::ExitMadvise => "sys_exit_madvise",
             Probe::EnterProcessMadvise => "sys_enter_process_madvise",
@@ -168,13 +182,13 @@ impl Probe {
     }
 
     /// The record kind this probe produces or completes.
-    pub const fn kind(self) -> Tracepoint {
+    pub const fn kind(self) -> RecordKind {
         match self {
-            Probe::ScanFile => Tracepoint::ScanFile,
-            Probe::CollapseFile => Tracepoint::CollapseFile,
-            Probe::ScanPmd => Tracepoint::ScanPmd,
-            Probe::CollapseHugePage => Tracepoint::CollapseHugePage,
-            _ => Tracepoint::MadviseCall,
+            Probe::ScanFile => RecordKind::ScanFile,
+            Probe::CollapseFile => RecordKind::CollapseFile,
+            Probe::ScanPmd => RecordKind::ScanPmd,
+            Probe::CollapseHugePage => RecordKind::CollapseHugePage,
+            _ => RecordKind::MadviseCall,
         }
     }
 }
@@ -502,7 +516,7 @@ pub struct EventRecord {
     pub pid: u32,
     /// Process id.
     pub tgid: u32,
-    /// The `scan_result` number, or for [`Tracepoint::MadviseCall`] the errno (0: success).
+    /// The `scan_result` number, or for [`RecordKind::MadviseCall`] the errno (0: success).
     pub result: i32,
     /// Present pages (scan_file).
     pub present: i32,
@@ -518,7 +532,7 @@ pub struct EventRecord {
     pub unmapped: i32,
     /// Pages isolated (collapse_huge_page).
     pub isolated: i32,
-    /// [`Tracepoint`] index.
+    /// [`RecordKind`] index.
     pub tracepoint: u8,
     /// [`Origin`].
     pub origin: u8,

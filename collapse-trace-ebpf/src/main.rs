@@ -30,8 +30,8 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_log_ebpf::debug;
 use collapse_trace_common::{
     CALL_PROCESS_MADVISE, COMM_LEN, COMPILED, CallInfo, Clock, Config, EventRecord, FIELD_ABSENT,
-    FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_TRACEPOINTS, Origin, Probe,
-    RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RingHead, RingTail, STALE_CALL_NS, Tracepoint,
+    FILENAME_LEN, Field, MADV_COLLAPSE, MAX_CALLS, NUM_KINDS, Origin, Probe, RESULT_OVERFLOW_SLOT,
+    RESULT_SLOTS, RecordKind, RingHead, RingTail, STALE_CALL_NS,
 };
 
 /// Reads one config value. Volatile so that LLVM cannot fold the compiled-in default: the
@@ -56,10 +56,10 @@ static CONFIG: Config = Config::DEFAULT;
 
 #[map]
 static COUNTS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries((NUM_TRACEPOINTS * RESULT_SLOTS) as u32, 0);
+    PerCpuArray::with_max_entries((NUM_KINDS * RESULT_SLOTS) as u32, 0);
 
 #[map]
-static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_TRACEPOINTS as u32, 0);
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_KINDS as u32, 0);
 
 #[map]
 static UNTRACKED_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -299,7 +299,7 @@ fn needs_task() -> bool {
 }
 
 #[inline(always)]
-fn count(kind: Tracepoint, result: i32) {
+fn count(kind: RecordKind, result: i32) {
     let slot = if (result as u32) < RESULT_OVERFLOW_SLOT {
         result as u32
     } else {
@@ -327,10 +327,10 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
 #[inline(always)]
 fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     let kind = match P {
-        0 => Tracepoint::ScanFile,
-        1 => Tracepoint::CollapseFile,
-        2 => Tracepoint::ScanPmd,
-        _ => Tracepoint::CollapseHugePage,
+        0 => RecordKind::ScanFile,
+        1 => RecordKind::CollapseFile,
+        2 => RecordKind::ScanPmd,
+        _ => RecordKind::CollapseHugePage,
     };
     let result: i32 = field!(ctx, P, Field::Result, i32);
     if !needs_task() {
@@ -535,7 +535,7 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     };
     let ret = field!(ctx, P, Field::Ret, i64);
     let errno = if ret < 0 { (-ret) as i32 } else { 0 };
-    count(Tracepoint::MadviseCall, errno);
+    count(RecordKind::MadviseCall, errno);
     if conf!(events) == 0 {
         return;
     }
@@ -567,11 +567,11 @@ struct CallRecord {
 #[inline(always)]
 fn send_call(c: &CallRecord) {
     let Some(cpu) = this_cpu() else {
-        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        bump(&DROPS, RecordKind::MadviseCall as u32);
         return;
     };
     let Some(rec) = reserve(cpu) else {
-        bump(&DROPS, Tracepoint::MadviseCall as u32);
+        bump(&DROPS, RecordKind::MadviseCall as u32);
         return;
     };
     // SAFETY: as in collapse_event.
@@ -584,10 +584,10 @@ fn send_call(c: &CallRecord) {
         put!(rec.pid = c.pid_tgid as u32);
         put!(rec.tgid = (c.pid_tgid >> 32) as u32);
         put!(rec.result = c.errno);
-        put!(rec.tracepoint = Tracepoint::MadviseCall as u8);
+        put!(rec.tracepoint = RecordKind::MadviseCall as u8);
         put!(rec.origin = Origin::Madvise as u8);
         put!(rec.call_flags = c.flags);
-        // The other fields are not carried by call records (Tracepoint::carries).
+        // The other fields are not carried by call records (RecordKind::carries).
         c.task.comm_into(&raw mut (*rec).comm);
     }
     publish(cpu);
@@ -657,7 +657,7 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
     };
     let ret = field!(ctx, P, Field::Ret, i64);
     let errno = if ret < 0 { (-ret) as i32 } else { 0 };
-    count(Tracepoint::MadviseCall, errno);
+    count(RecordKind::MadviseCall, errno);
     if conf!(events) == 0 {
         return;
     }

@@ -14,7 +14,7 @@ use collapse_trace::{
     export::json::Filters,
     model::{aggregate::Aggregate, event::Event, results::ResultTable},
 };
-use collapse_trace_common::{Origin, Tracepoint};
+use collapse_trace_common::{Origin, RecordKind};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release: "bench".into(),
         results: table.clone(),
-        tracepoints: Tracepoint::ALL
+        tracepoints: RecordKind::ALL
             .iter()
             .map(|t| KindLine {
                 name: t.name().into(),
@@ -51,8 +51,8 @@ fn main() -> anyhow::Result<()> {
     let results = [10i64, 30, 5, 15, 23, 10, 10, 1];
     for i in 0..n {
         let tgid = 1000 + (i % 64) as u32;
-        let tp = Tracepoint::ALL[(i % 5) as usize];
-        let call = tp == Tracepoint::MadviseCall;
+        let tp = RecordKind::ALL[(i % 5) as usize];
+        let call = tp == RecordKind::MadviseCall;
         let e = Event {
             ts_ns: 1_000_000_000 + i * 10_000,
             tracepoint: tp,

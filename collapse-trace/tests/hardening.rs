@@ -21,7 +21,7 @@ use std::{
 };
 
 use collapse_trace::{
-    capture::ftrace::parse_line,
+    capture::text::parse_line,
     export::json::Snapshot,
     kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
     model::results::ResultSource,

@@ -1,5 +1,5 @@
 //! Readers of captures: collapse-trace's own record files ([`record`]), and text made without
-//! collapse-trace ([`ftrace`]: tracefs `trace`/`trace_pipe`, `trace-cmd report`, `perf
+//! collapse-trace ([`text`]: tracefs `trace`/`trace_pipe`, `trace-cmd report`, `perf
 //! script`). Every input becomes [`Event`](crate::model::event::Event)s fed to one
 //! [`Aggregate`], as live collection does.
 //!
@@ -9,8 +9,8 @@
 //! markers): lines that are not understood are skipped and counted, and the first one is
 //! named; a text input where no event is understood is an error.
 
-pub mod ftrace;
 pub mod record;
+pub mod text;
 
 use std::{
     cell::Cell,
@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -283,7 +283,7 @@ pub fn sniff(head: &[u8]) -> Format {
         return Format::Ftrace;
     }
     if lines.any(|l| {
-        ftrace::parse_perf_line(l).is_some()
+        text::parse_perf_line(l).is_some()
             && (l.contains(" huge_memory:") || l.contains(" syscalls:"))
     }) {
         return Format::Perf;
@@ -678,10 +678,10 @@ fn finish_record(
     compressed: bool,
     what: &str,
 ) -> Result<Loaded> {
-    let attached: Vec<(Tracepoint, bool)> = header
+    let attached: Vec<(RecordKind, bool)> = header
         .tracepoints
         .iter()
-        .filter_map(|k| Tracepoint::from_name(&k.name).map(|t| (t, k.attached)))
+        .filter_map(|k| RecordKind::from_name(&k.name).map(|t| (t, k.attached)))
         .collect();
     let (kernel_counts, duration_s) = match &trailer {
         Some(t) => {
@@ -749,13 +749,8 @@ pub fn local_table() -> ResultTable {
     if let Some(root) = Tracefs::find()
         && let Ok(fs) = Tracefs::open(Some(&root))
     {
-        for ev in [
-            "mm_khugepaged_scan_file",
-            "mm_khugepaged_collapse_file",
-            "mm_khugepaged_scan_pmd",
-            "mm_collapse_huge_page",
-        ] {
-            if let Ok(Some(f)) = fs.format("huge_memory", ev) {
+        for kind in collapse_trace_common::RecordKind::TRACEPOINTS {
+            if let Ok(Some(f)) = fs.format("huge_memory", kind.name()) {
                 for field in ["result", "status"] {
                     for (n, s) in f.symbols.get(field).into_iter().flatten() {
                         names.entry(*n).or_insert_with(|| s.clone());
@@ -782,12 +777,12 @@ fn load_text<R: BufRead>(
     let mut table = local_table();
     table.source = ResultSource::Capture;
     let mut agg = Aggregate::new(table);
-    let mut decoder = ftrace::TextDecoder::new();
+    let mut decoder = text::TextDecoder::new();
     let mut buf = Vec::with_capacity(4096);
     let (mut events, mut other, mut skipped) = (0u64, 0u64, 0u64);
     let mut first_skipped: Option<Skipped> = None;
     let mut cut = None;
-    let mut seen = [false; collapse_trace_common::NUM_TRACEPOINTS];
+    let mut seen = [false; collapse_trace_common::NUM_KINDS];
     let mut skip = |n: u64, why: String, skipped: &mut u64| {
         *skipped += 1;
         if first_skipped.is_none() {
@@ -825,12 +820,12 @@ fn load_text<R: BufRead>(
             continue;
         }
         let parsed = match format {
-            Format::Perf => ftrace::parse_perf_line(&text),
+            Format::Perf => text::parse_perf_line(&text),
             // trace-cmd prefixes lines of an instance's buffer with `<instance>: `.
             Format::TraceCmd => strip_buffer_prefix(&text)
-                .and_then(ftrace::parse_line)
-                .or_else(|| ftrace::parse_line(&text)),
-            _ => ftrace::parse_line(&text),
+                .and_then(text::parse_line)
+                .or_else(|| text::parse_line(&text)),
+            _ => text::parse_line(&text),
         };
         let Some(l) = parsed else {
             skip(
@@ -841,7 +836,7 @@ fn load_text<R: BufRead>(
             continue;
         };
         match decoder.decode(l, &mut agg.table) {
-            ftrace::Decoded::Event(e) => {
+            text::Decoded::Event(e) => {
                 events += 1;
                 seen[e.tracepoint as usize] = true;
                 agg.add(&e);
@@ -849,8 +844,8 @@ fn load_text<R: BufRead>(
                     progress(bytes_read());
                 }
             }
-            ftrace::Decoded::Other => other += 1,
-            ftrace::Decoded::Bad(why) => skip(n, why.to_string(), &mut skipped),
+            text::Decoded::Other => other += 1,
+            text::Decoded::Bad(why) => skip(n, why.to_string(), &mut skipped),
         }
     }
     progress(bytes_read());
@@ -864,7 +859,7 @@ fn load_text<R: BufRead>(
         );
     }
     agg.set_kernel(agg.counters_from_delivered());
-    let attached: Vec<(Tracepoint, bool)> = Tracepoint::ALL
+    let attached: Vec<(RecordKind, bool)> = RecordKind::ALL
         .into_iter()
         .map(|t| (t, seen[t as usize]))
         .collect();
@@ -926,7 +921,7 @@ mod tests {
             tool_version: "test".into(),
             kernel_release: "test".into(),
             results: table.clone(),
-            tracepoints: Tracepoint::ALL
+            tracepoints: RecordKind::ALL
                 .iter()
                 .map(|t| KindLine {
                     name: t.name().into(),

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use collapse_trace_common::{NUM_TRACEPOINTS, Origin, RESULT_SLOTS, Tracepoint};
+use collapse_trace_common::{NUM_KINDS, Origin, RESULT_SLOTS, RecordKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
@@ -272,7 +272,7 @@ impl<'a> RecordEvent<'a> {
 
     /// Back to an [`Event`], into `e`, reusing its `comm` and `filename` buffers.
     pub fn fill(&self, e: &mut Event) -> Result<(), String> {
-        e.tracepoint = Tracepoint::from_name(&self.tracepoint)
+        e.tracepoint = RecordKind::from_name(&self.tracepoint)
             .ok_or_else(|| format!("unknown tracepoint {:?}", self.tracepoint))?;
         e.origin = match &*self.origin {
             "khugepaged" => Origin::Khugepaged,
@@ -460,7 +460,7 @@ pub struct KernelLine {
 impl Trailer {
     /// The kernel lines for counters.
     pub fn kernel_lines(k: &KernelCounters) -> Vec<KernelLine> {
-        Tracepoint::ALL
+        RecordKind::ALL
             .into_iter()
             .map(|tp| KernelLine {
                 tracepoint: tp.name().to_string(),
@@ -479,10 +479,10 @@ impl Trailer {
     pub fn counters(&self) -> Result<KernelCounters, String> {
         let mut k = KernelCounters::default();
         for l in &self.kernel {
-            let tp = Tracepoint::from_name(&l.tracepoint)
+            let tp = RecordKind::from_name(&l.tracepoint)
                 .ok_or_else(|| format!("unknown tracepoint {:?} in the trailer", l.tracepoint))?;
             let i = tp as usize;
-            debug_assert!(i < NUM_TRACEPOINTS);
+            debug_assert!(i < NUM_KINDS);
             for (s, n) in &l.counts {
                 let s = *s as usize;
                 if s >= RESULT_SLOTS {
@@ -686,7 +686,7 @@ pub(crate) mod tests {
         ];
         let mut out = vec![Event::empty()];
         let mut full = Event::decode(&record(
-            Tracepoint::CollapseFile,
+            RecordKind::CollapseFile,
             9,
             30,
             b"a\"b\\\n",
@@ -711,7 +711,7 @@ pub(crate) mod tests {
             let mut e = full.clone();
             let pick = |r: u64, v: u64| if r.is_multiple_of(3) { 0 } else { v };
             e.ts_ns = next();
-            e.tracepoint = Tracepoint::ALL[i % Tracepoint::ALL.len()];
+            e.tracepoint = RecordKind::ALL[i % RecordKind::ALL.len()];
             e.origin = [Origin::Khugepaged, Origin::Madvise, Origin::Unknown][i % 3];
             e.result = pick(next(), next()) as i64;
             e.pid = pick(next(), next()) as u32;
@@ -795,7 +795,7 @@ pub(crate) mod tests {
         let e = e.to_event().unwrap();
         let mut want = Event::empty();
         want.ts_ns = 5;
-        want.tracepoint = Tracepoint::MadviseCall;
+        want.tracepoint = RecordKind::MadviseCall;
         want.pid = 7;
         want.tgid = 7;
         want.comm = b"a\nb\"".to_vec();

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 
 use crate::{
     capture::{self, Format, Loaded},
@@ -121,7 +121,7 @@ fn timeline(agg: &Aggregate) -> Vec<TimelineRow> {
         .collect()
 }
 
-fn count_of(s: &Snapshot, tp: Tracepoint, result: &str) -> u64 {
+fn count_of(s: &Snapshot, tp: RecordKind, result: &str) -> u64 {
     s.tracepoints
         .iter()
         .filter(|t| t.name == tp.name())
@@ -135,11 +135,11 @@ fn count_of(s: &Snapshot, tp: Tracepoint, result: &str) -> u64 {
 pub fn findings(s: &Snapshot) -> Vec<Finding> {
     let mut out = Vec::new();
     // A scan event carries each attempt's final result; collapse_file when scans are absent.
-    let scans = count_of(s, Tracepoint::ScanFile, "page_filled");
+    let scans = count_of(s, RecordKind::ScanFile, "page_filled");
     let filled = if scans > 0 {
         scans
     } else {
-        count_of(s, Tracepoint::CollapseFile, "page_filled")
+        count_of(s, RecordKind::CollapseFile, "page_filled")
     };
     if filled > 0 {
         let mut who = Vec::new();
@@ -203,7 +203,7 @@ pub fn findings(s: &Snapshot) -> Vec<Finding> {
             ),
         });
     } else {
-        let n = count_of(s, Tracepoint::CollapseFile, "exceed_none_pte");
+        let n = count_of(s, RecordKind::CollapseFile, "exceed_none_pte");
         if n > 0 {
             out.push(Finding {
                 kind: "exceed_none_pte".into(),
@@ -272,13 +272,13 @@ pub fn render(r: &Report, file: &Path, top: usize) -> String {
     let attempts: u64 = s
         .tracepoints
         .iter()
-        .filter(|t| Tracepoint::from_name(&t.name).is_some_and(|t| t.is_scan()))
+        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
         .map(|t| t.events)
         .sum();
     let ok: u64 = s
         .tracepoints
         .iter()
-        .filter(|t| Tracepoint::from_name(&t.name).is_some_and(|t| t.is_scan()))
+        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
         .flat_map(|t| &t.results)
         .filter(|r| r.success)
         .map(|r| r.count)

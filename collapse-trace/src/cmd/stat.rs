@@ -262,7 +262,7 @@ pub fn render_body(s: &Snapshot, top: usize) -> String {
                     .results
                     .iter()
                     .filter(|r| {
-                        collapse_trace_common::Tracepoint::from_name(&r.tracepoint)
+                        collapse_trace_common::RecordKind::from_name(&r.tracepoint)
                             .is_some_and(|t| t.is_scan())
                     })
                     .map(|r| format!("{} {}", r.result, r.count))

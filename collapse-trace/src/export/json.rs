@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 
 use crate::{
     kernel::probes::KernelInfo,
@@ -324,7 +324,7 @@ impl Snapshot {
                 .sum();
             let dropped = kernel.drops[tp as usize];
             let successes: u64 = results.iter().filter(|r| r.success).map(|r| r.count).sum();
-            if tp == Tracepoint::MadviseCall {
+            if tp == RecordKind::MadviseCall {
                 totals.calls += total;
                 totals.failed_calls += total - successes;
             } else {
@@ -385,7 +385,7 @@ impl Snapshot {
                     .by_errno
                     .iter()
                     .map(|(errno, o)| ErrnoRow {
-                        errno: agg.table.name_of(Tracepoint::MadviseCall, *errno),
+                        errno: agg.table.name_of(RecordKind::MadviseCall, *errno),
                         number: *errno,
                         calls: o.calls,
                         results: keyed(&o.results, agg),
@@ -409,7 +409,7 @@ impl Snapshot {
                 let calls: Vec<(i64, u64)> = r
                     .results
                     .iter()
-                    .filter(|((tp, _), _)| *tp == Tracepoint::MadviseCall)
+                    .filter(|((tp, _), _)| *tp == RecordKind::MadviseCall)
                     .map(|((_, e), n)| (*e, *n))
                     .collect();
                 RangeRow {

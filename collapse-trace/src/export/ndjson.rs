@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -95,11 +95,11 @@ impl EventLine {
     /// The line for one event, with names from `table`.
     pub fn new(e: &Event, table: &ResultTable) -> EventLine {
         let result = table.name_of(e.tracepoint, e.result);
-        let scan = e.tracepoint == Tracepoint::ScanFile;
-        let collapse = e.tracepoint == Tracepoint::CollapseFile;
-        let pmd = e.tracepoint == Tracepoint::ScanPmd;
-        let anon = e.tracepoint == Tracepoint::CollapseHugePage;
-        let call = e.tracepoint == Tracepoint::MadviseCall;
+        let scan = e.tracepoint == RecordKind::ScanFile;
+        let collapse = e.tracepoint == RecordKind::CollapseFile;
+        let pmd = e.tracepoint == RecordKind::ScanPmd;
+        let anon = e.tracepoint == RecordKind::CollapseHugePage;
+        let call = e.tracepoint == RecordKind::MadviseCall;
         EventLine {
             schema: EVENT_SCHEMA.to_string(),
             ts_ns: e.ts_ns,
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn an_event_line_is_one_escaped_line() {
         let e = Event::decode(&record(
-            Tracepoint::CollapseFile,
+            RecordKind::CollapseFile,
             9,
             30,
             b"a\"b\\\n",

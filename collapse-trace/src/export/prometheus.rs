@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt as _};
 
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
@@ -50,7 +50,7 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 pub const COMM_CAP: usize = 200;
 
 /// Key of one per-comm count: (tracepoint, origin, result number).
-type CommKey = (Tracepoint, &'static str, i64);
+type CommKey = (RecordKind, &'static str, i64);
 
 /// Counts the aggregation core does not keep, fed the same [`Event`] values as the core.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ impl EventCounts {
 
     /// Takes one event (the same one the aggregation core takes).
     pub fn add(&mut self, e: &Event) {
-        if e.tracepoint == Tracepoint::CollapseFile {
+        if e.tracepoint == RecordKind::CollapseFile {
             *self.by_shmem.entry((e.is_shmem, e.result)).or_default() += 1;
         }
         let key = (e.tracepoint, origin_name(e.origin), e.result);
@@ -141,7 +141,7 @@ pub struct Source<'a> {
     pub decode_errors: u64,
 }
 
-fn result_label(agg: &Aggregate, tp: Tracepoint, r: i64) -> String {
+fn result_label(agg: &Aggregate, tp: RecordKind, r: i64) -> String {
     escape(agg.table.name_of(tp, r).as_bytes())
 }
 
@@ -162,7 +162,7 @@ pub fn render(src: &Source<'_>) -> String {
     let events = Family::<ResultLabels, Counter>::default();
     reg.register(
         "collapse_trace_events",
-        "Tracepoint hits by result, counted in the kernel (exact, whatever the ring buffer dropped); \
+        "RecordKind hits by result, counted in the kernel (exact, whatever the ring buffer dropped); \
          success is succeeded (khugepaged) or pte_mapped_hugepage (MADV_COLLAPSE)",
         events.clone(),
     );
@@ -186,11 +186,11 @@ pub fn render(src: &Source<'_>) -> String {
                 tracepoint: tp.clone(),
             })
             .set(i64::from(t.attached));
-        if t.tracepoint == Tracepoint::MadviseCall {
+        if t.tracepoint == RecordKind::MadviseCall {
             if t.attached {
                 for e in ZERO_ERRNOS {
                     let _ = calls.get_or_create(&ErrnoLabels {
-                        errno: agg.table.name_of(Tracepoint::MadviseCall, e),
+                        errno: agg.table.name_of(RecordKind::MadviseCall, e),
                     });
                 }
             }
@@ -205,7 +205,7 @@ pub fn render(src: &Source<'_>) -> String {
         }
     }
     for ((tp, r), n) in agg.kernel_results() {
-        if tp == Tracepoint::MadviseCall {
+        if tp == RecordKind::MadviseCall {
             calls
                 .get_or_create(&ErrnoLabels {
                     errno: result_label(agg, tp, r),
@@ -259,7 +259,7 @@ pub fn render(src: &Source<'_>) -> String {
         shmem
             .get_or_create(&ShmemLabels {
                 shmem: is_shmem.to_string(),
-                result: result_label(agg, Tracepoint::CollapseFile, *r),
+                result: result_label(agg, RecordKind::CollapseFile, *r),
             })
             .inc_by(*n);
     }
@@ -328,7 +328,7 @@ mod tests {
         KernelInfo {
             release: "6.18.0-test".into(),
             probes: vec![],
-            tracepoints: Tracepoint::ALL
+            tracepoints: RecordKind::ALL
                 .iter()
                 .map(|&tp| KindInfo {
                     tracepoint: tp,
@@ -345,7 +345,7 @@ mod tests {
         }
     }
 
-    fn ev(tp: Tracepoint, result: i32, comm: &[u8]) -> Event {
+    fn ev(tp: RecordKind, result: i32, comm: &[u8]) -> Event {
         Event::decode(&record(tp, 7, result, comm, b"f")).unwrap()
     }
 
@@ -357,13 +357,13 @@ mod tests {
         let mut k = KernelCounters::default();
         agg.set_baseline(k.clone());
         for comm in [&b"q\"b\\c\n\xff"[..], b"two", b"three", b"q\"b\\c\n\xff"] {
-            let e = ev(Tracepoint::CollapseFile, 30, comm);
+            let e = ev(RecordKind::CollapseFile, 30, comm);
             agg.add(&e);
             counts.add(&e);
         }
-        k.counts[Tracepoint::CollapseFile as usize][30] = 5;
-        k.drops[Tracepoint::CollapseFile as usize] = 1;
-        k.counts[Tracepoint::MadviseCall as usize][11] = 3;
+        k.counts[RecordKind::CollapseFile as usize][30] = 5;
+        k.drops[RecordKind::CollapseFile as usize] = 1;
+        k.counts[RecordKind::MadviseCall as usize][11] = 3;
         agg.set_kernel(k);
         let body = render(&Source {
             agg: &agg,

@@ -9,8 +9,8 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use collapse_trace_common::{
-    COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_TRACEPOINTS, Probe, RESULT_SLOTS,
-    Tracepoint, maps, ring_slots,
+    COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_KINDS, Probe, RESULT_SLOTS,
+    RecordKind, maps, ring_slots,
 };
 
 use super::{
@@ -92,7 +92,7 @@ pub struct ProbeInfo {
 #[derive(Debug, Clone)]
 pub struct KindInfo {
     /// Which kind.
-    pub tracepoint: Tracepoint,
+    pub tracepoint: RecordKind,
     /// Its probes were attached (both entry and exit, for calls).
     pub attached: bool,
 }
@@ -186,12 +186,12 @@ impl KernelInfo {
     pub fn offline(
         release: String,
         results: ResultTable,
-        attached: &[(Tracepoint, bool)],
+        attached: &[(RecordKind, bool)],
     ) -> KernelInfo {
         KernelInfo {
             release,
             probes: Vec::new(),
-            tracepoints: Tracepoint::ALL
+            tracepoints: RecordKind::ALL
                 .into_iter()
                 .map(|tp| KindInfo {
                     tracepoint: tp,
@@ -209,7 +209,7 @@ impl KernelInfo {
     }
 
     fn derive_kinds(&mut self) {
-        self.tracepoints = Tracepoint::ALL
+        self.tracepoints = RecordKind::ALL
             .into_iter()
             .map(|tp| KindInfo {
                 tracepoint: tp,
@@ -482,7 +482,7 @@ impl Probes {
             for w in &p.warnings {
                 log::warn!("{w}");
             }
-            if !p.usable || (!opts.calls && p.probe.kind() == Tracepoint::MadviseCall) {
+            if !p.usable || (!opts.calls && p.probe.kind() == RecordKind::MadviseCall) {
                 continue;
             }
             if exit_only.is_some()
@@ -560,7 +560,7 @@ impl Probes {
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> Result<KernelCounters, KernelError> {
         let mut k = KernelCounters::default();
-        for t in 0..NUM_TRACEPOINTS {
+        for t in 0..NUM_KINDS {
             for s in 0..RESULT_SLOTS {
                 let v = self
                     .counts

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use collapse_trace_common::{EventRecord, RingHead, RingTail, Tracepoint};
+use collapse_trace_common::{EventRecord, RecordKind, RingHead, RingTail};
 
 use super::KernelError;
 
@@ -236,7 +236,7 @@ impl Rings {
         let ts_at = std::mem::offset_of!(EventRecord, ts_ns);
         let ts = u64::from_ne_bytes(r[ts_at..ts_at + 8].try_into().expect("8 bytes"));
         let call =
-            r[std::mem::offset_of!(EventRecord, tracepoint)] == Tracepoint::MadviseCall as u8;
+            r[std::mem::offset_of!(EventRecord, tracepoint)] == RecordKind::MadviseCall as u8;
         (ts, call)
     }
 

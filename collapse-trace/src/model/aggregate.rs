@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt as _};
 
-use collapse_trace_common::{
-    NUM_TRACEPOINTS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, Tracepoint,
-};
+use collapse_trace_common::{NUM_KINDS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RecordKind};
 
 use super::{
     event::Event,
@@ -21,9 +19,9 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelCounters {
     /// `counts[tp][slot]`: events by result number (last slot: out of range).
-    pub counts: [[u64; RESULT_SLOTS]; NUM_TRACEPOINTS],
+    pub counts: [[u64; RESULT_SLOTS]; NUM_KINDS],
     /// Ring records that could not be reserved, per tracepoint.
-    pub drops: [u64; NUM_TRACEPOINTS],
+    pub drops: [u64; NUM_KINDS],
     /// MADV_COLLAPSE calls that could not be tracked (their slot was busy): neither counted
     /// nor joined.
     pub untracked_calls: u64,
@@ -32,8 +30,8 @@ pub struct KernelCounters {
 impl Default for KernelCounters {
     fn default() -> Self {
         KernelCounters {
-            counts: [[0; RESULT_SLOTS]; NUM_TRACEPOINTS],
-            drops: [0; NUM_TRACEPOINTS],
+            counts: [[0; RESULT_SLOTS]; NUM_KINDS],
+            drops: [0; NUM_KINDS],
             untracked_calls: 0,
         }
     }
@@ -43,7 +41,7 @@ impl KernelCounters {
     /// `self - base`, element-wise (saturating: a reloaded map restarts at zero).
     pub fn since(&self, base: &KernelCounters) -> KernelCounters {
         let mut d = self.clone();
-        for t in 0..NUM_TRACEPOINTS {
+        for t in 0..NUM_KINDS {
             for s in 0..RESULT_SLOTS {
                 d.counts[t][s] = self.counts[t][s].saturating_sub(base.counts[t][s]);
             }
@@ -54,13 +52,13 @@ impl KernelCounters {
     }
 
     /// All events of one tracepoint.
-    pub fn total(&self, tp: Tracepoint) -> u64 {
+    pub fn total(&self, tp: RecordKind) -> u64 {
         self.counts[tp as usize].iter().sum()
     }
 }
 
 /// Counts by (tracepoint, result number).
-pub type ResultCounts = BTreeMap<(Tracepoint, i64), u64>;
+pub type ResultCounts = BTreeMap<(RecordKind, i64), u64>;
 
 /// What one process did.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +83,7 @@ pub struct FileStats {
 pub fn failures(results: &ResultCounts, table: &ResultTable) -> u64 {
     results
         .iter()
-        .filter(|((tp, r), _)| *tp != Tracepoint::MadviseCall && !is_success(&table.name(*r)))
+        .filter(|((tp, r), _)| *tp != RecordKind::MadviseCall && !is_success(&table.name(*r)))
         .map(|(_, n)| n)
         .sum()
 }
@@ -94,7 +92,7 @@ pub fn failures(results: &ResultCounts, table: &ResultTable) -> u64 {
 pub fn events(results: &ResultCounts) -> u64 {
     results
         .iter()
-        .filter(|((tp, _), _)| *tp != Tracepoint::MadviseCall)
+        .filter(|((tp, _), _)| *tp != RecordKind::MadviseCall)
         .map(|(_, n)| n)
         .sum()
 }
@@ -103,7 +101,7 @@ pub fn events(results: &ResultCounts) -> u64 {
 pub fn dominant(results: &ResultCounts, failures_only: bool, table: &ResultTable) -> Option<i64> {
     let mut by_result: BTreeMap<i64, u64> = BTreeMap::new();
     for ((tp, r), n) in results {
-        if *tp != Tracepoint::MadviseCall && (!failures_only || !is_success(&table.name(*r))) {
+        if *tp != RecordKind::MadviseCall && (!failures_only || !is_success(&table.name(*r))) {
             *by_result.entry(*r).or_default() += n;
         }
     }
@@ -277,7 +275,7 @@ impl Aggregate {
         self.join_call(e);
 
         let success = self.is_success(e.tracepoint, e.result);
-        if e.tracepoint.is_scan() || e.tracepoint == Tracepoint::MadviseCall {
+        if e.tracepoint.is_scan() || e.tracepoint == RecordKind::MadviseCall {
             let n = self.timeline.len();
             let sec = e.ts_ns / 1_000_000_000;
             let tick = match self.timeline.get_mut(&sec) {
@@ -286,7 +284,7 @@ impl Aggregate {
                 None => None,
             };
             if let Some(t) = tick {
-                if e.tracepoint == Tracepoint::MadviseCall {
+                if e.tracepoint == RecordKind::MadviseCall {
                     t.failed_calls += u64::from(!success);
                 } else {
                     t.attempts += 1;
@@ -294,7 +292,7 @@ impl Aggregate {
                 }
             }
         }
-        if e.call_ns == 0 && e.tracepoint == Tracepoint::CollapseFile && e.addr != 0 {
+        if e.call_ns == 0 && e.tracepoint == RecordKind::CollapseFile && e.addr != 0 {
             let start = e.addr & !(PMD_SIZE - 1);
             self.add_range(e.tgid, start, PMD_SIZE, [((e.tracepoint, e.result), 1)]);
         }
@@ -315,7 +313,7 @@ impl Aggregate {
             return;
         }
         let key = (e.pid, e.call_ns);
-        if e.tracepoint != Tracepoint::MadviseCall {
+        if e.tracepoint != RecordKind::MadviseCall {
             let n = self.pending.len();
             match self.pending.get_mut(&key) {
                 Some(r) => *r.entry((e.tracepoint, e.result)).or_default() += 1,
@@ -351,7 +349,7 @@ impl Aggregate {
         tgid: u32,
         start: u64,
         len: u64,
-        results: impl IntoIterator<Item = ((Tracepoint, i64), u64)>,
+        results: impl IntoIterator<Item = ((RecordKind, i64), u64)>,
     ) {
         let n = self.ranges.len();
         let r = match self.ranges.get_mut(&(tgid, start)) {
@@ -369,8 +367,8 @@ impl Aggregate {
     }
 
     /// Whether result `r` of kind `tp` means success (no allocation: called per event).
-    pub fn is_success(&self, tp: Tracepoint, r: i64) -> bool {
-        if tp == Tracepoint::MadviseCall {
+    pub fn is_success(&self, tp: RecordKind, r: i64) -> bool {
+        if tp == RecordKind::MadviseCall {
             r == 0
         } else {
             self.table.names.get(&r).is_some_and(|n| is_success(n))
@@ -419,7 +417,7 @@ impl Aggregate {
     pub fn kernel_results(&self) -> ResultCounts {
         let k = self.kernel();
         let mut out = BTreeMap::new();
-        for tp in Tracepoint::ALL {
+        for tp in RecordKind::ALL {
             for (slot, &n) in k.counts[tp as usize].iter().enumerate() {
                 if n > 0 {
                     let r = if slot as u32 == RESULT_OVERFLOW_SLOT {
@@ -445,25 +443,25 @@ mod tests {
     use super::*;
     use crate::model::event::tests::record;
 
-    fn ev(tp: Tracepoint, tgid: u32, result: i32, name: &[u8]) -> Event {
+    fn ev(tp: RecordKind, tgid: u32, result: i32, name: &[u8]) -> Event {
         Event::decode(&record(tp, tgid, result, b"w", name)).unwrap()
     }
 
     #[test]
     fn counts_by_result_process_and_file() {
         let mut a = Aggregate::new(ResultTable::builtin());
-        a.add(&ev(Tracepoint::CollapseFile, 7, 30, b"f1"));
-        a.add(&ev(Tracepoint::CollapseFile, 7, 30, b"f1"));
-        a.add(&ev(Tracepoint::ScanFile, 7, 10, b"f1"));
-        a.add(&ev(Tracepoint::CollapseFile, 8, 5, b"f2"));
+        a.add(&ev(RecordKind::CollapseFile, 7, 30, b"f1"));
+        a.add(&ev(RecordKind::CollapseFile, 7, 30, b"f1"));
+        a.add(&ev(RecordKind::ScanFile, 7, 10, b"f1"));
+        a.add(&ev(RecordKind::CollapseFile, 8, 5, b"f2"));
         assert_eq!(a.delivered_total, 4);
-        assert_eq!(a.delivered[&(Tracepoint::CollapseFile, 30)], 2);
+        assert_eq!(a.delivered[&(RecordKind::CollapseFile, 30)], 2);
         let p = a.process(7).unwrap();
         assert_eq!(failures(&p.results, &a.table), 2);
         assert_eq!(dominant(&p.results, true, &a.table), Some(30));
         assert_eq!(dominant(&p.results, false, &a.table), Some(30));
         assert_eq!(
-            a.files[&b"f2".to_vec()].results[&(Tracepoint::CollapseFile, 5)],
+            a.files[&b"f2".to_vec()].results[&(RecordKind::CollapseFile, 5)],
             1
         );
         // pte_mapped_hugepage is a success: not in recent failures.
@@ -474,7 +472,7 @@ mod tests {
     fn calls_are_joined_with_the_results_inside_them() {
         let mut a = Aggregate::new(ResultTable::builtin());
         let with_call = |tp, result, call_ns| {
-            let name: &[u8] = if tp == Tracepoint::MadviseCall {
+            let name: &[u8] = if tp == RecordKind::MadviseCall {
                 b""
             } else {
                 b"f"
@@ -484,18 +482,18 @@ mod tests {
             e
         };
         // Call 100: page_filled then EAGAIN. Call 200: success. A khugepaged event (no call).
-        a.add(&with_call(Tracepoint::CollapseFile, 30, 100));
-        a.add(&with_call(Tracepoint::ScanFile, 30, 100));
-        a.add(&ev(Tracepoint::ScanFile, 7, 1, b"g"));
-        a.add(&with_call(Tracepoint::MadviseCall, 11, 100));
-        a.add(&with_call(Tracepoint::ScanFile, 10, 200));
-        a.add(&with_call(Tracepoint::MadviseCall, 0, 200));
-        a.add(&with_call(Tracepoint::ScanFile, 16, 300)); // its call never returned
+        a.add(&with_call(RecordKind::CollapseFile, 30, 100));
+        a.add(&with_call(RecordKind::ScanFile, 30, 100));
+        a.add(&ev(RecordKind::ScanFile, 7, 1, b"g"));
+        a.add(&with_call(RecordKind::MadviseCall, 11, 100));
+        a.add(&with_call(RecordKind::ScanFile, 10, 200));
+        a.add(&with_call(RecordKind::MadviseCall, 0, 200));
+        a.add(&with_call(RecordKind::ScanFile, 16, 300)); // its call never returned
         let c = &a.callers[&7];
         assert_eq!(c.by_errno[&11].calls, 1);
-        assert_eq!(c.by_errno[&11].results[&(Tracepoint::CollapseFile, 30)], 1);
-        assert_eq!(c.by_errno[&11].results[&(Tracepoint::ScanFile, 30)], 1);
-        assert_eq!(c.by_errno[&0].results[&(Tracepoint::ScanFile, 10)], 1);
+        assert_eq!(c.by_errno[&11].results[&(RecordKind::CollapseFile, 30)], 1);
+        assert_eq!(c.by_errno[&11].results[&(RecordKind::ScanFile, 30)], 1);
+        assert_eq!(c.by_errno[&0].results[&(RecordKind::ScanFile, 10)], 1);
         assert_eq!(a.pending_events(), 1);
         // Call records are neither collapse events nor files.
         let p = a.process(7).unwrap();
@@ -516,8 +514,8 @@ mod tests {
         k.drops[0] = 3;
         a.set_kernel(k);
         let r = a.kernel_results();
-        assert_eq!(r[&(Tracepoint::CollapseFile, 30)], 4);
-        assert_eq!(r[&(Tracepoint::ScanFile, -1)], 1);
+        assert_eq!(r[&(RecordKind::CollapseFile, 30)], 4);
+        assert_eq!(r[&(RecordKind::ScanFile, -1)], 1);
         assert_eq!(a.kernel().drops[0], 1);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use collapse_trace_common::{EventRecord, Field, Origin, Tracepoint};
+use collapse_trace_common::{EventRecord, Field, Origin, RecordKind};
 use serde::Serializer;
 use thiserror::Error;
 
@@ -12,7 +12,7 @@ pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
     /// Which tracepoint.
-    pub tracepoint: Tracepoint,
+    pub tracepoint: RecordKind,
     /// Thread id.
     pub pid: u32,
     /// Process id.
@@ -69,7 +69,7 @@ pub enum DecodeError {
     },
     /// An unknown tracepoint index.
     #[error("ring record names tracepoint index {0}, which this build does not know")]
-    Tracepoint(u8),
+    Kind(u8),
 }
 
 fn until_nul(b: &[u8]) -> &[u8] {
@@ -88,7 +88,7 @@ impl Event {
     pub fn empty() -> Event {
         Event {
             ts_ns: 0,
-            tracepoint: Tracepoint::ScanFile,
+            tracepoint: RecordKind::ScanFile,
             pid: 0,
             tgid: 0,
             comm: Vec::new(),
@@ -136,9 +136,9 @@ impl Event {
             &copy
         };
         let tracepoint =
-            Tracepoint::from_index(r.tracepoint).ok_or(DecodeError::Tracepoint(r.tracepoint))?;
+            RecordKind::from_index(r.tracepoint).ok_or(DecodeError::Kind(r.tracepoint))?;
         // A record's other fields hold an older record's bytes: the programs leave them
-        // unwritten (Tracepoint::carries).
+        // unwritten (RecordKind::carries).
         let has = |f: Field| tracepoint.carries(f);
         let pick = |f: Field, v: i32| if has(f) { v } else { 0 };
         let name_len = if has(Field::Filename) {
@@ -170,7 +170,7 @@ impl Event {
         self.none_or_zero = pick(Field::NoneOrZero, r.none_or_zero);
         self.unmapped = pick(Field::Unmapped, r.unmapped);
         self.isolated = pick(Field::Isolated, r.isolated);
-        self.process_madvise = tracepoint == Tracepoint::MadviseCall
+        self.process_madvise = tracepoint == RecordKind::MadviseCall
             && r.call_flags & collapse_trace_common::CALL_PROCESS_MADVISE != 0;
         Ok(())
     }
@@ -320,15 +320,15 @@ pub fn serialize_escaped<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::
 /// The numeric fields that matter for a kind, in words (`present=128 swap=0`).
 pub fn detail(e: &Event) -> String {
     match e.tracepoint {
-        Tracepoint::ScanFile => format!("present={} swap={}", e.present, e.swap),
-        Tracepoint::CollapseFile => format!("nr={} shmem={}", e.nr, e.is_shmem as u8),
-        Tracepoint::ScanPmd => format!(
+        RecordKind::ScanFile => format!("present={} swap={}", e.present, e.swap),
+        RecordKind::CollapseFile => format!("nr={} shmem={}", e.nr, e.is_shmem as u8),
+        RecordKind::ScanPmd => format!(
             "referenced={} none={} unmapped={}",
             e.referenced, e.none_or_zero, e.unmapped
         ),
-        Tracepoint::CollapseHugePage => format!("isolated={}", e.isolated),
-        Tracepoint::MadviseCall if e.process_madvise => "process_madvise".to_string(),
-        Tracepoint::MadviseCall => format!("start={:#x} len={:#x}", e.addr, e.index),
+        RecordKind::CollapseHugePage => format!("isolated={}", e.isolated),
+        RecordKind::MadviseCall if e.process_madvise => "process_madvise".to_string(),
+        RecordKind::MadviseCall => format!("start={:#x} len={:#x}", e.addr, e.index),
     }
 }
 
@@ -347,7 +347,7 @@ pub(crate) mod tests {
     use collapse_trace_common::{COMM_LEN, FILENAME_LEN};
 
     /// A record as the kernel side would write it.
-    pub fn record(tp: Tracepoint, tgid: u32, result: i32, comm: &[u8], name: &[u8]) -> Vec<u8> {
+    pub fn record(tp: RecordKind, tgid: u32, result: i32, comm: &[u8], name: &[u8]) -> Vec<u8> {
         let mut r = EventRecord {
             ts_ns: 1,
             cgroup_id: 2,
@@ -382,8 +382,8 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_a_record() {
-        let e = Event::decode(&record(Tracepoint::CollapseFile, 42, 30, b"prov", b"f")).unwrap();
-        assert_eq!(e.tracepoint, Tracepoint::CollapseFile);
+        let e = Event::decode(&record(RecordKind::CollapseFile, 42, 30, b"prov", b"f")).unwrap();
+        assert_eq!(e.tracepoint, RecordKind::CollapseFile);
         assert_eq!((e.tgid, e.result, e.nr, e.is_shmem), (42, 30, 8, true));
         assert_eq!(e.comm, b"prov");
         assert_eq!(e.filename, b"f");
@@ -392,14 +392,14 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_aligned_and_unaligned_records_alike() {
-        let r = record(Tracepoint::ScanPmd, 7, 3, b"x\"y", b"name");
+        let r = record(RecordKind::ScanPmd, 7, 3, b"x\"y", b"name");
         let mut shifted = vec![0u8; r.len() + 1];
         shifted[1..].copy_from_slice(&r);
         let want = Event::decode(&r).unwrap();
         assert_eq!(Event::decode(&shifted[1..]).unwrap(), want);
         // Into a used event: nothing of the old one stays.
         let mut e =
-            Event::decode(&record(Tracepoint::CollapseFile, 1, 1, b"long comm", b"f")).unwrap();
+            Event::decode(&record(RecordKind::CollapseFile, 1, 1, b"long comm", b"f")).unwrap();
         e.decode_into(&shifted[1..]).unwrap();
         assert_eq!(e, want);
     }
@@ -407,13 +407,13 @@ pub(crate) mod tests {
     #[test]
     fn fields_a_kind_does_not_carry_read_as_zero() {
         // A slot keeps an older record's bytes where the programs write nothing.
-        let mut r = record(Tracepoint::CollapseFile, 42, 30, b"prov", b"f");
+        let mut r = record(RecordKind::CollapseFile, 42, 30, b"prov", b"f");
         let full = Event::decode(&r).unwrap();
         assert_eq!(
             (full.nr, full.is_shmem, full.filename.as_slice()),
             (8, true, &b"f"[..])
         );
-        r[std::mem::offset_of!(EventRecord, tracepoint)] = Tracepoint::CollapseHugePage as u8;
+        r[std::mem::offset_of!(EventRecord, tracepoint)] = RecordKind::CollapseHugePage as u8;
         let e = Event::decode(&r).unwrap();
         assert_eq!(
             (e.nr, e.is_shmem, e.pfn, e.index, e.addr),
@@ -430,7 +430,7 @@ pub(crate) mod tests {
             !Event::decode(&r).unwrap().process_madvise,
             "only call records say so"
         );
-        r[std::mem::offset_of!(EventRecord, tracepoint)] = Tracepoint::MadviseCall as u8;
+        r[std::mem::offset_of!(EventRecord, tracepoint)] = RecordKind::MadviseCall as u8;
         let call = Event::decode(&r).unwrap();
         assert!(call.process_madvise && call.filename.is_empty() && call.nr == 0);
         assert_eq!((call.index, call.addr), (full.index, full.addr));
@@ -442,9 +442,9 @@ pub(crate) mod tests {
             Event::decode(&[0; 8]),
             Err(DecodeError::Size { .. })
         ));
-        let mut r = record(Tracepoint::ScanFile, 1, 0, b"", b"");
+        let mut r = record(RecordKind::ScanFile, 1, 0, b"", b"");
         r[88] = 9; // the tracepoint byte
-        assert_eq!(Event::decode(&r), Err(DecodeError::Tracepoint(9)));
+        assert_eq!(Event::decode(&r), Err(DecodeError::Kind(9)));
     }
 
     #[test]

@@ -111,8 +111,8 @@ impl ResultTable {
 
     /// The name of result `r` of kind `tp`: a `scan_result` name, or for MADV_COLLAPSE calls
     /// the errno's (`ok` for success).
-    pub fn name_of(&self, tp: collapse_trace_common::Tracepoint, r: i64) -> String {
-        if tp == collapse_trace_common::Tracepoint::MadviseCall {
+    pub fn name_of(&self, tp: collapse_trace_common::RecordKind, r: i64) -> String {
+        if tp == collapse_trace_common::RecordKind::MadviseCall {
             errno_name(r)
         } else {
             self.name(r)
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn call_results_are_errnos() {
         let t = ResultTable::builtin();
-        use collapse_trace_common::Tracepoint::*;
+        use collapse_trace_common::RecordKind::*;
         assert_eq!(t.name_of(MadviseCall, 11), "EAGAIN");
         assert_eq!(t.name_of(MadviseCall, 0), "ok");
         assert_eq!(t.name_of(MadviseCall, 99), "E99");

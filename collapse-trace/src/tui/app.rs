@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use collapse_trace_common::Tracepoint;
+use collapse_trace_common::RecordKind;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::model::{
@@ -33,7 +33,7 @@ pub enum SortBy {
     Count,
     /// Events per second over the last interval.
     Rate,
-    /// Tracepoint, then result name.
+    /// Record kind (tracepoint or call), then result name.
     Name,
 }
 
@@ -206,7 +206,7 @@ pub struct App {
     pub start_ns: u64,
     elapsed: Duration,
     prev: ResultCounts,
-    rates: BTreeMap<(Tracepoint, i64), f64>,
+    rates: BTreeMap<(RecordKind, i64), f64>,
     events_per_s: f64,
     history: VecDeque<(u64, u64)>,
     view: View,
@@ -401,7 +401,7 @@ impl App {
         View {
             uptime_s: self.elapsed.as_secs_f64(),
             events_per_s: self.events_per_s,
-            events: Tracepoint::ALL.iter().map(|t| kernel.total(*t)).sum(),
+            events: RecordKind::ALL.iter().map(|t| kernel.total(*t)).sum(),
             dropped: kernel.drops.iter().sum(),
             results,
             history: self.history.iter().copied().collect(),

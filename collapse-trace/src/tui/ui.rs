@@ -388,7 +388,7 @@ fn draw_help(f: &mut Frame, area: Rect) {
 mod tests {
     use std::time::Duration;
 
-    use collapse_trace_common::Tracepoint;
+    use collapse_trace_common::RecordKind;
     use ratatui::{
         Terminal,
         backend::TestBackend,
@@ -404,7 +404,7 @@ mod tests {
 
     /// A scripted run: events go to the core and the kernel counters agree with them.
     /// (tracepoint, pid, result, comm, file name)
-    type Scripted<'a> = (Tracepoint, u32, i32, &'a [u8], &'a [u8]);
+    type Scripted<'a> = (RecordKind, u32, i32, &'a [u8], &'a [u8]);
 
     fn scripted(events: &[Scripted]) -> App {
         let mut app = App::new(
@@ -461,8 +461,8 @@ mod tests {
         buf[(col, row as u16)].style()
     }
 
-    const CF: Tracepoint = Tracepoint::CollapseFile;
-    const SF: Tracepoint = Tracepoint::ScanFile;
+    const CF: RecordKind = RecordKind::CollapseFile;
+    const SF: RecordKind = RecordKind::ScanFile;
 
     fn sample() -> App {
         scripted(&[

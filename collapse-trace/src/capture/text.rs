@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use collapse_trace_common::{Origin, Tracepoint};
+use collapse_trace_common::{Origin, RecordKind};
 
 use crate::model::{event::Event, results::ResultTable};
 
@@ -235,10 +235,7 @@ impl TextDecoder {
     /// Decodes one line.
     pub fn decode(&mut self, l: FtraceLine, table: &mut ResultTable) -> Decoded {
         let tp = match l.event.as_str() {
-            "mm_khugepaged_scan_file" => Tracepoint::ScanFile,
-            "mm_khugepaged_collapse_file" => Tracepoint::CollapseFile,
-            "mm_khugepaged_scan_pmd" => Tracepoint::ScanPmd,
-            "mm_collapse_huge_page" => Tracepoint::CollapseHugePage,
+            name if let Some(k) = RecordKind::from_tracepoint(name) => k,
             "sys_enter_madvise" | "sys_enter_process_madvise" => {
                 if hex(l.fields.get("behavior")) == Some(MADV_COLLAPSE) {
                     let process = l.event.contains("process");
@@ -271,7 +268,7 @@ impl TextDecoder {
                     return Decoded::Bad("a syscall exit without its return value");
                 };
                 let ret = ret as i64;
-                let mut e = self.base(&l, Tracepoint::MadviseCall);
+                let mut e = self.base(&l, RecordKind::MadviseCall);
                 e.result = if ret < 0 { -ret } else { 0 };
                 e.call_ns = call.ts_ns;
                 e.addr = call.start;
@@ -301,7 +298,7 @@ impl TextDecoder {
         let f = &l.fields;
         let i32_of = |k: &str| num(f.get(k)).unwrap_or(0) as i32;
         match tp {
-            Tracepoint::ScanFile => {
+            RecordKind::ScanFile => {
                 e.filename = f
                     .get("filename")
                     .map(|s| s.as_bytes().to_vec())
@@ -310,7 +307,7 @@ impl TextDecoder {
                 e.present = i32_of("present");
                 e.swap = i32_of("swap");
             }
-            Tracepoint::CollapseFile => {
+            RecordKind::CollapseFile => {
                 e.filename = f
                     .get("filename")
                     .map(|s| s.as_bytes().to_vec())
@@ -321,19 +318,19 @@ impl TextDecoder {
                 e.is_shmem = num(f.get("is_shmem")).unwrap_or(0) != 0;
                 e.nr = i32_of("nr");
             }
-            Tracepoint::ScanPmd => {
+            RecordKind::ScanPmd => {
                 e.pfn = hex(f.get("scan_pfn")).unwrap_or(0);
                 e.referenced = i32_of("referenced");
                 e.none_or_zero = i32_of("none_or_zero");
                 e.unmapped = i32_of("unmapped");
             }
-            Tracepoint::CollapseHugePage => e.isolated = i32_of("isolated"),
-            Tracepoint::MadviseCall => {}
+            RecordKind::CollapseHugePage => e.isolated = i32_of("isolated"),
+            RecordKind::MadviseCall => {}
         }
         Decoded::Event(e)
     }
 
-    fn base(&self, l: &FtraceLine, tp: Tracepoint) -> Event {
+    fn base(&self, l: &FtraceLine, tp: RecordKind) -> Event {
         Event {
             ts_ns: l.ts_ns,
             tracepoint: tp,
@@ -425,7 +422,7 @@ mod tests {
         let Decoded::Event(e) = &out[3] else { panic!() };
         assert_eq!(
             (e.tracepoint, e.result, e.addr, e.index),
-            (Tracepoint::MadviseCall, 11, 0x7f0000200000, 0x200000)
+            (RecordKind::MadviseCall, 11, 0x7f0000200000, 0x200000)
         );
     }
 
