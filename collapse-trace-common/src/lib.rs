@@ -570,6 +570,9 @@ pub mod maps {
     pub const CLOCK: &str = "CLOCK";
     /// MADV_COLLAPSE calls in progress, slot `tid % MAX_CALLS`.
     pub const CALLS: &str = "CALLS";
+    /// The counting window: one `u32`, non-zero while the programs count and send (set by
+    /// userspace after attaching every program, cleared before detaching any).
+    pub const WINDOW: &str = "WINDOW";
     /// The `.rodata` global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
 }

@@ -88,6 +88,18 @@ static WAKEUPS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static CALLS: Array<CallInfo> = Array::with_max_entries(MAX_CALLS, 0);
 
+/// The counting window: non-zero while userspace collects. Every program tests it first, so
+/// counters, records and calls all start and stop at the same two instants (userspace opens
+/// it once every program is attached, and closes it before any is detached).
+#[map]
+static WINDOW: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether the counting window is open (an array lookup the JIT inlines).
+#[inline(always)]
+fn window_open() -> bool {
+    WINDOW.get(0).is_some_and(|v| *v != 0)
+}
+
 /// This CPU's number and ring header.
 #[derive(Clone, Copy)]
 struct Cpu {
@@ -200,48 +212,72 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[tracepoint]
 pub fn scan_file(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     collapse_event::<{ Probe::ScanFile as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn collapse_file(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     collapse_event::<{ Probe::CollapseFile as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn scan_pmd(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     collapse_event::<{ Probe::ScanPmd as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn collapse_huge_page(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     collapse_event::<{ Probe::CollapseHugePage as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn enter_madvise(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     call_enter::<{ Probe::EnterMadvise as usize }>(&ctx, 0);
     0
 }
 
 #[tracepoint]
 pub fn enter_process_madvise(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     call_enter::<{ Probe::EnterProcessMadvise as usize }>(&ctx, CALL_PROCESS_MADVISE);
     0
 }
 
 #[tracepoint]
 pub fn exit_madvise(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     call_exit::<{ Probe::ExitMadvise as usize }>(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn exit_process_madvise(ctx: TracePointContext) -> u32 {
+    if !window_open() {
+        return 0;
+    }
     call_exit::<{ Probe::ExitProcessMadvise as usize }>(&ctx);
     0
 }

@@ -11,7 +11,7 @@ use collapse_trace::{
         self,
         record::{FORMAT, Header, KindLine, RecordWriter, Trailer, VERSION},
     },
-    export::json::Filters,
+    model::filters::Filters,
     model::{aggregate::Aggregate, event::Event, results::ResultTable},
 };
 use collapse_trace_common::{Origin, RecordKind};

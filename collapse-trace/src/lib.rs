@@ -12,4 +12,5 @@ pub mod export;
 pub mod kernel;
 pub mod model;
 pub mod provoke;
+pub mod session;
 pub mod tui;

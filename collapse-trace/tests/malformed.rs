@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use collapse_trace::capture::{self, Loaded};
+use collapse_trace::{capture, model::capture::Loaded};
 
 enum Expect {
     /// An error whose message holds these words.
@@ -117,7 +117,7 @@ fn checked_in_text_captures_read_the_same_run() {
             "{file}: {:?}",
             l.capture.first_skipped
         );
-        let r = collapse_trace::cmd::report::build(&l);
+        let r = collapse_trace::export::report::build(&l);
         let s = &r.snapshot;
         // 4 scenarios x 3 calls; the anon scenario adds scan_pmd + collapse_huge_page.
         assert_eq!((s.totals.calls, s.totals.events), (12, 24), "{file}");

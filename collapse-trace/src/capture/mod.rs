@@ -22,11 +22,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use collapse_trace_common::RecordKind;
-use serde::{Deserialize, Serialize};
 
 use crate::{
-    export::json::Filters,
-    kernel::{probes::KernelInfo, tracefs::Tracefs},
+    kernel::tracefs::Tracefs,
+    model::capture::{CaptureInfo, Format, Loaded, Skipped},
+    model::filters::Filters,
+    model::kernel_info::KernelInfo,
     model::{
         aggregate::Aggregate,
         event::Event,
@@ -36,84 +37,6 @@ use crate::{
 
 /// The longest line read; longer lines are an error (record) or skipped (text).
 pub const MAX_LINE: usize = 1 << 20;
-
-/// What kind of capture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// `collapse-trace record` NDJSON (plain or zstd).
-    Record,
-    /// tracefs `trace` / `trace_pipe` text.
-    Ftrace,
-    /// `trace-cmd report` text.
-    TraceCmd,
-    /// `perf script` text.
-    Perf,
-}
-
-impl Format {
-    /// The name used in outputs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Record => "record",
-            Format::Ftrace => "ftrace",
-            Format::TraceCmd => "trace-cmd",
-            Format::Perf => "perf",
-        }
-    }
-}
-
-/// A skipped line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Skipped {
-    /// 1-based line number.
-    pub line: u64,
-    /// Why.
-    pub why: String,
-}
-
-/// What reading the capture found, besides the events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CaptureInfo {
-    /// The format read.
-    pub format: Format,
-    /// zstd-compressed.
-    pub compressed: bool,
-    /// The capture ends before its recorder stopped cleanly (a record without trailer, or
-    /// a compressed stream that ends early).
-    pub cut_short: bool,
-    /// Why it counts as cut short.
-    pub cut_reason: Option<String>,
-    /// Lines read.
-    pub lines: u64,
-    /// Events (and MADV_COLLAPSE calls) read.
-    pub events: u64,
-    /// Whether the per-kind counts are the kernel's own counters (a complete record) or
-    /// counts of the events read (text captures, cut records: drops unknown).
-    pub kernel_counts: bool,
-    /// Text captures: lines not understood, skipped.
-    pub skipped_lines: u64,
-    /// The first of them.
-    pub first_skipped: Option<Skipped>,
-    /// Text captures: events of other tracepoints, syscalls other than MADV_COLLAPSE.
-    pub other_events: u64,
-    /// Start of the capture, wall clock ns (records only).
-    pub start_wall_ns: Option<u64>,
-}
-
-/// A capture, read.
-pub struct Loaded {
-    /// The aggregation core, fed with every event.
-    pub agg: Aggregate,
-    /// The kernel it was taken on, as far as the capture says.
-    pub info: KernelInfo,
-    /// Filters of the recorder (records only).
-    pub filters: Filters,
-    /// Seconds covered.
-    pub duration_s: f64,
-    /// What reading found.
-    pub capture: CaptureInfo,
-}
 
 /// One line out of a [`LineReader`].
 #[derive(Debug, PartialEq, Eq)]
@@ -970,7 +893,7 @@ mod tests {
 
     /// The report of a capture, as JSON text (what `report --json` prints).
     fn report_of(l: &Loaded) -> String {
-        serde_json::to_string(&crate::cmd::report::build(l)).unwrap()
+        serde_json::to_string(&crate::export::report::build(l)).unwrap()
     }
 
     #[test]

@@ -22,7 +22,7 @@ use collapse_trace_common::{NUM_KINDS, Origin, RESULT_SLOTS, RecordKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
-    export::json::Filters,
+    model::filters::Filters,
     model::{
         aggregate::KernelCounters,
         event::{Escaped, Event, UnescapeError, origin_name, unescape_into},

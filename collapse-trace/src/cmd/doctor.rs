@@ -6,7 +6,10 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use crate::kernel::{btf, caps, probes::KernelInfo, tracefs::Tracefs};
+use crate::{
+    kernel::{btf, caps, tracefs::Tracefs},
+    model::kernel_info::KernelInfo,
+};
 
 /// Options of `doctor`.
 #[derive(Debug, Args)]

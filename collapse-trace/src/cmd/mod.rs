@@ -12,9 +12,12 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::Args;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::kernel::probes::{ProbeOptions, Probes};
+use crate::{
+    kernel::probes::ProbeOptions,
+    model::filters::Filters,
+    session::{Session, Stop},
+};
 
 /// Options shared by every subcommand that attaches.
 #[derive(Debug, Args)]
@@ -130,20 +133,10 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 impl CollectArgs {
-    /// Loads and attaches with these options.
-    pub fn attach(&self) -> Result<Probes> {
-        // Loading parses the kernel's BTF into buffers of several MiB that grow by doubling
-        // and are then freed. With glibc's adaptive threshold they come from the heap (a copy
-        // on every growth, and the freed memory stays resident for the whole run): `record`'s
-        // peak RSS was ~30 MiB. mmap'd instead, they grow with mremap and go back to the
-        // system when freed: ~24.5 MiB. Every command that attaches gains the same.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: mallopt only tunes the allocator.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        }
-        Ok(Probes::attach(&ProbeOptions {
-            events: !self.no_events,
+    /// The kernel side's options.
+    pub fn options(&self, events: bool) -> ProbeOptions {
+        ProbeOptions {
+            events: events && !self.no_events,
             calls: !self.no_calls,
             pid: self.pid,
             comm: self.comm.clone(),
@@ -153,7 +146,18 @@ impl CollectArgs {
             force_probe_read: self.force_probe_read,
             no_wakeup: self.stall_reader,
             precise_time: self.precise_time,
-        })?)
+        }
+    }
+
+    /// Attaches and opens the counting window, with `stop` (made before attaching, so that a
+    /// signal while attaching ends the run cleanly). `events: false` counts only, whatever
+    /// `--no-events` says.
+    pub fn start(&self, events: bool, stop: Stop) -> Result<Session> {
+        Ok(Session::start(
+            &self.options(events),
+            self.drain_tick(),
+            stop,
+        )?)
     }
 
     /// How long to wait for a kernel wakeup before draining anyway.
@@ -164,62 +168,12 @@ impl CollectArgs {
             crate::kernel::stream::DRAIN_TICK
         }
     }
-}
 
-/// Resolves when collection should stop: the deadline, SIGINT, SIGTERM, or (when asked for)
-/// SIGHUP.
-pub struct Stop {
-    deadline: Option<tokio::time::Instant>,
-    int: Signal,
-    term: Signal,
-    hup: Option<Signal>,
-}
-
-impl Stop {
-    /// Installs the SIGINT and SIGTERM handlers. Call it before attaching: a signal that
-    /// arrives while attaching, or right after the "attached" line, is then kept, not fatal.
-    pub fn new(duration: Option<Duration>) -> Result<Stop> {
-        Ok(Stop {
-            deadline: duration.map(|d| tokio::time::Instant::now() + d),
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: None,
-        })
-    }
-
-    /// Also stops on SIGHUP (the terminal went away): `stat` still writes its whole report to
-    /// wherever stdout goes, `top` restores the terminal.
-    pub fn on_hangup(mut self) -> Result<Stop> {
-        self.hup = Some(signal(SignalKind::hangup())?);
-        Ok(self)
-    }
-
-    /// Starts the clock now (once attached, so the whole duration is collected).
-    pub fn set_duration(&mut self, duration: Option<Duration>) {
-        self.deadline = duration.map(|d| tokio::time::Instant::now() + d);
-    }
-
-    /// Waits for the first stop reason.
-    pub async fn wait(&mut self) {
-        let deadline = async {
-            match self.deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let hup = async {
-            match self.hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = deadline => {}
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-            _ = hup => {}
+    /// The filters, as outputs report them.
+    pub fn filters(&self) -> Filters {
+        Filters {
+            pid: self.pid,
+            comm: self.comm.clone(),
         }
     }
 }

@@ -6,13 +6,12 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use super::{CollectArgs, Stop};
+use super::CollectArgs;
 use crate::{
     capture::record::{
         FORMAT, FieldLine, Header, KindLine, ProbeLine, RecordWriter, Trailer, VERSION, now_ns,
     },
-    export::json::Filters,
-    kernel::stream::Collector,
+    session::{Stop, Wake},
 };
 
 /// Options of `record`.
@@ -24,7 +23,7 @@ pub struct RecordArgs {
     #[arg(long, short = 'o')]
     output: PathBuf,
     /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
-    #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
+    #[arg(long, short = 'd', value_parser = super::parse_positive_duration)]
     duration: Option<Duration>,
 }
 
@@ -33,9 +32,10 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     if args.collect.no_events {
         bail!("record writes every event: --no-events makes no sense here");
     }
-    let probes = args.collect.attach()?;
-    let mut collector = Collector::new(probes, true)?;
-    let info = &collector.probes().info;
+    // Signals first: one that arrives while attaching still ends in a complete file.
+    let stop = Stop::new(None)?;
+    let mut session = args.collect.start(true, stop)?;
+    let info = session.info();
     let (start_wall_ns, start_mono_ns) = now_ns();
     let header = Header {
         format: FORMAT.to_string(),
@@ -74,24 +74,16 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             .collect(),
         start_wall_ns,
         start_mono_ns,
-        filters: Filters {
-            pid: args.collect.pid,
-            comm: args.collect.comm.clone(),
-        },
+        filters: args.collect.filters(),
     };
-    // The trailer's counts are the kernel's, since this baseline; events are only written.
-    let baseline = collector.counters()?;
+    // The trailer's counts are the window's own; events are only written.
     let mut out = RecordWriter::create(&args.output, &header)?;
-    let mut stop = Stop::new(args.duration)?;
-    super::stat::announce(&collector, args.duration);
+    super::stat::announce(info, args.duration);
+    session.set_duration(args.duration);
 
     let mut failed: Option<std::io::Error> = None;
-    loop {
-        tokio::select! {
-            _ = stop.wait() => break,
-            _ = collector.wait(args.collect.drain_tick()) => {}
-        }
-        collector.drain(|e| {
+    while session.wait().await == Wake::Drain {
+        session.drain(|e| {
             if failed.is_none() {
                 failed = out.event(e).err();
             }
@@ -103,17 +95,15 @@ pub async fn run(args: RecordArgs) -> Result<()> {
             break;
         }
     }
-    collector.detach();
-    collector.drain(|e| {
+    let kernel = session.finish(|e| {
         if failed.is_none() {
             failed = out.event(e).err();
         }
-    });
+    })?;
     if let Some(e) = failed {
         return Err(anyhow::Error::new(e))
             .with_context(|| format!("writing {}", args.output.display()));
     }
-    let kernel = collector.counters()?.since(&baseline);
     let (end_wall_ns, end_mono_ns) = now_ns();
     let written = out.written;
     out.finish(Trailer {
@@ -121,7 +111,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         end_mono_ns,
         kernel: Trailer::kernel_lines(&kernel),
         delivered: written,
-        decode_errors: collector.decode_errors,
+        decode_errors: session.decode_errors(),
     })
     .with_context(|| format!("finishing {}", args.output.display()))?;
     let dropped: u64 = kernel.drops.iter().sum();
@@ -129,10 +119,10 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         "collapse-trace: recorded {written} events to {} ({dropped} dropped)",
         args.output.display()
     );
-    if collector.decode_errors > 0 {
+    if session.decode_errors() > 0 {
         bail!(
             "{} ring records did not decode: the embedded object and the binary disagree; rebuild",
-            collector.decode_errors
+            session.decode_errors()
         );
     }
     Ok(())

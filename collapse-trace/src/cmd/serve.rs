@@ -24,14 +24,14 @@ use axum::{
 };
 use clap::Args;
 
-use super::{CollectArgs, Stop};
+use super::CollectArgs;
 use crate::{
     export::{
-        json::{Filters, Snapshot},
+        json::Snapshot,
         prometheus::{self, COMM_CAP, EventCounts, Source},
     },
-    kernel::{probes::KernelInfo, stream::Collector},
-    model::aggregate::Aggregate,
+    model::{aggregate::Aggregate, filters::Filters, kernel_info::KernelInfo},
+    session::{Stop, Wake},
 };
 
 /// Default listen address: loopback only; binding elsewhere is an explicit choice. 9867 is in
@@ -98,17 +98,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     };
     let local = listener.local_addr()?;
-    let mut stop = Stop::new(None)?;
+    let stop = Stop::new(None)?;
     // SIGHUP: ignored (logged). The daemon logs to stderr, which journald or the caller owns,
     // so there is no log file to reopen, and a hangup must not kill a daemon.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
-    let probes = args.collect.attach()?;
     let events = !args.collect.no_events;
-    let mut collector = Collector::new(probes, events)?;
-    let info = collector.probes().info.clone();
-    let mut agg = Aggregate::new(info.results.clone());
-    agg.set_baseline(collector.counters()?);
+    // The daemon's whole life is one counting window.
+    let mut session = args.collect.start(true, stop)?;
+    let info = session.info().clone();
+    let agg = Aggregate::new(info.results.clone());
     // Everything privileged is done: programs loaded and attached, the maps and the ring
     // buffer open (and mapped), the socket bound.
     drop_capabilities().context("dropping capabilities after attaching")?;
@@ -117,10 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         agg,
         counts: EventCounts::new(args.max_comms),
         info: info.clone(),
-        filters: Filters {
-            pid: args.collect.pid,
-            comm: args.collect.comm.clone(),
-        },
+        filters: args.collect.filters(),
         events,
         started: Instant::now(),
         last_drain: Instant::now(),
@@ -158,7 +154,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut refreshed = Instant::now();
     let outcome = loop {
         tokio::select! {
-            _ = stop.wait() => break Ok(()),
+            w = session.wait() => if w == Wake::Stop { break Ok(()) },
             _ = hangup.recv() => {
                 log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
                 continue;
@@ -168,38 +164,37 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),
                 Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
             }),
-            _ = collector.wait(args.collect.drain_tick()) => {}
         }
         let counters = if refreshed.elapsed() >= COUNTER_REFRESH {
             refreshed = Instant::now();
-            Some(collector.counters()?)
+            Some(session.counters()?)
         } else {
             None
         };
         let mut st = lock(&state);
         let st = &mut *st;
-        collector.drain(|e| {
+        session.drain(|e| {
             st.agg.add(e);
             st.counts.add(e);
         });
         if let Some(k) = counters {
             st.agg.set_kernel(k);
         }
-        st.decode_errors = collector.decode_errors;
+        st.decode_errors = session.decode_errors();
         st.last_drain = Instant::now();
     };
 
-    // Detach first, then one last drain: the final counts account for every event.
-    collector.detach();
+    // Close the window and detach, then one last drain: the final counts account for every
+    // event.
     {
         let mut st = lock(&state);
         let st = &mut *st;
-        collector.drain(|e| {
+        let kernel = session.finish(|e| {
             st.agg.add(e);
             st.counts.add(e);
-        });
-        st.agg.set_kernel(collector.counters()?);
-        st.decode_errors = collector.decode_errors;
+        })?;
+        st.agg.set_kernel(kernel);
+        st.decode_errors = session.decode_errors();
         let k = st.agg.kernel();
         let total: u64 = k.counts.iter().flatten().sum();
         let dropped: u64 = k.drops.iter().sum();

@@ -6,12 +6,14 @@ use anyhow::{Result, bail};
 use clap::Args;
 use tokio::{process::Command, sync::watch, task::JoinHandle};
 
-use super::{CollectArgs, Stop};
+use ratatui::{DefaultTerminal, crossterm::event::Event as TermEvent};
+
+use super::CollectArgs;
 use crate::{
-    kernel::stream::Collector,
+    session::{Session, Stop, Wake, monotonic_ns},
     tui::{
         self,
-        app::{App, Header},
+        app::{Action, App, Header},
     },
 };
 
@@ -52,9 +54,8 @@ pub async fn run(args: TopArgs) -> Result<()> {
     }
     // Signals first: SIGINT/SIGTERM/SIGHUP while attaching or drawing end `top` cleanly.
     let stop = Stop::new(None)?.on_hangup()?;
-    let probes = args.collect.attach()?;
-    let mut collector = Collector::new(probes, true)?;
-    let info = &collector.probes().info;
+    let mut session = args.collect.start(true, stop)?;
+    let info = session.info();
     let header = Header {
         release: info.release.clone(),
         attached: info
@@ -78,19 +79,63 @@ pub async fn run(args: TopArgs) -> Result<()> {
         table,
         header,
         args.interval,
-        collector.counters()?,
-        crate::kernel::stream::monotonic_ns(),
+        session.counters()?,
+        monotonic_ns(),
     );
     let demo = args.demo.then(Demo::start);
 
     let mut terminal = ratatui::try_init()?;
-    let result = tui::run(&mut terminal, &mut app, &mut collector, stop).await;
+    let result = run_ui(&mut terminal, &mut app, &mut session).await;
     ratatui::restore();
-    collector.detach();
+    let _ = session.finish(|_| {});
     if let Some(d) = demo {
         d.stop().await;
     }
     result
+}
+
+/// Runs the UI until the operator quits or SIGTERM/SIGINT/SIGHUP arrives. The caller
+/// restores the terminal.
+async fn run_ui(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    session: &mut Session,
+) -> Result<()> {
+    let mut input = tui::spawn_input();
+    let mut tick = tokio::time::interval(app.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            w = session.wait() => {
+                if w == Wake::Stop {
+                    return Ok(());
+                }
+                session.drain(|e| app.on_event(e));
+            }
+            _ = tick.tick() => {
+                session.drain(|e| app.on_event(e));
+                // One read of the counters for the whole interval.
+                app.on_tick(session.counters()?, session.elapsed());
+                tui::draw(terminal, app)?;
+            }
+            ev = input.recv() => match ev {
+                Some(TermEvent::Key(k)) => {
+                    match app.on_key(k) {
+                        Action::Quit => return Ok(()),
+                        Action::Reset => {
+                            session.drain(|e| app.on_event(e));
+                            app.reset(session.counters()?, monotonic_ns());
+                        }
+                        Action::None => {}
+                    }
+                    tui::draw(terminal, app)?;
+                }
+                Some(TermEvent::Resize(..)) => tui::draw(terminal, app)?,
+                Some(_) => {}
+                None => return Ok(()),
+            },
+        }
+    }
 }
 
 /// The `--demo` workload: `provoke all` runs, one after the other, as child processes.

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use collapse_trace_common::RecordKind;
 
 use crate::{
-    kernel::probes::KernelInfo,
     model::{
         aggregate::{Aggregate, ResultCounts, dominant, failures},
         event::{escape, origin_name},
         results::{ResultSource, is_success},
     },
+    model::{filters::Filters, kernel_info::KernelInfo},
 };
 
 /// Schema name and major version.
@@ -66,7 +66,7 @@ pub struct Report {
     /// Always [`REPORT_SCHEMA`].
     pub schema: String,
     /// The capture read: format, cut short or not, skipped lines.
-    pub capture: crate::capture::CaptureInfo,
+    pub capture: crate::model::capture::CaptureInfo,
     /// Everything `stat --json` would have said about the same events.
     pub snapshot: Snapshot,
     /// Per second from the first event: attempts and failures.
@@ -121,15 +121,6 @@ pub struct RangeRow {
     pub calls: u64,
     /// Of which returned an error.
     pub failed_calls: u64,
-}
-
-/// Filters in force.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Filters {
-    /// `--pid`.
-    pub pid: Option<u32>,
-    /// `--comm`.
-    pub comm: Option<String>,
 }
 
 /// Totals.

@@ -33,7 +33,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    kernel::probes::KernelInfo,
+    model::kernel_info::KernelInfo,
     model::{
         aggregate::Aggregate,
         event::{Event, escape, origin_name},
@@ -320,7 +320,7 @@ pub fn render(src: &Source<'_>) -> String {
 mod tests {
     use super::*;
     use crate::{
-        kernel::probes::KindInfo,
+        model::kernel_info::KindInfo,
         model::{aggregate::KernelCounters, event::tests::record, results::ResultTable},
     };
 

@@ -27,7 +27,7 @@ pub enum KernelError {
     Tracefs(#[from] tracefs::TracefsError),
     /// A format file that does not parse.
     #[error("cannot understand a tracepoint format: {0}")]
-    Format(#[from] tracefs::FormatError),
+    Format(#[from] crate::model::format::FormatError),
     /// Neither tracepoint exists.
     #[error(
         "this kernel has neither huge_memory:mm_khugepaged_scan_file nor \

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
 use collapse_trace_common::{
@@ -13,14 +13,11 @@ use collapse_trace_common::{
     RecordKind, maps, ring_slots,
 };
 
-use super::{
-    KernelError, btf,
-    caps::check_privileges,
-    rings::RingMaps,
-    tracefs::{EventFormat, Tracefs},
-};
+use super::{KernelError, btf, caps::check_privileges, rings::RingMaps, tracefs::Tracefs};
 use crate::model::{
     aggregate::KernelCounters,
+    format::EventFormat,
+    kernel_info::{KernelInfo, ProbeInfo},
     results::{ResultSource, ResultTable},
 };
 
@@ -69,58 +66,6 @@ impl Default for ProbeOptions {
             precise_time: false,
         }
     }
-}
-
-/// What the running kernel offers for one attach point.
-#[derive(Debug, Clone)]
-pub struct ProbeInfo {
-    /// Which one.
-    pub probe: Probe,
-    /// Its parsed format, `None` when the kernel lacks it.
-    pub format: Option<EventFormat>,
-    /// The layout handed to the program.
-    pub layout: Layout,
-    /// Problems worth telling the user (missing fields, odd sizes).
-    pub warnings: Vec<String>,
-    /// Whether the kernel has what the program needs.
-    pub usable: bool,
-    /// Attached in this run.
-    pub attached: bool,
-}
-
-/// Whether the records of one kind were collected in this run.
-#[derive(Debug, Clone)]
-pub struct KindInfo {
-    /// Which kind.
-    pub tracepoint: RecordKind,
-    /// Its probes were attached (both entry and exit, for calls).
-    pub attached: bool,
-}
-
-/// What was learned about the kernel while setting up.
-#[derive(Debug, Clone)]
-pub struct KernelInfo {
-    /// `uname -r`.
-    pub release: String,
-    /// Per attach point.
-    pub probes: Vec<ProbeInfo>,
-    /// Per record kind, derived from `probes`.
-    pub tracepoints: Vec<KindInfo>,
-    /// Result names.
-    pub results: ResultTable,
-    /// Offset of `task_struct.flags` (origin detection), if BTF had it.
-    pub task_flags_offset: Option<u32>,
-    /// Offset of `task_struct.comm`, if BTF had it (else the comm helper is used).
-    pub task_comm_offset: Option<u32>,
-    /// Offsets of `task_struct.pid` and `.tgid`, if BTF had both (else the pid helper is used).
-    pub task_pid_offsets: Option<(u32, u32)>,
-    /// Offsets in `struct pt_regs` of the first four syscall arguments, if known: then the
-    /// syscall exits alone track MADV_COLLAPSE calls.
-    pub syscall_args: Option<[u32; 4]>,
-    /// tracefs mount point.
-    pub tracefs: PathBuf,
-    /// Whether collapse-trace mounted tracefs itself.
-    pub tracefs_mounted_by_us: bool,
 }
 
 impl KernelInfo {
@@ -178,70 +123,6 @@ impl KernelInfo {
         };
         info.derive_kinds();
         Ok(info)
-    }
-
-    /// What a capture says about the kernel it was taken on, for views of a capture (`report`):
-    /// the release, the result names and which record kinds were collected. Nothing is read
-    /// from this machine.
-    pub fn offline(
-        release: String,
-        results: ResultTable,
-        attached: &[(RecordKind, bool)],
-    ) -> KernelInfo {
-        KernelInfo {
-            release,
-            probes: Vec::new(),
-            tracepoints: RecordKind::ALL
-                .into_iter()
-                .map(|tp| KindInfo {
-                    tracepoint: tp,
-                    attached: attached.iter().any(|(t, a)| *t == tp && *a),
-                })
-                .collect(),
-            results,
-            task_flags_offset: None,
-            task_comm_offset: None,
-            task_pid_offsets: None,
-            syscall_args: None,
-            tracefs: PathBuf::new(),
-            tracefs_mounted_by_us: false,
-        }
-    }
-
-    fn derive_kinds(&mut self) {
-        self.tracepoints = RecordKind::ALL
-            .into_iter()
-            .map(|tp| KindInfo {
-                tracepoint: tp,
-                attached: self
-                    .probes
-                    .iter()
-                    .any(|p| p.probe.kind() == tp && p.attached),
-            })
-            .collect();
-    }
-
-    /// Names of the record kinds collected in this run.
-    pub fn attached_names(&self) -> Vec<&'static str> {
-        self.tracepoints
-            .iter()
-            .filter(|t| t.attached)
-            .map(|t| t.tracepoint.name())
-            .collect()
-    }
-
-    /// Names of the record kinds this kernel could not give.
-    pub fn missing_names(&self) -> Vec<&'static str> {
-        self.tracepoints
-            .iter()
-            .filter(|t| !t.attached)
-            .map(|t| t.tracepoint.name())
-            .collect()
-    }
-
-    /// Attach points the kernel has everything for.
-    pub fn available(&self) -> impl Iterator<Item = &ProbeInfo> {
-        self.probes.iter().filter(|p| p.usable)
     }
 }
 
@@ -373,6 +254,8 @@ pub struct Probes {
     counts: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
     untracked_calls: PerCpuArray<MapData, u64>,
+    /// The counting window's flag (see [`Probes::open_window`]).
+    window: Array<MapData, u32>,
     /// CPUs the event rings are sized for.
     cpus: u32,
     /// Records per CPU ring.
@@ -506,12 +389,17 @@ impl Probes {
         let counts = take_percpu(&mut ebpf, maps::COUNTS)?;
         let drops = take_percpu(&mut ebpf, maps::DROPS)?;
         let untracked_calls = take_percpu(&mut ebpf, maps::UNTRACKED_CALLS)?;
+        let window = match ebpf.take_map(maps::WINDOW) {
+            Some(m) => Array::try_from(m).map_err(|e| KernelError::Map(maps::WINDOW, e))?,
+            None => return Err(KernelError::MissingMap(maps::WINDOW)),
+        };
         Ok(Probes {
             ebpf,
             info,
             counts,
             drops,
             untracked_calls,
+            window,
             cpus,
             slots,
             paced: !opts.no_wakeup,
@@ -540,6 +428,22 @@ impl Probes {
             slots: self.slots,
             paced: self.paced,
         })
+    }
+
+    /// Opens the counting window: from now on every attached program counts and sends, all
+    /// from the same instant (they were attached with the window closed, and counted nothing).
+    pub fn open_window(&mut self) -> Result<(), KernelError> {
+        self.window
+            .set(0, 1, 0)
+            .map_err(|e| KernelError::Map(maps::WINDOW, e))
+    }
+
+    /// Closes the counting window: no program counts or sends after this instant, so the
+    /// counters read afterwards and the records in the rings describe the same events.
+    pub fn close_window(&mut self) -> Result<(), KernelError> {
+        self.window
+            .set(0, 0, 0)
+            .map_err(|e| KernelError::Map(maps::WINDOW, e))
     }
 
     /// Detaches and unloads every program; maps stay readable. `info` keeps saying what was
@@ -639,7 +543,7 @@ pub fn verifier_log(e: &ProgramError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::tracefs::parse_format;
+    use crate::model::format::parse_format;
 
     const SCAN: &str = include_str!("../../tests/data/mm_khugepaged_scan_file.format");
     const COLLAPSE: &str = include_str!("../../tests/data/mm_khugepaged_collapse_file.format");

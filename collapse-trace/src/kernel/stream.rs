@@ -189,9 +189,20 @@ impl Collector {
         self.probes.counters()
     }
 
-    /// Detaches every program, so that after one more [`Collector::drain`] the delivered
-    /// events plus the drops equal the counters exactly.
+    /// Opens the counting window (see [`Probes::open_window`]).
+    pub fn open_window(&mut self) -> Result<(), KernelError> {
+        self.probes.open_window()
+    }
+
+    /// Closes the counting window, then detaches every program (detaching waits for programs
+    /// still running), so that after one more [`Collector::drain`] the delivered events plus
+    /// the drops equal the counters exactly, and no count comes from outside the window.
     pub fn detach(&mut self) {
+        if let Err(e) = self.probes.close_window() {
+            // Detaching stops the programs all the same; the window's end is then that of
+            // the last program detached.
+            log::warn!("closing the counting window: {e}");
+        }
         self.probes.detach();
         self.detached = true;
     }

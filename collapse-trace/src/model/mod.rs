@@ -2,5 +2,9 @@
 //! kernel.
 
 pub mod aggregate;
+pub mod capture;
 pub mod event;
+pub mod filters;
+pub mod format;
+pub mod kernel_info;
 pub mod results;
