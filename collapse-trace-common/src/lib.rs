@@ -324,9 +324,10 @@ pub const MADV_COLLAPSE: u64 = 25;
 
 /// Who caused the event.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// The kernel could not tell (BTF offset of `task_struct.flags` unknown).
+    #[default]
     Unknown = 0,
     /// The khugepaged kernel thread.
     Khugepaged = 1,

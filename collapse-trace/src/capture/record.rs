@@ -1,6 +1,6 @@
 //! The record file format (`collapse-trace record`): NDJSON, optionally zstd-compressed.
 //!
-//! Line 1 is a [`Header`] (`{"format":"collapse-trace.record","version":1,...}`), then one
+//! Line 1 is a [`Header`] (`{"format":"collapse-trace.record","version":2,...}`), then one
 //! [`RecordEvent`] per line, then a [`TrailerLine`] (`{"trailer":{...}}`) once the recorder
 //! stopped cleanly. Each line is written whole, the writer is flushed after every drain batch
 //! and synced to disk at least once a second, so a killed recorder leaves a file that is
@@ -22,6 +22,7 @@ use collapse_trace_common::{NUM_KINDS, Origin, RESULT_SLOTS, RecordKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
+    model::event::event_fields,
     model::filters::Filters,
     model::{
         aggregate::KernelCounters,
@@ -156,155 +157,221 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
+/// A field's type as a record line holds it: serde's view for reading and for the test that
+/// pins the writer, and the hand-tuned writer's.
+pub trait LineValue {
+    /// The value in a line: the event's own on the way out (borrowed), the line's on the way
+    /// in.
+    type Line<'a>
+    where
+        Self: 'a;
+    /// The line's value for an event's.
+    fn to_line(&self) -> Self::Line<'_>;
+    /// The event's value for a line's, into `out` (reusing its buffer); `key` names the
+    /// field in an error.
+    fn from_line(line: &Self::Line<'_>, out: &mut Self, key: &str) -> Result<(), String>;
+    /// Appends `key` (`,"name":`) and the value, unless it is left out (zero, false, empty).
+    fn append(&self, key: &[u8], out: &mut Vec<u8>);
 }
 
-/// One event: every field of [`Event`], losslessly (`comm` and `file` are
-/// [`escape`](crate::model::event::escape)d, which [`unescape`](crate::model::event::unescape)
-/// reverses). Version 2 leaves out every field that is zero, false or empty, except `ts_ns`,
-/// `tracepoint` and `origin`; a reader takes an absent field as that zero (version 1 wrote
-/// every field).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RecordEvent<'a> {
-    /// CLOCK_MONOTONIC ns.
-    pub ts_ns: u64,
-    /// Record kind name.
-    #[serde(borrow)]
-    pub tracepoint: Cow<'a, str>,
-    /// Result number (the header's table; an errno for `madvise_collapse`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub result: i64,
-    /// Thread id.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub pid: u32,
-    /// Process id.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub tgid: u32,
-    /// Escaped comm.
-    #[serde(borrow, default, skip_serializing_if = "Text::is_empty")]
-    pub comm: Text<'a>,
-    /// `khugepaged`, `madvise`, `unknown`.
-    #[serde(borrow)]
-    pub origin: Cow<'a, str>,
-    /// cgroup v2 id.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cgroup_id: u64,
-    /// Escaped file name.
-    #[serde(borrow, default, skip_serializing_if = "Text::is_empty")]
-    pub file: Text<'a>,
-    /// pfn / hpfn.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub pfn: u64,
-    /// scan_file.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub present: i32,
-    /// scan_file.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub swap: i32,
-    /// collapse_file.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub is_shmem: bool,
-    /// collapse_file.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub nr: i32,
-    /// collapse_file index; a call's `len`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub index: u64,
-    /// collapse_file address; a call's `start`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub addr: u64,
-    /// Entry time of the MADV_COLLAPSE call (0: none).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub call_ns: u64,
-    /// scan_pmd.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub referenced: i32,
-    /// scan_pmd.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub none_or_zero: i32,
-    /// scan_pmd.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub unmapped: i32,
-    /// collapse_huge_page.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub isolated: i32,
-    /// A process_madvise call.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub process_madvise: bool,
+macro_rules! int_line_value {
+    ($($t:ty),*) => {$(
+        impl LineValue for $t {
+            type Line<'a> = $t;
+            fn to_line(&self) -> $t {
+                *self
+            }
+            fn from_line(line: &$t, out: &mut $t, _: &str) -> Result<(), String> {
+                *out = *line;
+                Ok(())
+            }
+            fn append(&self, key: &[u8], out: &mut Vec<u8>) {
+                if *self != 0 {
+                    num(out, key, *self);
+                }
+            }
+        }
+    )*};
 }
+int_line_value!(u32, i32, u64, i64);
 
-impl<'a> RecordEvent<'a> {
-    /// The line for an event (borrows it: nothing is copied or allocated).
-    pub fn new(e: &'a Event) -> RecordEvent<'a> {
-        RecordEvent {
-            ts_ns: e.ts_ns,
-            tracepoint: Cow::Borrowed(e.tracepoint.name()),
-            result: e.result,
-            pid: e.pid,
-            tgid: e.tgid,
-            comm: Text::Raw(&e.comm),
-            origin: Cow::Borrowed(origin_name(e.origin)),
-            cgroup_id: e.cgroup_id,
-            file: Text::Raw(&e.filename),
-            pfn: e.pfn,
-            present: e.present,
-            swap: e.swap,
-            is_shmem: e.is_shmem,
-            nr: e.nr,
-            index: e.index,
-            addr: e.addr,
-            call_ns: e.call_ns,
-            referenced: e.referenced,
-            none_or_zero: e.none_or_zero,
-            unmapped: e.unmapped,
-            isolated: e.isolated,
-            process_madvise: e.process_madvise,
+impl LineValue for bool {
+    type Line<'a> = bool;
+    fn to_line(&self) -> bool {
+        *self
+    }
+    fn from_line(line: &bool, out: &mut bool, _: &str) -> Result<(), String> {
+        *out = *line;
+        Ok(())
+    }
+    fn append(&self, key: &[u8], out: &mut Vec<u8>) {
+        if *self {
+            out.extend_from_slice(key);
+            out.extend_from_slice(b"true");
         }
     }
+}
 
-    /// Back to an [`Event`].
+impl LineValue for Vec<u8> {
+    type Line<'a> = Text<'a>;
+    fn to_line(&self) -> Text<'_> {
+        Text::Raw(self)
+    }
+    fn from_line(line: &Text<'_>, out: &mut Vec<u8>, key: &str) -> Result<(), String> {
+        line.bytes_into(out).map_err(|e| format!("{key}: {e}"))
+    }
+    fn append(&self, key: &[u8], out: &mut Vec<u8>) {
+        if !self.is_empty() {
+            out.extend_from_slice(key);
+            escaped_string(out, self);
+        }
+    }
+}
+
+impl LineValue for Origin {
+    type Line<'a> = Cow<'a, str>;
+    fn to_line(&self) -> Cow<'_, str> {
+        Cow::Borrowed(origin_name(*self))
+    }
+    fn from_line(line: &Cow<'_, str>, out: &mut Origin, key: &str) -> Result<(), String> {
+        *out = match &**line {
+            "khugepaged" => Origin::Khugepaged,
+            "madvise" => Origin::Madvise,
+            "unknown" => Origin::Unknown,
+            o => return Err(format!("unknown {key} {o:?}")),
+        };
+        Ok(())
+    }
+    fn append(&self, key: &[u8], out: &mut Vec<u8>) {
+        // Always written: a plain ASCII word, nothing to escape.
+        out.extend_from_slice(key);
+        out.push(b'"');
+        out.extend_from_slice(origin_name(*self).as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether serde leaves a line value out (the writer's rule, for serde's side).
+pub trait Omit {
+    /// Left out of a line.
+    fn omit(&self) -> bool;
+}
+
+macro_rules! omit_zero {
+    ($($t:ty),*) => {$(
+        impl Omit for $t {
+            fn omit(&self) -> bool {
+                *self == <$t>::default()
+            }
+        }
+    )*};
+}
+omit_zero!(u32, i32, u64, i64, bool);
+
+impl Omit for Text<'_> {
+    fn omit(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Omit for Cow<'_, str> {
+    fn omit(&self) -> bool {
+        false
+    }
+}
+
+/// Generates [`RecordEvent`], its conversions and [`EventLines::append`] from the field list
+/// ([`event_fields`]).
+macro_rules! record_line {
+    ($( $group:ident { $(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal : $ty:ty = $dec:expr,
+    )* } )*) => {
+        /// One event: every field of [`Event`], losslessly (`comm` and `file` are
+        /// [`escape`](crate::model::event::escape)d, which
+        /// [`unescape`](crate::model::event::unescape) reverses). Version 2 leaves out every
+        /// field that is zero, false or empty, except `ts_ns`, `tracepoint` and `origin`; a
+        /// reader takes an absent field as that zero (version 1 wrote every field).
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(bound(deserialize = "'de: 'a"))]
+        pub struct RecordEvent<'a> {
+            /// CLOCK_MONOTONIC ns.
+            pub ts_ns: u64,
+            /// Record kind name.
+            #[serde(borrow)]
+            pub tracepoint: Cow<'a, str>,
+            $($(
+                $(#[doc = $doc])*
+                #[serde(rename = $key, default, skip_serializing_if = "Omit::omit")]
+                pub $name: <$ty as LineValue>::Line<'a>,
+            )*)*
+        }
+
+        impl<'a> RecordEvent<'a> {
+            /// The line for an event (borrows it: nothing is copied or allocated).
+            pub fn new(e: &'a Event) -> RecordEvent<'a> {
+                RecordEvent {
+                    ts_ns: e.ts_ns,
+                    tracepoint: Cow::Borrowed(e.tracepoint.name()),
+                    $($( $name: LineValue::to_line(&e.$name), )*)*
+                }
+            }
+
+            /// Back to an [`Event`], into `e`, reusing its byte buffers.
+            pub fn fill(&self, e: &mut Event) -> Result<(), String> {
+                e.tracepoint = RecordKind::from_name(&self.tracepoint)
+                    .ok_or_else(|| format!("unknown tracepoint {:?}", self.tracepoint))?;
+                e.ts_ns = self.ts_ns;
+                $($(
+                    LineValue::from_line(&self.$name, &mut e.$name, $key)?;
+                )*)*
+                Ok(())
+            }
+        }
+
+        record_line!(@writer $( $group { $( $name $key : $ty, )* } )*);
+    };
+    (@writer pre { $( $pn:ident $pk:literal : $pt:ty, )* }
+             who { $( $wn:ident $wk:literal : $wt:ty, )* }
+             what { $( $xn:ident $xk:literal : $xt:ty, )* }) => {
+        /// The `who` fields of the last line written (see [`EventLines`]).
+        #[derive(Debug, Clone, PartialEq)]
+        struct Who {
+            $( $wn: $wt, )*
+        }
+
+        impl EventLines {
+            /// Appends the line of `e`, without its newline.
+            pub fn append(&mut self, out: &mut Vec<u8>, e: &Event) {
+                num(out, b"{\"ts_ns\":", e.ts_ns);
+                // Kind names are plain ASCII words: nothing to escape.
+                out.extend_from_slice(b",\"tracepoint\":\"");
+                out.extend_from_slice(e.tracepoint.name().as_bytes());
+                out.push(b'"');
+                $( e.$pn.append(concat!(",\"", $pk, "\":").as_bytes(), out); )*
+                let same = self.who.as_ref().is_some_and(|w| true $( && w.$wn == e.$wn )*);
+                if !same {
+                    let t = &mut self.who_text;
+                    t.clear();
+                    $( e.$wn.append(concat!(",\"", $wk, "\":").as_bytes(), t); )*
+                    self.who = Some(Who { $( $wn: e.$wn.clone(), )* });
+                }
+                out.extend_from_slice(&self.who_text);
+                $( e.$xn.append(concat!(",\"", $xk, "\":").as_bytes(), out); )*
+                out.push(b'}');
+            }
+        }
+    };
+}
+
+event_fields!(record_line);
+
+impl RecordEvent<'_> {
+    /// Back to a new [`Event`].
     pub fn to_event(&self) -> Result<Event, String> {
         let mut e = Event::empty();
         self.fill(&mut e)?;
         Ok(e)
-    }
-
-    /// Back to an [`Event`], into `e`, reusing its `comm` and `filename` buffers.
-    pub fn fill(&self, e: &mut Event) -> Result<(), String> {
-        e.tracepoint = RecordKind::from_name(&self.tracepoint)
-            .ok_or_else(|| format!("unknown tracepoint {:?}", self.tracepoint))?;
-        e.origin = match &*self.origin {
-            "khugepaged" => Origin::Khugepaged,
-            "madvise" => Origin::Madvise,
-            "unknown" => Origin::Unknown,
-            o => return Err(format!("unknown origin {o:?}")),
-        };
-        self.comm
-            .bytes_into(&mut e.comm)
-            .map_err(|err| format!("comm: {err}"))?;
-        self.file
-            .bytes_into(&mut e.filename)
-            .map_err(|err| format!("file: {err}"))?;
-        e.ts_ns = self.ts_ns;
-        e.pid = self.pid;
-        e.tgid = self.tgid;
-        e.cgroup_id = self.cgroup_id;
-        e.result = self.result;
-        e.pfn = self.pfn;
-        e.present = self.present;
-        e.swap = self.swap;
-        e.is_shmem = self.is_shmem;
-        e.nr = self.nr;
-        e.index = self.index;
-        e.addr = self.addr;
-        e.call_ns = self.call_ns;
-        e.referenced = self.referenced;
-        e.none_or_zero = self.none_or_zero;
-        e.unmapped = self.unmapped;
-        e.isolated = self.isolated;
-        e.process_madvise = self.process_madvise;
-        Ok(())
     }
 }
 
@@ -314,77 +381,15 @@ impl<'a> RecordEvent<'a> {
 /// escape scan of every key, a write call per fragment), this way ~60 ns.
 #[derive(Debug, Default)]
 pub struct EventLines {
-    /// The text from `pid` to `cgroup_id` of the last line and what it was made of: events
-    /// of one thread repeat it, and copying it is cheaper than writing it again.
-    who: Option<(u32, u32, Origin, u64)>,
-    who_comm: Vec<u8>,
+    /// The `who` fields of the last line and their text: events of one thread repeat it, and
+    /// copying it is cheaper than writing it again.
+    who: Option<Who>,
     who_text: Vec<u8>,
 }
 
 fn num(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
     out.extend_from_slice(key);
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-// Field order and omission rules as in RecordEvent.
-macro_rules! opt {
-    ($out:expr, $key:literal, $v:expr) => {
-        if $v != 0 {
-            num($out, concat!(",\"", $key, "\":").as_bytes(), $v);
-        }
-    };
-}
-
-impl EventLines {
-    /// Appends the line of `e`, without its newline.
-    pub fn append(&mut self, out: &mut Vec<u8>, e: &Event) {
-        num(out, b"{\"ts_ns\":", e.ts_ns);
-        // Kind and origin names are plain ASCII words: nothing to escape.
-        out.extend_from_slice(b",\"tracepoint\":\"");
-        out.extend_from_slice(e.tracepoint.name().as_bytes());
-        out.push(b'"');
-        opt!(out, "result", e.result);
-        let who = Some((e.pid, e.tgid, e.origin, e.cgroup_id));
-        if self.who != who || self.who_comm != e.comm {
-            let t = &mut self.who_text;
-            t.clear();
-            opt!(t, "pid", e.pid);
-            opt!(t, "tgid", e.tgid);
-            if !e.comm.is_empty() {
-                t.extend_from_slice(b",\"comm\":");
-                escaped_string(t, &e.comm);
-            }
-            t.extend_from_slice(b",\"origin\":\"");
-            t.extend_from_slice(origin_name(e.origin).as_bytes());
-            t.push(b'"');
-            opt!(t, "cgroup_id", e.cgroup_id);
-            self.who = who;
-            self.who_comm.clone_from(&e.comm);
-        }
-        out.extend_from_slice(&self.who_text);
-        if !e.filename.is_empty() {
-            out.extend_from_slice(b",\"file\":");
-            escaped_string(out, &e.filename);
-        }
-        opt!(out, "pfn", e.pfn);
-        opt!(out, "present", e.present);
-        opt!(out, "swap", e.swap);
-        if e.is_shmem {
-            out.extend_from_slice(b",\"is_shmem\":true");
-        }
-        opt!(out, "nr", e.nr);
-        opt!(out, "index", e.index);
-        opt!(out, "addr", e.addr);
-        opt!(out, "call_ns", e.call_ns);
-        opt!(out, "referenced", e.referenced);
-        opt!(out, "none_or_zero", e.none_or_zero);
-        opt!(out, "unmapped", e.unmapped);
-        opt!(out, "isolated", e.isolated);
-        if e.process_madvise {
-            out.extend_from_slice(b",\"process_madvise\":true");
-        }
-        out.push(b'}');
-    }
 }
 
 /// Appends the line of `e` without its newline (see [`EventLines`], which is faster for a
@@ -772,6 +777,110 @@ pub(crate) mod tests {
                 let mut reused = full.clone();
                 back.fill(&mut reused).unwrap();
                 assert_eq!(reused, *e);
+            }
+        }
+    }
+
+    /// Each listed field of `e`: its record-line key, whether it is set, and its value as
+    /// JSON. Generated from the one field list, so a new field is checked with no edit here.
+    macro_rules! listed_fields {
+        ($( $group:ident { $(
+            $(#[doc = $doc:literal])*
+            $name:ident $key:literal : $ty:ty = $dec:expr,
+        )* } )*) => {
+            fn listed(e: &Event) -> Vec<(&'static str, bool, serde_json::Value)> {
+                let line = serde_json::to_value(RecordEvent::new(e)).unwrap();
+                vec![$($({
+                    let v = line.get($key).cloned().unwrap_or(serde_json::Value::Null);
+                    ($key, !v.is_null(), v)
+                },)*)*]
+            }
+        };
+    }
+    event_fields!(listed_fields);
+
+    /// The guard of the single field list: every field goes kernel record -> Event -> record
+    /// line (the hand-tuned writer, byte-equal to serde's) -> reader -> Event unchanged, and
+    /// reaches an NDJSON event line, for every kind. A field missing from any path fails.
+    #[test]
+    fn every_listed_field_survives_every_path() {
+        use crate::{export::ndjson::EventLine, model::results::ResultTable};
+        let table = ResultTable::builtin();
+        for kind in RecordKind::ALL {
+            let mut bytes = record(kind, 9, 3, b"comm\"x", b"file\xff");
+            // Set what `record` leaves zero, so that every field of the kind is non-zero.
+            let rec = bytes
+                .as_mut_ptr()
+                .cast::<collapse_trace_common::EventRecord>();
+            // SAFETY: `record` returns one whole EventRecord's bytes; read and written
+            // unaligned.
+            unsafe {
+                let mut r = std::ptr::read_unaligned(rec);
+                r.call_ns = 13;
+                r.call_flags = collapse_trace_common::CALL_PROCESS_MADVISE;
+                std::ptr::write_unaligned(rec, r);
+            }
+            let e = Event::decode(&bytes).unwrap();
+            let fields = listed(&e);
+            for (key, set, _) in &fields {
+                use collapse_trace_common::Field as F;
+                // What each kind carries, said independently of the decoder.
+                let field = match *key {
+                    "file" => Some(F::Filename),
+                    "pfn" => Some(F::Pfn),
+                    "present" => Some(F::Present),
+                    "swap" => Some(F::Swap),
+                    "is_shmem" => Some(F::IsShmem),
+                    "nr" => Some(F::Nr),
+                    "index" => Some(F::Index),
+                    "addr" => Some(F::Addr),
+                    "referenced" => Some(F::Referenced),
+                    "none_or_zero" => Some(F::NoneOrZero),
+                    "unmapped" => Some(F::Unmapped),
+                    "isolated" => Some(F::Isolated),
+                    _ => None,
+                };
+                let want = match (*key, field) {
+                    ("process_madvise", _) => kind == RecordKind::MadviseCall,
+                    (_, Some(f)) => kind.carries(f),
+                    (_, None) => true,
+                };
+                assert_eq!(
+                    *set, want,
+                    "{kind:?}: field {key} set={set}, expected {want}"
+                );
+            }
+            // Kind-specific fields: set exactly when the kind carries them.
+            let mut line = Vec::new();
+            EventLines::default().append(&mut line, &e);
+            assert_eq!(
+                std::str::from_utf8(&line).unwrap(),
+                serde_json::to_string(&RecordEvent::new(&e)).unwrap(),
+                "{kind:?}: the writer and serde disagree"
+            );
+            let back: RecordEvent = serde_json::from_slice(&line).unwrap();
+            assert_eq!(
+                back.to_event().unwrap(),
+                e,
+                "{kind:?}: the reader lost a field"
+            );
+            let ndjson = serde_json::to_value(EventLine::new(&e, &table)).unwrap();
+            for (key, set, value) in fields {
+                if !set {
+                    continue;
+                }
+                // NDJSON names a call's range `start`/`len`.
+                let nd_key = match (kind, key) {
+                    (RecordKind::MadviseCall, "addr") => "start",
+                    (RecordKind::MadviseCall, "index") => "len",
+                    (_, "result") => "number",
+                    (_, k) => k,
+                };
+                assert_eq!(
+                    ndjson.get(nd_key),
+                    Some(&value),
+                    "{kind:?}: field {key} is missing from the NDJSON event line"
+                );
             }
         }
     }

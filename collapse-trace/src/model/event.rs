@@ -2,58 +2,160 @@
 
 use std::fmt;
 
-use collapse_trace_common::{EventRecord, Field, Origin, RecordKind};
+use collapse_trace_common::{CALL_PROCESS_MADVISE, EventRecord, Field, Origin, RecordKind};
 use serde::Serializer;
 use thiserror::Error;
 
-/// One tracepoint hit, decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// CLOCK_MONOTONIC nanoseconds.
-    pub ts_ns: u64,
-    /// Which tracepoint.
-    pub tracepoint: RecordKind,
-    /// Thread id.
-    pub pid: u32,
-    /// Process id.
-    pub tgid: u32,
-    /// Task comm, raw bytes (untrusted: escape before display).
-    pub comm: Vec<u8>,
-    /// cgroup v2 id.
-    pub cgroup_id: u64,
-    /// khugepaged thread or MADV_COLLAPSE caller.
-    pub origin: Origin,
-    /// `scan_result` number.
-    pub result: i64,
-    /// File name from the tracepoint, raw bytes (untrusted).
-    pub filename: Vec<u8>,
-    /// pfn (scan_file) or hpfn (collapse_file).
-    pub pfn: u64,
-    /// Present pages (scan_file).
-    pub present: i32,
-    /// Swap entries (scan_file).
-    pub swap: i32,
-    /// Whether the file is shmem (collapse_file).
-    pub is_shmem: bool,
-    /// Pages handled (collapse_file).
-    pub nr: i32,
-    /// Page-cache index (collapse_file); `len` of a MADV_COLLAPSE call.
-    pub index: u64,
-    /// Virtual address (collapse_file); `start` of a MADV_COLLAPSE call.
-    pub addr: u64,
-    /// Entry time of the MADV_COLLAPSE call this event happened in (same clock as `ts_ns`),
-    /// or 0 (khugepaged, or no call tracked). For a call record: its own entry time.
-    pub call_ns: u64,
-    /// Referenced pages (scan_pmd).
-    pub referenced: i32,
-    /// Empty or zero-page PTEs (scan_pmd).
-    pub none_or_zero: i32,
-    /// Swapped-out PTEs (scan_pmd).
-    pub unmapped: i32,
-    /// Pages isolated (collapse_huge_page).
-    pub isolated: i32,
-    /// A call record of process_madvise(2) rather than madvise(2).
-    pub process_madvise: bool,
+/// The one list of an event's fields, in record-line order, that every path is generated
+/// from: the decoded [`Event`], its decoder from the kernel's [`EventRecord`], the record
+/// file's line (`capture::record`: serde struct, reader and the hand-tuned writer), and the
+/// round-trip test that holds every path to it. Adding a field is one entry here plus the
+/// kernel's store (collapse-trace-common's `EventRecord` and the eBPF program).
+///
+/// Each entry: docs, `name "key": type = |record, kind| value from the ring`. `key` is the
+/// name in record lines. Three groups: `pre` (before the task), `who` (the task and its
+/// cgroup: a thread's events repeat them, so the record writer caches their text) and
+/// `what` (the rest). `ts_ns` and the kind are not listed: every line starts with them.
+macro_rules! event_fields {
+    ($generate:ident) => {
+        $generate! {
+            pre {
+                /// `scan_result` number, or for a MADV_COLLAPSE call record its errno (0:
+                /// success).
+                result "result": i64 = |r, _| r.result as i64,
+            }
+            who {
+                /// Thread id.
+                pid "pid": u32 = |r, _| r.pid,
+                /// Process id.
+                tgid "tgid": u32 = |r, _| r.tgid,
+                /// Task comm, raw bytes (untrusted: escape before display).
+                comm "comm": Vec<u8> = |r, _| until_nul(&r.comm),
+                /// khugepaged thread or MADV_COLLAPSE caller.
+                origin "origin": Origin = |r, _| Origin::from_u8(r.origin),
+                /// cgroup v2 id.
+                cgroup_id "cgroup_id": u64 = |r, _| r.cgroup_id,
+            }
+            what {
+                /// File name from the tracepoint, raw bytes (untrusted).
+                filename "file": Vec<u8> = |r, k| filename_of(r, k),
+                /// pfn (scan_file, scan_pmd) or hpfn (collapse_file).
+                pfn "pfn": u64 = |r, k| carried(k, Field::Pfn, r.pfn),
+                /// Present pages (scan_file).
+                present "present": i32 = |r, k| carried(k, Field::Present, r.present),
+                /// Swap entries (scan_file).
+                swap "swap": i32 = |r, k| carried(k, Field::Swap, r.swap),
+                /// Whether the file is shmem (collapse_file).
+                is_shmem "is_shmem": bool = |r, k| k.carries(Field::IsShmem) && r.is_shmem != 0,
+                /// Pages handled (collapse_file).
+                nr "nr": i32 = |r, k| carried(k, Field::Nr, r.nr),
+                /// Page-cache index (collapse_file); `len` of a MADV_COLLAPSE call.
+                index "index": u64 = |r, k| carried(k, Field::Index, r.index),
+                /// Virtual address (collapse_file); `start` of a MADV_COLLAPSE call.
+                addr "addr": u64 = |r, k| carried(k, Field::Addr, r.addr),
+                /// Entry time of the MADV_COLLAPSE call this event happened in (same clock as
+                /// `ts_ns`), or 0 (khugepaged, or no call tracked). For a call record: its
+                /// own entry time.
+                call_ns "call_ns": u64 = |r, _| r.call_ns,
+                /// Referenced pages (scan_pmd).
+                referenced "referenced": i32 = |r, k| carried(k, Field::Referenced, r.referenced),
+                /// Empty or zero-page PTEs (scan_pmd).
+                none_or_zero "none_or_zero": i32 =
+                    |r, k| carried(k, Field::NoneOrZero, r.none_or_zero),
+                /// Swapped-out PTEs (scan_pmd).
+                unmapped "unmapped": i32 = |r, k| carried(k, Field::Unmapped, r.unmapped),
+                /// Pages isolated (collapse_huge_page).
+                isolated "isolated": i32 = |r, k| carried(k, Field::Isolated, r.isolated),
+                /// A call record of process_madvise(2) rather than madvise(2).
+                process_madvise "process_madvise": bool = |r, k| {
+                    k == RecordKind::MadviseCall && r.call_flags & CALL_PROCESS_MADVISE != 0
+                },
+            }
+        }
+    };
+}
+pub(crate) use event_fields;
+
+/// Generates [`Event`], its empty value and its decoder from the field list.
+macro_rules! event_struct {
+    ($( $group:ident { $(
+        $(#[doc = $doc:literal])*
+        $name:ident $key:literal : $ty:ty = $dec:expr,
+    )* } )*) => {
+        /// One tracepoint hit (or MADV_COLLAPSE call), decoded. Fields are listed once, in
+        /// [`event_fields`].
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Event {
+            /// CLOCK_MONOTONIC nanoseconds.
+            pub ts_ns: u64,
+            /// Which tracepoint (or a MADV_COLLAPSE call record).
+            pub tracepoint: RecordKind,
+            $($( $(#[doc = $doc])* pub $name: $ty, )*)*
+        }
+
+        impl Event {
+            /// An event with every field zero or empty (a buffer for
+            /// [`Event::decode_into`]).
+            pub fn empty() -> Event {
+                Event {
+                    ts_ns: 0,
+                    tracepoint: RecordKind::ScanFile,
+                    $($( $name: Default::default(), )*)*
+                }
+            }
+
+            /// Every field from the kernel's record `r` of kind `k` (fields the kind does
+            /// not carry read as zero: the programs leave them unwritten).
+            fn fill_from(&mut self, r: &EventRecord, k: RecordKind) {
+                self.ts_ns = r.ts_ns;
+                self.tracepoint = k;
+                $($( FromRing::set(&mut self.$name, ring_value(r, k, $dec)); )*)*
+            }
+        }
+    };
+}
+
+event_fields!(event_struct);
+
+/// Applies one field's decoder (a function, so that the closure's argument types are known).
+fn ring_value<'r, T>(
+    r: &'r EventRecord,
+    k: RecordKind,
+    decode: impl FnOnce(&'r EventRecord, RecordKind) -> T,
+) -> T {
+    decode(r, k)
+}
+
+/// Takes a decoded value into a field, reusing a byte buffer's allocation.
+trait FromRing<T> {
+    fn set(&mut self, v: T);
+}
+
+impl<T: Copy> FromRing<T> for T {
+    fn set(&mut self, v: T) {
+        *self = v;
+    }
+}
+
+impl FromRing<&[u8]> for Vec<u8> {
+    fn set(&mut self, v: &[u8]) {
+        self.clear();
+        self.extend_from_slice(v);
+    }
+}
+
+/// `v` when kind `k` carries field `f`, else zero (the slot holds an older record's bytes).
+fn carried<T: Default>(k: RecordKind, f: Field, v: T) -> T {
+    if k.carries(f) { v } else { T::default() }
+}
+
+/// The file name bytes of a record (empty when its kind carries none).
+fn filename_of(r: &EventRecord, k: RecordKind) -> &[u8] {
+    if !k.carries(Field::Filename) {
+        return &[];
+    }
+    let len = (r.filename_len as usize).min(r.filename.len());
+    until_nul(&r.filename[..len])
 }
 
 /// A ring-buffer record that is not an [`EventRecord`].
@@ -84,34 +186,6 @@ impl Event {
         Ok(e)
     }
 
-    /// An event with every field zero or empty (a buffer for [`Event::decode_into`]).
-    pub fn empty() -> Event {
-        Event {
-            ts_ns: 0,
-            tracepoint: RecordKind::ScanFile,
-            pid: 0,
-            tgid: 0,
-            comm: Vec::new(),
-            cgroup_id: 0,
-            origin: Origin::Unknown,
-            result: 0,
-            filename: Vec::new(),
-            pfn: 0,
-            present: 0,
-            swap: 0,
-            is_shmem: false,
-            nr: 0,
-            index: 0,
-            addr: 0,
-            call_ns: 0,
-            referenced: 0,
-            none_or_zero: 0,
-            unmapped: 0,
-            isolated: 0,
-            process_madvise: false,
-        }
-    }
-
     /// Decodes one ring-buffer record into `self`, reusing its `comm` and `filename`
     /// buffers (a recorder decodes hundreds of thousands a second). On error `self` is
     /// unchanged.
@@ -135,43 +209,8 @@ impl Event {
             copy = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             &copy
         };
-        let tracepoint =
-            RecordKind::from_index(r.tracepoint).ok_or(DecodeError::Kind(r.tracepoint))?;
-        // A record's other fields hold an older record's bytes: the programs leave them
-        // unwritten (RecordKind::carries).
-        let has = |f: Field| tracepoint.carries(f);
-        let pick = |f: Field, v: i32| if has(f) { v } else { 0 };
-        let name_len = if has(Field::Filename) {
-            (r.filename_len as usize).min(r.filename.len())
-        } else {
-            0
-        };
-        self.ts_ns = r.ts_ns;
-        self.tracepoint = tracepoint;
-        self.pid = r.pid;
-        self.tgid = r.tgid;
-        self.comm.clear();
-        self.comm.extend_from_slice(until_nul(&r.comm));
-        self.cgroup_id = r.cgroup_id;
-        self.origin = Origin::from_u8(r.origin);
-        self.result = r.result as i64;
-        self.filename.clear();
-        self.filename
-            .extend_from_slice(until_nul(&r.filename[..name_len]));
-        self.pfn = if has(Field::Pfn) { r.pfn } else { 0 };
-        self.present = pick(Field::Present, r.present);
-        self.swap = pick(Field::Swap, r.swap);
-        self.is_shmem = has(Field::IsShmem) && r.is_shmem != 0;
-        self.nr = pick(Field::Nr, r.nr);
-        self.index = if has(Field::Index) { r.index } else { 0 };
-        self.addr = if has(Field::Addr) { r.addr } else { 0 };
-        self.call_ns = r.call_ns;
-        self.referenced = pick(Field::Referenced, r.referenced);
-        self.none_or_zero = pick(Field::NoneOrZero, r.none_or_zero);
-        self.unmapped = pick(Field::Unmapped, r.unmapped);
-        self.isolated = pick(Field::Isolated, r.isolated);
-        self.process_madvise = tracepoint == RecordKind::MadviseCall
-            && r.call_flags & collapse_trace_common::CALL_PROCESS_MADVISE != 0;
+        let kind = RecordKind::from_index(r.tracepoint).ok_or(DecodeError::Kind(r.tracepoint))?;
+        self.fill_from(r, kind);
         Ok(())
     }
 }
