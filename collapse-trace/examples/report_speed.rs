@@ -105,7 +105,12 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     let t1 = Instant::now();
-    let l = capture::load(&path, None, &mut |_| {})?;
+    let l = capture::load(
+        &path,
+        None,
+        &collapse_trace::kernel::probes::local_result_table(),
+        &mut |_| {},
+    )?;
     let secs = t1.elapsed().as_secs_f64();
     assert_eq!(l.capture.events, n);
     println!(

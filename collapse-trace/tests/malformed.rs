@@ -18,7 +18,12 @@ fn load(name: &str) -> anyhow::Result<Loaded> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/malformed")
         .join(name);
-    capture::load(&path, None, &mut |_| {})
+    capture::load(
+        &path,
+        None,
+        &collapse_trace::kernel::probes::local_result_table(),
+        &mut |_| {},
+    )
 }
 
 #[test]
@@ -110,7 +115,13 @@ fn checked_in_text_captures_read_the_same_run() {
         ("trace-cmd-report.txt", "trace-cmd"),
         ("perf-script.txt", "perf"),
     ] {
-        let l = capture::load(&dir.join(file), None, &mut |_| {}).unwrap();
+        let l = capture::load(
+            &dir.join(file),
+            None,
+            &collapse_trace::kernel::probes::local_result_table(),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(l.capture.format.name(), format);
         assert_eq!(
             l.capture.skipped_lines, 0,

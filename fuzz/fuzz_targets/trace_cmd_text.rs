@@ -1,11 +1,11 @@
 //! Any bytes, read as a TraceCmd capture: an error or a report, never a panic.
 #![no_main]
 
-use collapse_trace::capture::{Format, load_from};
+use collapse_trace::{capture::load_from, model::capture::Format};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(l) = load_from(Box::new(data), false, Some(Format::TraceCmd), &mut || 0, &mut |_| {}, "fuzz") {
-        let _ = collapse_trace::cmd::report::build(&l);
+    if let Ok(l) = load_from(Box::new(data), false, Some(Format::TraceCmd), &collapse_trace::model::results::ResultTable::builtin(), &mut || 0, &mut |_| {}, "fuzz") {
+        let _ = collapse_trace::export::report::build(&l);
     }
 });

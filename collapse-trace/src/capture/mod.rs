@@ -24,7 +24,6 @@ use anyhow::{Context as _, Result, bail};
 use collapse_trace_common::RecordKind;
 
 use crate::{
-    kernel::tracefs::Tracefs,
     model::capture::{CaptureInfo, Format, Loaded, Skipped},
     model::filters::Filters,
     model::kernel_info::KernelInfo,
@@ -135,7 +134,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
 /// Reads the capture at `path`: sniffs the format (unless `format` is given) and whether it
 /// is zstd-compressed, and feeds every event to an aggregation core.
-pub fn load(path: &Path, format: Option<Format>, progress: Progress<'_>) -> Result<Loaded> {
+pub fn load(
+    path: &Path,
+    format: Option<Format>,
+    names: &ResultTable,
+    progress: Progress<'_>,
+) -> Result<Loaded> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let count = Rc::new(Cell::new(0));
     let mut raw = BufReader::with_capacity(
@@ -159,6 +163,7 @@ pub fn load(path: &Path, format: Option<Format>, progress: Progress<'_>) -> Resu
         reader,
         compressed,
         format,
+        names,
         &mut || count.get(),
         progress,
         &path.display().to_string(),
@@ -170,6 +175,7 @@ pub fn load_from(
     mut reader: Box<dyn BufRead + '_>,
     compressed: bool,
     format: Option<Format>,
+    names: &ResultTable,
     bytes_read: &mut dyn FnMut() -> u64,
     progress: Progress<'_>,
     what: &str,
@@ -184,7 +190,7 @@ pub fn load_from(
     let lines = LineReader::new(reader);
     match format {
         Format::Record => load_record(lines, compressed, bytes_read, progress, what, BLOCK),
-        f => load_text(lines, f, compressed, bytes_read, progress, what),
+        f => load_text(lines, f, compressed, bytes_read, progress, what, names),
     }
 }
 
@@ -665,30 +671,6 @@ fn strip_buffer_prefix(line: &str) -> Option<&str> {
     (word.len() > 1 && word.ends_with(':')).then_some(rest)
 }
 
-/// The result names of this machine's kernel, if tracefs is readable (never mounts it);
-/// else the built-in table. Text captures carry names; this only numbers them.
-pub fn local_table() -> ResultTable {
-    let mut names = std::collections::BTreeMap::new();
-    if let Some(root) = Tracefs::find()
-        && let Ok(fs) = Tracefs::open(Some(&root))
-    {
-        for kind in collapse_trace_common::RecordKind::TRACEPOINTS {
-            if let Ok(Some(f)) = fs.format("huge_memory", kind.name()) {
-                for field in ["result", "status"] {
-                    for (n, s) in f.symbols.get(field).into_iter().flatten() {
-                        names.entry(*n).or_insert_with(|| s.clone());
-                    }
-                }
-            }
-        }
-    }
-    if names.is_empty() {
-        ResultTable::builtin()
-    } else {
-        ResultTable::new(ResultSource::Tracefs, names)
-    }
-}
-
 fn load_text<R: BufRead>(
     mut lines: LineReader<R>,
     format: Format,
@@ -696,8 +678,9 @@ fn load_text<R: BufRead>(
     bytes_read: &mut dyn FnMut() -> u64,
     progress: Progress<'_>,
     what: &str,
+    names: &ResultTable,
 ) -> Result<Loaded> {
-    let mut table = local_table();
+    let mut table = names.clone();
     table.source = ResultSource::Capture;
     let mut agg = Aggregate::new(table);
     let mut decoder = text::TextDecoder::new();

@@ -58,7 +58,10 @@ pub fn run(args: ReportArgs) -> Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let loaded = capture::load(&args.file, args.format, &mut |n| bar.set_position(n))?;
+    let names = crate::kernel::probes::local_result_table();
+    let loaded = capture::load(&args.file, args.format, &names, &mut |n| {
+        bar.set_position(n)
+    })?;
     bar.finish_and_clear();
 
     let report = build(&loaded);

@@ -128,19 +128,7 @@ impl KernelInfo {
 
 /// The names: the tracepoints' own tables if any, else BTF's enum, else the built-in copy.
 fn result_table(probes: &[ProbeInfo], kbtf: &btf::KernelBtf) -> ResultTable {
-    let mut names = std::collections::BTreeMap::new();
-    for p in probes {
-        let Some(f) = &p.format else { continue };
-        for field in ["result", "status"] {
-            for (n, s) in f.symbols.get(field).into_iter().flatten() {
-                if let Some(old) = names.insert(*n, s.clone())
-                    && old != *s
-                {
-                    log::warn!("tracepoints disagree on result {n}: {old} vs {s}");
-                }
-            }
-        }
-    }
+    let names = names_from_formats(probes.iter().filter_map(|p| p.format.as_ref()));
     if !names.is_empty() {
         return ResultTable::new(ResultSource::Tracefs, names);
     }
@@ -149,6 +137,48 @@ fn result_table(probes: &[ProbeInfo], kbtf: &btf::KernelBtf) -> ResultTable {
     }
     log::warn!("{}", ResultSource::Builtin.describe());
     ResultTable::builtin()
+}
+
+/// The one reader of the tracepoints' result tables: every `__print_symbolic` of their
+/// `result`/`status` fields, merged (a disagreement is logged, the first name kept).
+fn names_from_formats<'a>(
+    formats: impl Iterator<Item = &'a EventFormat>,
+) -> std::collections::BTreeMap<i64, String> {
+    let mut names = std::collections::BTreeMap::new();
+    for f in formats {
+        for field in ["result", "status"] {
+            for (n, s) in f.symbols.get(field).into_iter().flatten() {
+                match names.get(n) {
+                    Some(old) if old != s => {
+                        log::warn!("tracepoints disagree on result {n}: {old} vs {s}");
+                    }
+                    Some(_) => {}
+                    None => {
+                        names.insert(*n, s.clone());
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The result names of this machine's kernel, if tracefs is readable (never mounts it);
+/// else the built-in table. Text captures carry names; this only numbers them (`report`).
+pub fn local_result_table() -> ResultTable {
+    let formats: Vec<EventFormat> = match Tracefs::find().map(|r| Tracefs::open(Some(&r))) {
+        Some(Ok(fs)) => RecordKind::TRACEPOINTS
+            .iter()
+            .filter_map(|k| fs.format("huge_memory", k.name()).ok().flatten())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let names = names_from_formats(formats.iter());
+    if names.is_empty() {
+        ResultTable::builtin()
+    } else {
+        ResultTable::new(ResultSource::Tracefs, names)
+    }
 }
 
 /// The fields each program reads: (field, name in the format file, size, required).
