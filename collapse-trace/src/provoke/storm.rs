@@ -9,7 +9,7 @@
 //!   (`scan_file` and `collapse_file`, `truncated`), about 100k calls/s.
 //!
 //! Every call is counted in the tally (exact, like every scenario). The loop stops after
-//! `iterations` calls or `duration`, whichever comes first; `rate` paces it (calls per second,
+//! `iterations` calls or `duration`, whichever comes first, or at SIGINT/SIGTERM; `rate` paces it (calls per second,
 //! issued in 1 ms batches against absolute deadlines, so a late batch is caught up).
 
 use std::time::{Duration, Instant};
@@ -75,7 +75,10 @@ pub(super) fn storm(mount: &TmpfsMount, s: Storm, st: &mut ScenarioTally) -> Res
     let mut made: u64 = 0;
     'outer: loop {
         let now = Instant::now();
-        if made >= limit || deadline.is_some_and(|d| now >= d) {
+        // A signal asked to stop: checked once per batch (at most 1 ms or 256 calls), so
+        // SIGINT/SIGTERM end even an unbounded storm at once, with an exact tally.
+        if made >= limit || deadline.is_some_and(|d| now >= d) || super::stop_requested().is_some()
+        {
             break;
         }
         let batch = match s.rate {
