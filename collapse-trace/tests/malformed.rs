@@ -68,6 +68,14 @@ fn every_malformed_input_gets_a_clear_outcome() {
             "record-trailer-count-mismatch.ndjson",
             Err("the trailer says 6 events were written, 1 were read"),
         ),
+        (
+            "record-trailer-overflow.ndjson",
+            Err("add up to more than 2^64: the file is corrupt"),
+        ),
+        (
+            "nul-bytes.bin",
+            Err("holds NUL bytes, so it is binary data"),
+        ),
         ("record-last-line-cut.ndjson", Ok(1, 0, true)),
         ("record-no-trailer.ndjson", Ok(2, 0, true)),
         ("record-zstd-cut.ndjson.zst", Ok(3, 0, true)),
@@ -149,4 +157,41 @@ fn checked_in_text_captures_read_the_same_run() {
             "{file}"
         );
     }
+}
+
+/// /dev/zero is one endless line of NUL bytes: refused at once, in every format, never read
+/// forever.
+#[test]
+fn dev_zero_is_refused_at_once() {
+    use collapse_trace::model::capture::Format;
+    for format in [None, Some(Format::Record), Some(Format::Ftrace)] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = capture::load(
+                Path::new("/dev/zero"),
+                format,
+                &collapse_trace::model::results::ResultTable::builtin(),
+                &mut |_| {},
+            );
+            let _ = tx.send(r.err().map(|e| format!("{e:#}")));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading /dev/zero did not end")
+            .expect("/dev/zero was read as a capture");
+        assert!(err.contains("NUL bytes"), "{err}");
+    }
+}
+
+/// A record cut short has no kernel counters: its report says drops are unknown, never 0.
+#[test]
+fn a_cut_record_does_not_claim_zero_drops() {
+    let l = load("record-no-trailer.ndjson").unwrap();
+    let text = collapse_trace::export::report::render(
+        &collapse_trace::export::report::build(&l),
+        Path::new("record-no-trailer.ndjson"),
+        10,
+    );
+    assert!(text.contains("unknown dropped"), "{text}");
+    assert!(!text.contains(" 0 dropped"), "{text}");
 }

@@ -241,3 +241,36 @@ fn a_record_killed_with_sigkill_is_read_up_to_the_cut() {
         let _ = std::fs::remove_file(&rec);
     }
 }
+
+/// A signal in the first milliseconds (while attaching) still ends in a complete file and
+/// exit 0: the handlers are installed before anything is loaded.
+#[test]
+fn a_record_stopped_while_attaching_leaves_a_complete_file() {
+    require_root();
+    let _k = serial();
+    for (sig, delay_ms) in [(libc::SIGTERM, 30), (libc::SIGINT, 30), (libc::SIGTERM, 5)] {
+        let path = tmp(&format!("early-{sig}-{delay_ms}.ndjson"));
+        let _ = std::fs::remove_file(&path);
+        let child = std::process::Command::new(BIN)
+            .args(["record", "-o"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let out = stop(child, sig);
+        assert!(
+            out.status.success(),
+            "signal {sig} after {delay_ms} ms: exit {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (report, _) = report(&path);
+        assert!(
+            !report.capture.cut_short,
+            "signal {sig}: the file is cut short"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -186,6 +186,16 @@ pub fn load_from(
     if head.is_empty() {
         bail!("{what}: empty file: no capture in it");
     }
+    // Captures are text: NUL bytes in the first line mean binary data (or /dev/zero, whose
+    // one endless line would otherwise be read forever). Later junk lines are the readers'
+    // business (skipped in text, an error naming the line in a record).
+    let first_line = &head[..memchr(head).unwrap_or(head.len())];
+    if first_line.contains(&0) {
+        bail!(
+            "{what}: holds NUL bytes, so it is binary data, not a capture; give a `record` file \
+             or ftrace, trace-cmd or perf script text"
+        );
+    }
     let format = format.unwrap_or_else(|| sniff(head));
     let lines = LineReader::new(reader);
     match format {

@@ -497,6 +497,16 @@ impl Trailer {
             }
             k.drops[i] = l.drops;
         }
+        // Every total a view prints must fit: a corrupt (or hand-edited) trailer must not
+        // wrap into small, plausible numbers.
+        let mut total: u64 = 0;
+        for i in 0..NUM_KINDS {
+            for n in k.counts[i].iter().chain([&k.drops[i]]) {
+                total = total.checked_add(*n).ok_or_else(|| {
+                    "the trailer's counts add up to more than 2^64: the file is corrupt".to_string()
+                })?;
+            }
+        }
         Ok(k)
     }
 }

@@ -77,7 +77,8 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         filters: args.collect.filters(),
     };
     // The trailer's counts are the window's own; events are only written.
-    let mut out = RecordWriter::create(&args.output, &header)?;
+    let mut out = RecordWriter::create(&args.output, &header)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     super::stat::announce(info, args.duration);
     session.set_duration(args.duration);
 

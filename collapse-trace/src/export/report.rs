@@ -222,7 +222,7 @@ pub fn render(r: &Report, file: &Path, top: usize) -> String {
             .then(a.tgid.cmp(&b.tgid))
     });
     o.push_str(
-        &super::text::render_body(&sorted, top)
+        &super::text::render_body(&sorted, top, c.kernel_counts)
             .replace("Top processes by events", "Top processes by failures"),
     );
 

@@ -13,12 +13,13 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
         s.duration_s,
         s.kernel_release,
         s.result_names.describe(),
-        render_body(s, top)
+        render_body(s, top, true)
     )
 }
 
-/// Everything of [`render_text`] but its first line (`report` has its own).
-pub fn render_body(s: &Snapshot, top: usize) -> String {
+/// Everything of [`render_text`] but its first line (`report` has its own). Without
+/// `drops_known` (a capture without kernel counters) no drop count is printed: it is unknown.
+pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     if s.filters.pid.is_some() || s.filters.comm.is_some() {
@@ -29,6 +30,10 @@ pub fn render_body(s: &Snapshot, top: usize) -> String {
             s.filters.comm.as_deref().unwrap_or("any")
         );
     }
+    let dropped = |n: u64| match drops_known {
+        true => n.to_string(),
+        false => "unknown".to_string(),
+    };
     let _ = writeln!(
         o,
         "{} collapse events: {} successes, {} failures; {} MADV_COLLAPSE calls, {} failed; \
@@ -39,7 +44,7 @@ pub fn render_body(s: &Snapshot, top: usize) -> String {
         s.totals.calls,
         s.totals.failed_calls,
         s.totals.delivered,
-        s.totals.dropped
+        dropped(s.totals.dropped)
     );
     if s.totals.untracked_calls > 0 {
         let _ = writeln!(
@@ -57,7 +62,13 @@ pub fn render_body(s: &Snapshot, top: usize) -> String {
             );
             continue;
         }
-        let _ = writeln!(o, "{}: {} events, {} dropped", t.name, t.events, t.dropped);
+        let _ = writeln!(
+            o,
+            "{}: {} events, {} dropped",
+            t.name,
+            t.events,
+            dropped(t.dropped)
+        );
         if t.results.is_empty() {
             let _ = writeln!(o, "  (no events)\n");
             continue;
