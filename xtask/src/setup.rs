@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: makes sure the nightly toolchain can build the eBPF crate.
 //!
-//! aya-build (from collapse-trace's build.rs) compiles collapse-trace-ebpf with
+//! collapse-trace's build.rs compiles collapse-trace-ebpf with
 //! `rustup run nightly cargo build -Z build-std=core --target bpfel-unknown-none`, which needs the
 //! nightly's `rust-src` and a `bpf-linker` whose LLVM major version equals the nightly's. No
 //! prebuilt bpf-linker fits, so it is built from crates.io against the nightly's own libLLVM,
