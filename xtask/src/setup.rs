@@ -265,7 +265,17 @@ fn leading_number(text: &str) -> Option<u32> {
 /// Debian packages the tests drive for real: tmux (the TUI in a real terminal), prometheus
 /// (a real server scraping the daemon; it brings promtool), trace-cmd (a second, independent
 /// capture that `report` must read the same), and a font for `report --plot`'s labels.
-pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus", "trace-cmd", "fonts-dejavu-core"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "tmux",
+    "prometheus",
+    "trace-cmd",
+    "fonts-dejavu-core",
+    // tests/cli.rs: the completion scripts parse in each shell, the manual pages render.
+    "zsh",
+    "fish",
+    "groff-base",
+    "man-db",
+];
 
 /// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
 pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {
