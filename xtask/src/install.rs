@@ -38,6 +38,10 @@ pub struct InstallArgs {
     /// name PREFIX.
     #[arg(long, value_name = "DIR")]
     destdir: Option<PathBuf>,
+    /// Install this collapse-trace binary instead of building target/release/collapse-trace
+    /// (its manual pages and completions are made by running it).
+    #[arg(long, value_name = "FILE")]
+    binary: Option<PathBuf>,
 }
 
 /// Builds the release binary and installs every file (the caller has run `setup`).
@@ -47,10 +51,15 @@ pub fn install(env: &Env, args: &InstallArgs) -> Result<()> {
         "--prefix must be an absolute path, not {}",
         args.prefix.display()
     );
-    run(env
-        .cargo()
-        .args(["build", "--release", "-p", "collapse-trace"]))?;
-    let binary = env.root.join("target/release/collapse-trace");
+    let binary = match &args.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            run(env
+                .cargo()
+                .args(["build", "--release", "-p", "collapse-trace"]))?;
+            env.root.join("target/release/collapse-trace")
+        }
+    };
     let root = match &args.destdir {
         // PREFIX is absolute: strip its `/` so that it lands under DESTDIR.
         Some(destdir) => destdir.join(args.prefix.strip_prefix("/").unwrap_or(&args.prefix)),
@@ -64,11 +73,7 @@ pub fn install(env: &Env, args: &InstallArgs) -> Result<()> {
         0o755,
     )?;
 
-    let staging = env.root.join("target/release/install-man");
-    if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("cannot remove {}", staging.display()))?;
-    }
+    let staging = std::env::temp_dir().join(format!("collapse-trace-man.{}", std::process::id()));
     run(Command::new(&binary).arg("man").arg("--dir").arg(&staging))?;
     let mut pages: Vec<PathBuf> = fs::read_dir(&staging)?
         .map(|e| e.map(|e| e.path()))
@@ -83,6 +88,7 @@ pub fn install(env: &Env, args: &InstallArgs) -> Result<()> {
             0o644,
         )?;
     }
+    fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))?;
 
     for (shell, path) in [
         ("bash", "share/bash-completion/completions/collapse-trace"),
