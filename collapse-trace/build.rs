@@ -4,8 +4,8 @@
 //!
 //! The nested cargo is the one aya-build 0.2 runs (same arguments, environment and target
 //! directory), run here so that its output can be kept quiet: a build prints one line, and the
-//! nested cargo's whole output only when it fails. Compiler diagnostics of the eBPF crate are
-//! always passed on.
+//! nested cargo's whole output only when it fails (on stderr, which cargo then shows). Compiler
+//! warnings of a build that works are passed on as cargo warnings.
 
 use std::{
     env,
@@ -22,7 +22,7 @@ const EBPF_PACKAGE: &str = "collapse-trace-ebpf";
 /// The toolchain the eBPF crate builds with (`rustup run nightly ...`).
 const TOOLCHAIN: &str = "nightly";
 /// What to do when the build fails for want of something.
-const HINT: &str = "run `cargo xtask setup` first: it installs rust-src and bpf-linker";
+const HINT: &str = "when rust-src or bpf-linker is missing, `cargo xtask setup` installs them";
 
 fn main() -> anyhow::Result<()> {
     let manifest =
@@ -137,6 +137,7 @@ fn build_ebpf(root: &Path, out_dir: &Path) -> anyhow::Result<String> {
 
     let mut executables = Vec::new();
     let mut other_lines = Vec::new();
+    let mut diagnostics = Vec::new();
     for line in BufReader::new(child.stdout.take().context("no stdout pipe")?).lines() {
         let line = line.context("reading the nested cargo's output")?;
         let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -153,13 +154,8 @@ fn build_ebpf(root: &Path, out_dir: &Path) -> anyhow::Result<String> {
                 }
             }
             Some("compiler-message") => {
-                for line in message["message"]["rendered"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    println!("cargo:warning={line}");
-                }
+                let rendered = message["message"]["rendered"].as_str();
+                diagnostics.extend(rendered.unwrap_or_default().lines().map(str::to_owned));
             }
             _ => {}
         }
@@ -169,10 +165,17 @@ fn build_ebpf(root: &Path, out_dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("failed to wait for {cmd:?}"))?;
     let stderr = stderr.join().unwrap_or_default();
     if !status.success() {
-        for line in other_lines.iter().map(String::as_str).chain(stderr.lines()) {
-            println!("cargo:warning={line}");
+        // Cargo shows a failed build script's stderr in full: the nested build's output once,
+        // without a `warning:` prefix on every line.
+        let lines = diagnostics.iter().chain(&other_lines).map(String::as_str);
+        for line in lines.chain(stderr.lines()) {
+            eprintln!("{line}");
         }
         bail!("{cmd:?} failed ({status}); its output is above");
+    }
+    // Warnings of a build that worked.
+    for line in &diagnostics {
+        println!("cargo:warning={line}");
     }
 
     let mut hash = None;

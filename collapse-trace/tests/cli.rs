@@ -23,10 +23,9 @@ fn root() -> PathBuf {
 
 /// Runs `cmd`, requires success, returns its output.
 fn ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? `cargo xtask test` installs it)"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? `cargo xtask test` installs it)")
+    });
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -44,7 +43,9 @@ fn collapse_trace(args: &[&str]) -> String {
 
 /// A fresh empty directory under the target directory.
 fn scratch(name: &str) -> PathBuf {
-    let dir = root().join("target/test-cli").join(format!("{name}.{}", std::process::id()));
+    let dir = root()
+        .join("target/test-cli")
+        .join(format!("{name}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the scratch directory");
     dir
@@ -62,8 +63,21 @@ fn subcommands() -> Vec<String> {
         .filter(|name| *name != "help")
         .map(str::to_owned)
         .collect();
-    for expected in ["top", "stat", "record", "report", "serve", "doctor", "provoke", "completions", "man"] {
-        assert!(list.iter().any(|s| s == expected), "--help lists no `{expected}`: {list:?}");
+    for expected in [
+        "top",
+        "stat",
+        "record",
+        "report",
+        "serve",
+        "doctor",
+        "provoke",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            list.iter().any(|s| s == expected),
+            "--help lists no `{expected}`: {list:?}"
+        );
     }
     list
 }
@@ -72,7 +86,11 @@ fn subcommands() -> Vec<String> {
 fn documented_flags(sub: &str) -> BTreeSet<String> {
     let help = collapse_trace(&[sub, "--help"]);
     let mut flags = BTreeSet::new();
-    for line in help.lines().map(str::trim_start).filter(|l| l.starts_with('-')) {
+    for line in help
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+    {
         // "-p, --pid <PID>  ..." or "--json" or "-v, --verbose..."
         let head = line.split("  ").next().unwrap_or_default();
         for token in head.split([',', ' ']) {
@@ -95,21 +113,37 @@ fn completions_parse_in_each_shell() {
     ] {
         let script = collapse_trace(&["completions", shell]);
         for sub in subcommands() {
-            assert!(script.contains(&sub), "the {shell} completions do not name `{sub}`");
+            assert!(
+                script.contains(&sub),
+                "the {shell} completions do not name `{sub}`"
+            );
         }
         let path = dir.join(format!("collapse-trace.{shell}"));
         std::fs::write(&path, &script).unwrap();
         let out = ok(Command::new(shell).args(check).arg(&path));
-        assert!(out.stderr.is_empty(), "{shell} warned: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{shell} warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Only the three shells are offered.
-    let out = Command::new(BIN).args(["completions", "tcsh"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }
 
 /// Renders a roff page with groff, every warning on; fails on any diagnostic. Returns the text.
 fn render(page: &Path) -> String {
-    let out = ok(Command::new("groff").args(["-man", "-Tutf8", "-ww", "-rLL=100n"]).arg(page));
+    let out = ok(Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-rLL=100n"])
+        .arg(page));
     assert!(
         out.stderr.is_empty(),
         "groff warned on {}: {}",
@@ -143,20 +177,39 @@ fn man_pages_render_and_name_every_command() {
             "collapse-trace(1) does not name `{sub}`:\n{text}"
         );
     }
-    for section in ["SYNOPSIS", "OPTIONS", "SUBCOMMANDS", "EXIT STATUS", "SEE ALSO"] {
-        assert!(text.contains(section), "collapse-trace(1) has no {section} section:\n{text}");
+    for section in [
+        "SYNOPSIS",
+        "OPTIONS",
+        "SUBCOMMANDS",
+        "EXIT STATUS",
+        "SEE ALSO",
+    ] {
+        assert!(
+            text.contains(section),
+            "collapse-trace(1) has no {section} section:\n{text}"
+        );
     }
 
     let pages = dir.join("pages");
     collapse_trace(&["man", "--dir", pages.to_str().unwrap()]);
     let main_file = std::fs::read_to_string(pages.join("collapse-trace.1")).unwrap();
-    assert_eq!(main_file, std::fs::read_to_string(&main).unwrap(), "`man` and `man --dir` differ");
+    assert_eq!(
+        main_file,
+        std::fs::read_to_string(&main).unwrap(),
+        "`man` and `man --dir` differ"
+    );
     for sub in subcommands() {
         let page = pages.join(format!("collapse-trace-{sub}.1"));
         assert!(page.is_file(), "no {}", page.display());
         let text = render(&page);
-        for flag in documented_flags(&sub).iter().filter(|f| f.starts_with("--") && *f != "--help") {
-            assert!(text.contains(flag.as_str()), "collapse-trace-{sub}(1) lacks {flag}:\n{text}");
+        for flag in documented_flags(&sub)
+            .iter()
+            .filter(|f| f.starts_with("--") && *f != "--help")
+        {
+            assert!(
+                text.contains(flag.as_str()),
+                "collapse-trace-{sub}(1) lacks {flag}:\n{text}"
+            );
         }
     }
 }
@@ -177,11 +230,19 @@ fn version_names_the_commit_and_the_ebpf_object() {
         .filter(|c| !c.is_empty())
         .or(commit)
         .unwrap_or_else(|| "unknown".to_owned());
-    let expected = format!("collapse-trace {} (commit {commit}, eBPF object fnv1a64 ", env!("CARGO_PKG_VERSION"));
-    assert!(version.starts_with(&expected), "--version is {version:?}, expected it to start with {expected:?}");
+    let expected = format!(
+        "collapse-trace {} (commit {commit}, eBPF object fnv1a64 ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        version.starts_with(&expected),
+        "--version is {version:?}, expected it to start with {expected:?}"
+    );
     let hash = &version[expected.len()..];
     assert!(
-        hash.len() > 16 && hash[..16].chars().all(|c| c.is_ascii_hexdigit()) && hash[16..].starts_with(", rustc "),
+        hash.len() > 16
+            && hash[..16].chars().all(|c| c.is_ascii_hexdigit())
+            && hash[16..].starts_with(", rustc "),
         "no object hash and rustc in {version:?}"
     );
     assert_eq!(collapse_trace(&["-V"]), version, "-V and --version differ");
@@ -207,7 +268,11 @@ fn xtask_install_lays_out_the_files() {
         "share/doc/collapse-trace/README.md".to_owned(),
         "share/doc/collapse-trace/docs/json-schema.md".to_owned(),
     ];
-    expected.extend(subcommands().iter().map(|s| format!("share/man/man1/collapse-trace-{s}.1")));
+    expected.extend(
+        subcommands()
+            .iter()
+            .map(|s| format!("share/man/man1/collapse-trace-{s}.1")),
+    );
     for file in &expected {
         assert!(
             usr.join(file).is_file(),
@@ -225,19 +290,29 @@ fn xtask_install_lays_out_the_files() {
         std::fs::read(BIN).unwrap(),
         "the installed binary is not the one given"
     );
-    let bash = std::fs::read_to_string(usr.join("share/bash-completion/completions/collapse-trace")).unwrap();
+    let bash =
+        std::fs::read_to_string(usr.join("share/bash-completion/completions/collapse-trace"))
+            .unwrap();
     assert_eq!(bash, collapse_trace(&["completions", "bash"]));
-    let unit = std::fs::read_to_string(usr.join("lib/systemd/system/collapse-trace.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(usr.join("lib/systemd/system/collapse-trace.service")).unwrap();
     assert!(
-        unit.lines().any(|l| l.starts_with("ExecStart=/usr/bin/collapse-trace serve ")),
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/usr/bin/collapse-trace serve ")),
         "the unit's ExecStart does not name the prefix:\n{unit}"
     );
     // Nothing outside DESTDIR/PREFIX, nothing left over.
-    let top: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let top: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(top, ["usr"], "install wrote outside DESTDIR/PREFIX");
     let leftovers: Vec<String> = walk(&usr)
         .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .map(|p| p.display().to_string())
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
@@ -277,7 +352,10 @@ fn code_blocks(readme: &str) -> Vec<Vec<&str>> {
 #[test]
 fn readme_starts_with_the_two_set_up_commands() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let first = code_blocks(&readme).into_iter().next().expect("the README has a code block");
+    let first = code_blocks(&readme)
+        .into_iter()
+        .next()
+        .expect("the README has a code block");
     let commands: Vec<&str> = first
         .iter()
         .map(|l| l.trim())
@@ -290,7 +368,10 @@ fn readme_starts_with_the_two_set_up_commands() {
     );
     // CI runs the second one, exactly.
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(ci.lines().any(|l| l.trim() == "cargo xtask test"), ".ci/run does not run `cargo xtask test`");
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo xtask test"),
+        ".ci/run does not run `cargo xtask test`"
+    );
 }
 
 /// Every `collapse-trace SUB ...` invocation in the README: (SUB, the rest of it), from code
@@ -298,7 +379,11 @@ fn readme_starts_with_the_two_set_up_commands() {
 fn readme_invocations(readme: &str, subs: &[String]) -> Vec<(String, String)> {
     let mut snippets: Vec<String> = Vec::new();
     for block in code_blocks(readme) {
-        snippets.extend(block.iter().map(|l| l.split(" #").next().unwrap_or_default().to_owned()));
+        snippets.extend(
+            block
+                .iter()
+                .map(|l| l.split(" #").next().unwrap_or_default().to_owned()),
+        );
     }
     let mut in_block = false;
     for line in readme.lines() {
@@ -333,15 +418,28 @@ fn readme_flags_exist() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let subs = subcommands();
     let invocations = readme_invocations(&readme, &subs);
-    for sub in ["top", "stat", "record", "report", "serve", "provoke", "completions", "man"] {
-        assert!(invocations.iter().any(|(s, _)| s == sub), "the README shows no `collapse-trace {sub}`");
+    for sub in [
+        "top",
+        "stat",
+        "record",
+        "report",
+        "serve",
+        "provoke",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            invocations.iter().any(|(s, _)| s == sub),
+            "the README shows no `collapse-trace {sub}`"
+        );
     }
     let mut checked = 0;
     for (sub, rest) in &invocations {
         let documented = documented_flags(sub);
         for word in rest.split(|c: char| c.is_whitespace() || "[]|()".contains(c)) {
             let flag = word.split('=').next().unwrap_or_default();
-            let is_flag = flag.starts_with("--") && flag.len() > 2 || flag.len() == 2 && flag.starts_with('-');
+            let is_flag = flag.starts_with("--") && flag.len() > 2
+                || flag.len() == 2 && flag.starts_with('-');
             if is_flag {
                 assert!(
                     documented.contains(flag),
