@@ -450,4 +450,30 @@ fn readme_flags_exist() {
         }
     }
     assert!(checked > 20, "only {checked} flags found in the README");
+
+    // The options the README lists for every command that attaches exist in each of them.
+    let heading = "Options of every command that attaches (`top`, `stat`, `record`, `serve`):";
+    let list: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != heading)
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(list.len() >= 5, "no option list after {heading:?}");
+    let shared: BTreeSet<&str> = list
+        .iter()
+        .flat_map(|l| l.split('`').skip(1).step_by(2))
+        .flat_map(|span| span.split([' ', ',']))
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(shared.len() >= 5, "too few options in {list:?}");
+    for sub in ["top", "stat", "record", "serve"] {
+        let documented = documented_flags(sub);
+        for flag in &shared {
+            assert!(
+                documented.contains(*flag),
+                "`collapse-trace {sub} --help` does not document {flag}"
+            );
+        }
+    }
 }
