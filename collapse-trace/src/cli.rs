@@ -6,9 +6,16 @@ use clap::{Parser, Subcommand};
 
 use crate::{cmd, kernel::KernelError};
 
+mod generate;
+
 /// Shows why transparent-huge-page collapses (khugepaged, MADV_COLLAPSE) succeed or fail.
 #[derive(Debug, Parser)]
-#[command(name = "collapse-trace", version, about, long_about = None)]
+#[command(
+    name = "collapse-trace",
+    version = env!("COLLAPSE_TRACE_LONG_VERSION"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -33,6 +40,10 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Make the kernel produce each collapse case for real (a private tmpfs, real MADV_COLLAPSE).
     Provoke(cmd::provoke::ProvokeArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page (roff) to stdout, or write one page per command to a directory.
+    Man(generate::ManArgs),
 }
 
 /// Exit codes, documented in the README.
@@ -78,6 +89,8 @@ pub fn main() -> ExitCode {
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Doctor(a) => cmd::doctor::run(a),
             Command::Provoke(a) => cmd::provoke::run(a),
+            Command::Completions(a) => generate::completions(&a),
+            Command::Man(a) => generate::man(&a),
         }
     });
     match result {

@@ -1548,7 +1548,7 @@ fn print_doc(d: &Doc) {
     }
     println!("{}", table(&rows));
     if d.goals.iter().any(|g| g.met == Some(false)) {
-        println!("some goals are MISSED: see README.md (Performance) for the profile evidence");
+        println!("some goals are MISSED: see docs/performance.md for the profile evidence");
     }
     println!("bench wall time: {:.0} s", d.wall_s);
 }

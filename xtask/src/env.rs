@@ -18,7 +18,7 @@ pub struct Env {
     /// Where `cargo install` puts binaries (`$CARGO_HOME/bin`, by default `~/.cargo/bin`).
     pub cargo_bin: PathBuf,
     /// `PATH` for child processes: [`Env::cargo_bin`] first, then the inherited `PATH`. CI may
-    /// not have `~/.cargo/bin` on `PATH`, and aya-build must find bpf-linker there.
+    /// not have `~/.cargo/bin` on `PATH`, and the nested eBPF build must find bpf-linker there.
     path: OsString,
 }
 

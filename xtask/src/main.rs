@@ -1,7 +1,8 @@
-//! Developer tasks for collapse-trace: `cargo xtask setup | build | test | run | bench`.
+//! Developer tasks for collapse-trace: `cargo xtask setup | build | test | run | install | bench`.
 
 mod bench;
 mod env;
+mod install;
 mod setup;
 
 use std::{ffi::OsString, os::unix::process::CommandExt as _, path::Path};
@@ -56,6 +57,13 @@ enum Command {
     /// kernel.bpf_stats_enabled on for the run and restores it. Prints a table and writes JSON
     /// to target/bench/. About 5-10 minutes. Not a test: not run by `test` or CI.
     Bench(bench::BenchArgs),
+    /// Run `setup`, build the release binary and install it with its manual pages, shell
+    /// completions, systemd unit and documentation.
+    ///
+    /// Into PREFIX/bin, PREFIX/share/man/man1, PREFIX/share/{bash-completion/completions,
+    /// zsh/site-functions, fish/vendor_completions.d}, PREFIX/lib/systemd/system and
+    /// PREFIX/share/doc/collapse-trace. Enables and starts nothing.
+    Install(install::InstallArgs),
 }
 
 fn main() -> Result<()> {
@@ -81,6 +89,10 @@ fn main() -> Result<()> {
             run_collapse_trace(&env, &args)
         }
         Command::Bench(args) => bench::bench(&env, args),
+        Command::Install(args) => {
+            setup::setup(&env)?;
+            install::install(&env, &args)
+        }
     }
 }
 

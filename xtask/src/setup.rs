@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: makes sure the nightly toolchain can build the eBPF crate.
 //!
-//! aya-build (from collapse-trace's build.rs) compiles collapse-trace-ebpf with
+//! collapse-trace's build.rs compiles collapse-trace-ebpf with
 //! `rustup run nightly cargo build -Z build-std=core --target bpfel-unknown-none`, which needs the
 //! nightly's `rust-src` and a `bpf-linker` whose LLVM major version equals the nightly's. No
 //! prebuilt bpf-linker fits, so it is built from crates.io against the nightly's own libLLVM,
@@ -265,7 +265,17 @@ fn leading_number(text: &str) -> Option<u32> {
 /// Debian packages the tests drive for real: tmux (the TUI in a real terminal), prometheus
 /// (a real server scraping the daemon; it brings promtool), trace-cmd (a second, independent
 /// capture that `report` must read the same), and a font for `report --plot`'s labels.
-pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus", "trace-cmd", "fonts-dejavu-core"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "tmux",
+    "prometheus",
+    "trace-cmd",
+    "fonts-dejavu-core",
+    // tests/cli.rs: the completion scripts parse in each shell, the manual pages render.
+    "zsh",
+    "fish",
+    "groff-base",
+    "man-db",
+];
 
 /// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
 pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {
