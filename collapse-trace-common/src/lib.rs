@@ -430,7 +430,7 @@ impl Config {
 /// reader's position on every record, and its submit can wake the reader, which together
 /// cost more than the rest of a record. Here a record is plain stores into this CPU's slots
 /// of the mmap'd `RING` array, published by one store of `head` (ordered after the record's
-/// stores: x86-64 keeps stores in order; see README, How it works).
+/// stores: x86-64 keeps stores in order; see docs/how-it-works.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingHead {

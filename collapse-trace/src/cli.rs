@@ -54,6 +54,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad command line or bad value.
     pub const USAGE: u8 = 2;
+    /// Not enough privilege (root, or the capabilities the README lists).
+    pub const PRIVILEGE: u8 = 3;
 }
 
 /// Parses the command line and runs it.
@@ -102,8 +104,10 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(i.exit_code());
             }
             eprintln!("collapse-trace: error: {e:#}");
-            let code = if e.is::<cmd::top::NotATerminal>() || e.is::<UsageError>() {
+            let code = if e.is::<cmd::top::NotATerminal>() {
                 exit::USAGE
+            } else if e.is::<crate::provoke::NeedsPrivilege>() {
+                exit::PRIVILEGE
             } else {
                 e.downcast_ref::<KernelError>()
                     .map_or(exit::FAILURE, KernelError::exit_code)
@@ -112,9 +116,3 @@ pub fn main() -> ExitCode {
         }
     }
 }
-
-/// A command-line value that parses but cannot be used (found out at run time, e.g. a pid that
-/// names no process): exit code 2, like clap's own errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);

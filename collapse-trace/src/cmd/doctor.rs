@@ -19,15 +19,28 @@ pub struct DoctorArgs {
     tracefs: Option<PathBuf>,
 }
 
-/// Runs `doctor`; fails (exit 4) when tracing cannot work here.
+/// Runs `doctor`; fails when tracing cannot work here: exit 3 for missing privilege
+/// (capabilities, an unreadable tracefs), 4 for what the kernel lacks.
 pub fn run(args: DoctorArgs) -> Result<()> {
     let (report, ok) = report(args.tracefs.as_deref());
     print!("{report}");
     if ok {
-        Ok(())
-    } else {
-        Err(crate::kernel::KernelError::NoTracepoints.into())
+        return Ok(());
     }
+    // Blame what is wrong: missing privilege (exit 3) before the kernel (exit 4).
+    let missing = caps::missing(caps::effective());
+    if !missing.is_empty() {
+        return Err(crate::kernel::KernelError::Privileges(missing.join(" and ")).into());
+    }
+    if args.tracefs.is_none()
+        && let Some(p) = Tracefs::find_unreadable()
+    {
+        return Err(crate::kernel::KernelError::Tracefs(
+            crate::kernel::tracefs::TracefsError::Unreadable(p),
+        )
+        .into());
+    }
+    Err(crate::kernel::KernelError::NoTracepoints.into())
 }
 
 fn mark(ok: bool) -> &'static str {
@@ -65,13 +78,23 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
         Some(p) => {
             let _ = writeln!(o, "tracefs     ok   mounted at {}", p.display());
         }
-        None => {
-            let _ = writeln!(
-                o,
-                "tracefs     MISSING not mounted; collapse-trace mounts it when run as root, or: \
-                 mount -t tracefs nodev /sys/kernel/tracing"
-            );
-        }
+        None => match Tracefs::find_unreadable() {
+            Some(p) => {
+                let _ = writeln!(
+                    o,
+                    "tracefs     UNREADABLE mounted at {} but this user may not read it; run as \
+                     root, or add CAP_DAC_READ_SEARCH to CAP_BPF and CAP_PERFMON",
+                    p.display()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "tracefs     MISSING not mounted; collapse-trace mounts it when run as root, \
+                     or: mount -t tracefs nodev /sys/kernel/tracing"
+                );
+            }
+        },
     }
 
     let btf = btf::read_vmlinux();
@@ -118,7 +141,11 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     let mut ok = missing.is_empty();
     if mounted.is_none() {
         // Without tracefs nothing below can be read; root can mount it at run time.
-        let _ = writeln!(o, "\ncannot read tracepoints until tracefs is mounted");
+        let why = match Tracefs::find_unreadable() {
+            Some(_) => "readable (a privilege problem, not the kernel's)",
+            None => "mounted",
+        };
+        let _ = writeln!(o, "\ncannot read tracepoints until tracefs is {why}");
         return (o, false);
     }
     match KernelInfo::probe(mounted.as_deref()) {

@@ -16,6 +16,8 @@ use crate::{
 
 /// Options of `record`.
 #[derive(Debug, Args)]
+// record writes every event: --no-events is refused, so it is not offered either.
+#[command(mut_arg("no_events", |a| a.hide(true)))]
 pub struct RecordArgs {
     #[command(flatten)]
     collect: CollectArgs,

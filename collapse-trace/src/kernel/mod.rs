@@ -35,6 +35,14 @@ pub enum KernelError {
          a kernel of about 6.1 or newer); `collapse-trace doctor` shows what it has"
     )]
     NoTracepoints,
+    /// The event rings publish records by plain stores, ordered only by x86-64's memory
+    /// model (the BPF target has no release store here): elsewhere records could be read
+    /// half-written.
+    #[error(
+        "collapse-trace's event rings are only correct on x86-64 (its store order publishes \
+         each record); this machine is {0}. Nothing was loaded"
+    )]
+    UnsupportedArch(&'static str),
     /// A bad filter value.
     #[error("{0}")]
     BadFilter(String),
@@ -79,8 +87,12 @@ impl KernelError {
     /// The documented exit code for this error (see the README).
     pub fn exit_code(&self) -> u8 {
         match self {
-            KernelError::Privileges(_) => 3,
-            KernelError::Tracefs(_) | KernelError::NoTracepoints | KernelError::Format(_) => 4,
+            KernelError::Privileges(_)
+            | KernelError::Tracefs(tracefs::TracefsError::Unreadable(_)) => 3,
+            KernelError::Tracefs(_)
+            | KernelError::NoTracepoints
+            | KernelError::Format(_)
+            | KernelError::UnsupportedArch(_) => 4,
             KernelError::Program(_, aya::programs::ProgramError::LoadError { .. }) => 5,
             KernelError::BadFilter(_) => 2,
             _ => 1,

@@ -300,6 +300,9 @@ impl Probes {
     /// Checks privileges, reads the kernel's layouts, loads and attaches. A tracepoint the
     /// kernel lacks is skipped with a warning; none at all is an error.
     pub fn attach(opts: &ProbeOptions) -> Result<Probes, KernelError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(KernelError::UnsupportedArch(std::env::consts::ARCH));
+        }
         check_privileges()?;
         let mut info = KernelInfo::probe(opts.tracefs.as_deref())?;
         if info.available().next().is_none() {

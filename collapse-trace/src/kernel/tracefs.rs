@@ -65,10 +65,7 @@ impl Tracefs {
                 mounted_by_us: false,
             });
         }
-        if let Some(root) = CANDIDATES.iter().map(PathBuf::from).find(|p| {
-            std::fs::metadata(p.join("events"))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-        }) {
+        if let Some(root) = Self::find_unreadable() {
             return Err(TracefsError::Unreadable(root));
         }
         let target = Path::new(CANDIDATES[0]);
@@ -77,6 +74,15 @@ impl Tracefs {
         Ok(Tracefs {
             root: target.to_path_buf(),
             mounted_by_us: true,
+        })
+    }
+
+    /// A candidate directory that holds tracefs this process may not read (permission
+    /// denied), for telling "unreadable" from "not mounted".
+    pub fn find_unreadable() -> Option<PathBuf> {
+        CANDIDATES.iter().map(PathBuf::from).find(|p| {
+            std::fs::metadata(p.join("events"))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
         })
     }
 

@@ -8,6 +8,8 @@ mod race;
 mod scenarios;
 mod storm;
 mod tmpfs;
+
+pub use tmpfs::NeedsPrivilege;
 mod uffd;
 
 use std::collections::BTreeMap;

@@ -52,11 +52,12 @@ impl TmpfsMount {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if matches!(err.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
-                bail!(
+                return Err(NeedsPrivilege(format!(
                     "provoking collapses needs root (CAP_SYS_ADMIN) to mount a private tmpfs: \
                      mount(tmpfs, {}) failed: {err}",
                     point.path.display()
-                );
+                ))
+                .into());
             }
             bail!(
                 "mount(tmpfs, {}, \"{}\") failed: {err}",
@@ -164,3 +165,9 @@ fn path_cstring(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .with_context(|| format!("path {} contains a NUL byte", p.display()))
 }
+
+/// Not enough privilege for the workload (exit code 3, like the tracer's own privilege
+/// errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NeedsPrivilege(pub String);
