@@ -38,6 +38,7 @@ use collapse_trace_common::{
 /// value is whatever userspace wrote before load.
 macro_rules! conf {
     ($($field:tt)+) => {
+        // SAFETY: a read of our own frozen `.rodata` global, aligned and always valid.
         unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
     };
 }

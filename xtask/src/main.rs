@@ -97,7 +97,7 @@ fn main() -> Result<()> {
 }
 
 /// The `test` steps, in order: a step's name, its cargo arguments and what to do if it fails.
-const TEST_STEPS: [(&str, &[&str], &str); 4] = [
+const TEST_STEPS: [(&str, &[&str], &str); 5] = [
     (
         "format",
         &["fmt", "--all", "--", "--check"],
@@ -116,6 +116,24 @@ const TEST_STEPS: [(&str, &[&str], &str); 4] = [
             "warnings",
         ],
         "fix the warnings above",
+    ),
+    (
+        "clippy (eBPF)",
+        &[
+            "+nightly",
+            "clippy",
+            "-p",
+            "collapse-trace-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "fix the warnings above (the kernel programs)",
     ),
     (
         "build",
