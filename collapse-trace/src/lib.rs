@@ -2,8 +2,9 @@
 //! MADV_COLLAPSE) succeed or fail.
 //!
 //! One event flows one way: tracepoint -> eBPF program -> (per-CPU counters, per-CPU event
-//! rings) -> [`kernel::stream`] -> [`model::aggregate`] -> views (`cmd`, `export`). Views never touch the
-//! kernel; the kernel side never knows about views.
+//! rings) -> [`kernel::stream`] -> [`model::aggregate`] -> views ([`export`], [`tui`]), every
+//! attaching command through one [`session`]. Views read [`model`] only; the kernel side never
+//! knows about views. docs/architecture.md has the layers (checked by tests/layers.rs).
 
 pub mod capture;
 pub mod cli;
