@@ -6,6 +6,7 @@
 //! people's tests make events too. The storm is started "gated": forked, but held before exec
 //! until the tools are attached, so its pid is known up front.
 
+mod merge;
 mod parse;
 mod procs;
 mod report;
@@ -73,6 +74,8 @@ pub enum Part {
     Drops,
     /// `report` throughput (5).
     Report,
+    /// The ring reader's merge at 2, 64 and 256 CPUs, in memory (6).
+    Merge,
 }
 
 impl BenchArgs {
@@ -154,6 +157,7 @@ struct Doc {
     resources: Vec<Resource>,
     drops: Option<Drops>,
     report: Option<ReportSpeed>,
+    merge: Option<Vec<merge::MergeRow>>,
     goals: Vec<Goal>,
     wall_s: f64,
 }
@@ -365,13 +369,20 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         true => Some(bench.report_speed()?),
         false => None,
     };
-    let goals = goals(
+    let merge_speed = match args.runs(Part::Merge) {
+        true => Some(merge::merge_speed(env)?),
+        false => None,
+    };
+    let mut goals = goals(
         &kernel_cost,
         &startup,
         &resources,
         drops.as_ref(),
         report_speed.as_ref(),
     );
+    if let Some(m) = &merge_speed {
+        goals.push(merge::goal(m));
+    }
     let doc = Doc {
         schema: "collapse-trace.bench/1",
         started_utc: started_utc.clone(),
@@ -384,6 +395,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         resources,
         drops,
         report: report_speed,
+        merge: merge_speed,
         goals,
         wall_s: t0.elapsed().as_secs_f64(),
     };

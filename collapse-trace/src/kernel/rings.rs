@@ -8,6 +8,8 @@
 //! counted, exactly.
 
 use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, binary_heap::PeekMut},
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
@@ -90,6 +92,8 @@ pub struct Rings {
     pub unread: u64,
     /// Scratch: each CPU's head during a drain.
     heads_seen: Vec<u64>,
+    /// Scratch: the merge's heap.
+    heap: MergeHeap,
     /// Each CPU's head at the previous drain.
     prev_head: Vec<u64>,
     /// The doorbell, drained on every wakeup.
@@ -125,6 +129,7 @@ impl Rings {
             prev_head: vec![0; cpus],
             unread: 0,
             heads_seen: Vec::with_capacity(cpus),
+            heap: MergeHeap::default(),
             wakeups: maps.wakeups,
             _maps: [maps.ring, maps.heads, maps.tails],
         })
@@ -176,27 +181,19 @@ impl Rings {
             head.push(h);
         }
         let mut cursor = self.tail.clone();
-        let mut n = 0;
-        loop {
-            // The CPU whose next record comes first.
-            let mut best: Option<(usize, (u64, bool))> = None;
-            for cpu in 0..cpus {
-                if cursor[cpu] == head[cpu] {
-                    continue;
-                }
-                let key = self.key(cpu, cursor[cpu]);
-                if best.is_none_or(|(_, k)| key < k) {
-                    best = Some((cpu, key));
-                }
-            }
-            let Some((cpu, (ts, _))) = best else { break };
-            if ts > watermark {
-                break;
-            }
-            each(self.record(cpu, cursor[cpu]));
-            cursor[cpu] += 1;
-            n += 1;
-        }
+        let mut heap = std::mem::take(&mut self.heap);
+        let n = {
+            let this = &*self;
+            merge(
+                &head,
+                &mut cursor,
+                watermark,
+                |cpu, i| this.record(cpu, i),
+                &mut each,
+                &mut heap,
+            )
+        };
+        self.heap = heap;
         self.last_new_max = 0;
         for cpu in 0..cpus {
             self.last_new_max = self
@@ -230,16 +227,6 @@ impl Rings {
         }
     }
 
-    /// The merge key of record `n` of `cpu`: its time, and whether it is a call record.
-    fn key(&self, cpu: usize, n: u64) -> (u64, bool) {
-        let r = self.record(cpu, n);
-        let ts_at = std::mem::offset_of!(EventRecord, ts_ns);
-        let ts = u64::from_ne_bytes(r[ts_at..ts_at + 8].try_into().expect("8 bytes"));
-        let call =
-            r[std::mem::offset_of!(EventRecord, tracepoint)] == RecordKind::MadviseCall as u8;
-        (ts, call)
-    }
-
     /// Records per CPU ring.
     pub fn slots(&self) -> u64 {
         self.slots
@@ -249,6 +236,59 @@ impl Rings {
     pub fn clear_wakeups(&mut self) {
         while self.wakeups.next().is_some() {}
     }
+}
+
+/// The merge key of a record: its time, whether it is a call record (at equal times a
+/// MADV_COLLAPSE call record goes after events, so that it follows the events of its call).
+fn key(r: &[u8]) -> (u64, bool) {
+    let ts_at = std::mem::offset_of!(EventRecord, ts_ns);
+    let ts = u64::from_ne_bytes(r[ts_at..ts_at + 8].try_into().expect("8 bytes"));
+    let call = r[std::mem::offset_of!(EventRecord, tracepoint)] == RecordKind::MadviseCall as u8;
+    (ts, call)
+}
+
+/// The merge's heap: the next record of each CPU that has one, smallest key first (ties by
+/// CPU number, so the order is deterministic).
+pub type MergeHeap = BinaryHeap<Reverse<((u64, bool), usize)>>;
+
+/// Merges the CPUs' runs (each in time order already) from `cursor` up to `head`, handing
+/// each record of time at most `watermark` to `each` in time order, and advances `cursor`;
+/// returns how many. A heap of one entry per CPU: O(log CPUs) per record, so machines with
+/// hundreds of CPUs merge as fast as small ones. `record(cpu, n)` gives the bytes of record
+/// `n` of `cpu`. Public for the reader's benchmark (`examples/merge_speed.rs`), which merges
+/// rings filled in memory.
+pub fn merge<'r>(
+    head: &[u64],
+    cursor: &mut [u64],
+    watermark: u64,
+    record: impl Fn(usize, u64) -> &'r [u8],
+    each: &mut impl FnMut(&[u8]),
+    heap: &mut MergeHeap,
+) -> u64 {
+    heap.clear();
+    for cpu in 0..head.len() {
+        if cursor[cpu] != head[cpu] {
+            heap.push(Reverse((key(record(cpu, cursor[cpu])), cpu)));
+        }
+    }
+    let mut n = 0;
+    while let Some(mut top) = heap.peek_mut() {
+        let Reverse(((ts, _), cpu)) = *top;
+        if ts > watermark {
+            break;
+        }
+        each(record(cpu, cursor[cpu]));
+        cursor[cpu] += 1;
+        n += 1;
+        if cursor[cpu] == head[cpu] {
+            PeekMut::pop(top);
+        } else {
+            // Replaced in place: the sift-down when `top` goes out of scope stops after one
+            // comparison while this CPU stays first, as in a burst of one tick's records.
+            *top = Reverse((key(record(cpu, cursor[cpu])), cpu));
+        }
+    }
+    n
 }
 
 fn page_size() -> usize {

@@ -1,0 +1,77 @@
+//! The ring reader's merge alone (the `merge_speed` example: rings filled in memory, no
+//! kernel) at 2, 64 and 256 CPUs, the heap merge against the linear scan it replaced in the
+//! same run, and the default ring memory per CPU.
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::report::Goal;
+use crate::env::{Env, output, run};
+
+/// Records merged per figure.
+const RECORDS: u64 = 8_000_000;
+
+/// One CPU count and clock mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeRow {
+    pub cpus: u32,
+    /// `tick` (the default, tick-cached clock: runs of equal times) or `precise`.
+    pub clock: String,
+    pub records: u64,
+    pub heap_records_per_s: f64,
+    pub linear_records_per_s: f64,
+    pub ring_slots_per_cpu: u64,
+    pub ring_kib_per_cpu: u64,
+}
+
+/// Builds and runs the example; one row per CPU count and clock.
+pub fn merge_speed(env: &Env) -> Result<Vec<MergeRow>> {
+    println!("\n== reader merge: rings filled in memory at 2, 64 and 256 CPUs");
+    run(env.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "collapse-trace",
+        "--example",
+        "merge_speed",
+    ]))?;
+    let bin = env.root.join("target/release/examples/merge_speed");
+    let out = output(std::process::Command::new(&bin).arg(RECORDS.to_string()))?;
+    let rows: Vec<MergeRow> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("merge_speed printed {l:?}")))
+        .collect::<Result<_>>()?;
+    for r in &rows {
+        println!(
+            "  {:>3} CPUs, {} clock: {:.2} M records/s (linear scan {:.2}, {:.1}x); \
+             {} records ({} KiB) of ring per CPU",
+            r.cpus,
+            r.clock,
+            r.heap_records_per_s / 1e6,
+            r.linear_records_per_s / 1e6,
+            r.heap_records_per_s / r.linear_records_per_s,
+            r.ring_slots_per_cpu,
+            r.ring_kib_per_cpu
+        );
+    }
+    Ok(rows)
+}
+
+/// The scale goal: >= 3 M records/s merged at 256 CPUs with the default clock.
+pub fn goal(rows: &[MergeRow]) -> Goal {
+    let at = |clock: &str| rows.iter().find(|r| r.cpus == 256 && r.clock == clock);
+    let measured = match (at("tick"), at("precise")) {
+        (Some(t), Some(p)) => format!(
+            "{:.2} M records/s (tick clock); {:.2} M with --precise-time; linear scan {:.2} M",
+            t.heap_records_per_s / 1e6,
+            p.heap_records_per_s / 1e6,
+            t.linear_records_per_s / 1e6
+        ),
+        _ => "-".to_string(),
+    };
+    Goal::new(
+        "reader merge >= 3 M records/s at 256 CPUs (default clock and rings)",
+        measured,
+        at("tick").map(|t| t.heap_records_per_s >= 3e6),
+    )
+}
