@@ -13,3 +13,4 @@ pub mod kernel;
 pub mod model;
 pub mod provoke;
 pub mod tui;
+pub mod web;
