@@ -894,33 +894,59 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
     let json = curl(&dir, d_addr, "/json", Some("client"), Some(&auth));
     assert_eq!(json.status, 200, "{json:?}");
     let snap: Snapshot = serde_json::from_str(&json.body).unwrap();
+    // /json's tracepoints: the kernel counts by result, MADV_COLLAPSE calls by errno; in
+    // /metrics the first are collapse_trace_events_total, the calls
+    // collapse_trace_madvise_calls_total{errno}.
     let mut want = BTreeMap::new();
     for t in &snap.tracepoints {
         for r in &t.results {
             if r.count > 0 {
-                want.insert((t.name.clone(), r.result.clone()), r.count as f64);
+                let key = if t.name == "madvise_collapse" {
+                    ("madvise_calls".to_string(), r.result.clone())
+                } else {
+                    (t.name.clone(), r.result.clone())
+                };
+                want.insert(key, r.count as f64);
             }
         }
     }
-    assert!(
-        want.values().sum::<f64>() >= 10.0,
-        "the workload's 5 calls x 2 tracepoints: {want:?}"
+    assert_eq!(
+        want.get(&("madvise_calls".to_string(), "EBUSY".to_string())),
+        Some(&5.0),
+        "the workload's 5 EBUSY calls in /json: {want:?}"
     );
+    assert!(
+        want.len() >= 3,
+        "5 calls x 2 tracepoints and the calls: {want:?}"
+    );
+    let series = |q: &str, label: &str, fixed: Option<&str>| -> Vec<((String, String), f64)> {
+        prom_query(p_addr, q)
+            .iter()
+            .map(|s| {
+                let tp = match fixed {
+                    Some(f) => f.to_string(),
+                    None => s["metric"]["tracepoint"].as_str().unwrap().to_string(),
+                };
+                (
+                    (tp, s["metric"][label].as_str().unwrap().to_string()),
+                    sample(s),
+                )
+            })
+            .collect()
+    };
     let start = Instant::now();
     let got = loop {
-        let got: BTreeMap<(String, String), f64> =
-            prom_query(p_addr, "collapse_trace_events_total{job=\"good\"} > 0")
-                .iter()
-                .map(|s| {
-                    (
-                        (
-                            s["metric"]["tracepoint"].as_str().unwrap().to_string(),
-                            s["metric"]["result"].as_str().unwrap().to_string(),
-                        ),
-                        sample(s),
-                    )
-                })
-                .collect();
+        let mut got: BTreeMap<(String, String), f64> = BTreeMap::new();
+        got.extend(series(
+            "collapse_trace_events_total{job=\"good\"} > 0",
+            "result",
+            None,
+        ));
+        got.extend(series(
+            "collapse_trace_madvise_calls_total{job=\"good\"} > 0",
+            "errno",
+            Some("madvise_calls"),
+        ));
         if got == want || start.elapsed() > Duration::from_secs(20) {
             break got;
         }
@@ -1100,5 +1126,53 @@ fn kubernetes_manifests_validate() {
         false,
     );
     let cfg = dir.write("web-config.yml", &example);
-    collapse_trace::web::config::Loaded::read(&cfg).expect("the example web config loads");
+    let loaded =
+        collapse_trace::web::config::Loaded::read(&cfg).expect("the example web config loads");
+    let users = loaded.users.expect("the example has a user");
+    assert!(
+        users.check("prometheus", b"change-me"),
+        "the example hash is of change-me"
+    );
+    assert!(!users.check("prometheus", b"change-you"));
+}
+
+/// The recording rules (docs/fleet.md) pass `promtool check rules` and their unit tests.
+#[test]
+fn recording_rules_pass_promtool() {
+    let dir = format!("{DEPLOY}/prometheus");
+    for args in [
+        &["check", "rules", "collapse-trace.recording.yml"][..],
+        &["test", "rules", "collapse-trace.recording.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian package `prometheus`)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The systemd unit's file limit fits the default connection bound with the reserve and room
+/// for the BPF side, so the daemon never has to lower the bound under it.
+#[test]
+fn systemd_unit_file_limit_fits_the_connection_bound() {
+    let unit = std::fs::read_to_string(format!("{DEPLOY}/systemd/collapse-trace.service")).unwrap();
+    let nofile: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE= in the unit")
+        .trim()
+        .parse()
+        .unwrap();
+    let need = collapse_trace::web::DEFAULT_MAX_CONNECTIONS as u64
+        + collapse_trace::web::limits::FD_RESERVE
+        + 256;
+    assert!(nofile >= need, "LimitNOFILE={nofile} < {need}");
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }

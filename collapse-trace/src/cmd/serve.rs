@@ -87,6 +87,8 @@ fn lock(s: &Shared) -> MutexGuard<'_, Daemon> {
 pub async fn run(args: ServeArgs) -> Result<()> {
     // A bad web config is refused before anything is bound or loaded.
     let web = crate::web::Web::new(&args.web)?;
+    // The web server re-reads it on SIGHUP itself (crate::web::serve).
+    let reloads = args.web.web_config.is_some();
     // Bind first: a taken port should fail before anything is loaded into the kernel.
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -163,8 +165,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::select! {
             _ = stop.wait() => break Ok(()),
             _ = hangup.recv() => {
-                // With --web-config, the web server re-reads it on SIGHUP (crate::web).
-                log::info!("SIGHUP: logs go to stderr, nothing to reopen");
+                if reloads {
+                    log::info!("SIGHUP: re-reading the web config (logs go to stderr, nothing to reopen)");
+                } else {
+                    log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
+                }
                 continue;
             }
             r = &mut server => break Err(match r {

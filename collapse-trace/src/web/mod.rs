@@ -273,10 +273,18 @@ async fn connection(
     let work = async {
         match tls {
             None => http(stream, &conn, router, &mut stop).await,
-            Some(cfg) => match tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await {
-                Ok(s) => http(s, &conn, router, &mut stop).await,
-                Err(e) => log::debug!(peer:% = conn.peer; "TLS handshake failed: {e}"),
-            },
+            Some(cfg) => {
+                let handshake = tokio_rustls::TlsAcceptor::from(cfg).accept(stream);
+                // A handshake still going on at shutdown is dropped, not waited for.
+                let done = tokio::select! {
+                    r = handshake => r,
+                    _ = stopped(&mut stop) => return,
+                };
+                match done {
+                    Ok(s) => http(s, &conn, router, &mut stop).await,
+                    Err(e) => log::debug!(peer:% = conn.peer; "TLS handshake failed: {e}"),
+                }
+            }
         }
     };
     tokio::select! {
@@ -318,12 +326,15 @@ where
                 log::debug!(peer:% = conn.peer; "connection ended: {e}");
             }
         }
-        _ = async {
-            // The guard wait_for returns is not Send: drop it before the next await.
-            let _ = stop.wait_for(|s| *s).await;
-        } => {
+        _ = stopped(stop) => {
             served.as_mut().graceful_shutdown();
             let _ = served.await;
         }
     }
+}
+
+/// Resolves once shutdown has begun.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns is not Send: dropped here, before any other await.
+    let _ = stop.wait_for(|s| *s).await;
 }
