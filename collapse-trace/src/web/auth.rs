@@ -37,18 +37,18 @@ impl Users {
     pub fn new(users: &BTreeMap<String, String>) -> Result<Users, String> {
         let mut cost = 0;
         for (user, hash) in users {
-            let parts: bcrypt::HashParts = hash.parse().map_err(|e| {
-                format!(
-                    "basic_auth_users.{user}: not a bcrypt hash ({e}); make one with \
-                     `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
-                )
-            })?;
             if user.contains(':') {
                 return Err(format!(
                     "basic_auth_users.{user}: a user name cannot contain ':' (basic auth \
                      splits there)"
                 ));
             }
+            let parts: bcrypt::HashParts = hash.parse().map_err(|e| {
+                format!(
+                    "basic_auth_users.{user}: not a bcrypt hash ({e}); make one with \
+                     `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+                )
+            })?;
             cost = cost.max(parts.get_cost());
         }
         let dummy = bcrypt::hash("collapse-trace: unknown user", cost)

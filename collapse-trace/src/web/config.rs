@@ -292,3 +292,70 @@ pub fn join(dir: &Path, p: &Path) -> PathBuf {
         dir.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, String> {
+        Loaded::parse(text, Path::new("/nonexistent"), Path::new("web.yml"))
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_plain_http_without_auth() {
+        for text in ["", "\n", "# nothing here\n  # still nothing\n"] {
+            let l = parse(text).unwrap();
+            assert!(l.tls.is_none() && l.users.is_none() && l.rate.is_none());
+            assert!(l.summary.contains("plain HTTP"), "{}", l.summary);
+        }
+    }
+
+    #[test]
+    fn headers_rate_limit_and_users_are_read() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let l = parse(&format!(
+            "http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n    \
+             Strict-Transport-Security: max-age=3600\n\
+             rate_limit:\n  interval: 1m30s\n  burst: 2\n\
+             basic_auth_users:\n  alice: {hash}\n"
+        ))
+        .unwrap();
+        assert_eq!(l.headers.len(), 2);
+        let users = l.users.unwrap();
+        assert!(users.check("alice", b"pw"));
+        assert!(!users.check("alice", b"pW"));
+        assert!(!users.check("bob", b"pw"));
+        let r = l.rate.unwrap();
+        assert!(r.allow() && r.allow());
+        assert!(!r.allow(), "burst 2, then one per 90 s");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field) in [
+            (
+                "rate_limit:\n  interval: soon\n  burst: 1\n",
+                "rate_limit.interval",
+            ),
+            ("rate_limit:\n  interval: 1s\n", "rate_limit.burst"),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "X-Frame-Options",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
+                "X-Content-Type-Options",
+            ),
+            ("basic_auth_users:\n  'a:b': x\n", "cannot contain ':'"),
+            (
+                "rate_limit:\n  interval: 1s\n  burst: 1\n  extra: 1\n",
+                "extra",
+            ),
+        ] {
+            let e = parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text}"));
+            assert!(e.contains(field), "{field:?} not named in {e:?}");
+        }
+    }
+}
