@@ -122,6 +122,28 @@ impl Log {
         self.0.lock().unwrap().iter().any(|l| l.contains(s))
     }
 
+    fn count(&self, s: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(s))
+            .count()
+    }
+
+    /// Waits (at most `within`) for `n` lines containing `s`.
+    fn wait_count(&self, s: &str, n: usize, within: Duration) {
+        let start = Instant::now();
+        while self.count(s) < n {
+            assert!(
+                start.elapsed() < within,
+                "fewer than {n} log lines with {s:?} within {within:?}:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn text(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
@@ -258,6 +280,21 @@ fn hostile_clients_cannot_lock_out_metrics() {
     assert_eq!(st, 200);
     assert!(body.contains("collapse_trace_events_total"));
     eprintln!("/metrics unloaded: {:?}", t.elapsed());
+    // A request head over 16 KiB is refused with 431, not buffered.
+    let mut big = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = write!(
+        big,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let mut head = [0u8; 64];
+    let n = big.read(&mut head).unwrap_or(0);
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 431"),
+        "a 20 KB request head: {:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
 
     // 1,100 idle connections: more than the bound, more than the file limit.
     let mut idle = Vec::new();
@@ -516,11 +553,8 @@ fn tls_basic_auth_and_client_certificates_with_curl() {
         "{}",
         log.text()
     );
-    assert!(
-        log.contains("client certificates required"),
-        "{}",
-        log.text()
-    );
+    // Logged by the server task, right after the start line.
+    log.wait_for("client certificates required", Duration::from_secs(5));
     let auth = format!("{USER}:{PASSWORD}");
 
     let ok = curl(&dir, addr, "/metrics", Some("client"), Some(&auth));
@@ -606,6 +640,29 @@ fn tls_basic_auth_and_client_certificates_with_curl() {
         Ok((st, body)) => panic!("plain HTTP answered {st}: {body}"),
         Err(e) => eprintln!("plain HTTP to the TLS port: {e}"),
     }
+
+    // client_allowed_sans (set by a SIGHUP reload): only a listed SAN gets through.
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_sans = |sans: &str| {
+        base.replace(
+            "  min_version: TLS12\n",
+            &format!("  min_version: TLS12\n  client_allowed_sans: [{sans}]\n"),
+        )
+    };
+    std::fs::write(&config, with_sans("other.test, 10.9.9.9")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    log.wait_count("re-read on SIGHUP", 1, Duration::from_secs(5));
+    let r = curl(&dir, addr, "/metrics", Some("client"), Some(&auth));
+    assert!(
+        r.code != 0 && r.status == 0,
+        "a client certificate without an allowed SAN was accepted: {r:?}"
+    );
+    eprintln!("SAN not allowed: curl {}: {}", r.code, r.stderr.trim());
+    std::fs::write(&config, with_sans("other.test, Scraper.test")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    log.wait_count("re-read on SIGHUP", 2, Duration::from_secs(5));
+    let r = curl(&dir, addr, "/metrics", Some("client"), Some(&auth));
+    assert_eq!(r.status, 200, "an allowed SAN was refused: {r:?}");
     assert!(daemon.terminate().success());
 }
 
@@ -689,6 +746,18 @@ fn bad_web_config_is_refused_at_start() {
             "a header the toolkit does not allow",
             format!("http_server_config:\n  headers:\n    Server: x\nbasic_auth_users:\n  a: {hash}\n"),
             "http_server_config.headers",
+        ),
+        (
+            "SANs without a required certificate",
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  client_allowed_sans: [a.test]\n"
+                .into(),
+            "client_allowed_sans",
+        ),
+        (
+            "an e-mail SAN",
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  client_allowed_sans: [a@b.test]\n"
+                .into(),
+            "client_allowed_sans",
         ),
         ("a list for a map", "tls_server_config: [\n".into(), "tls_server_config"),
         ("not YAML", "basic_auth_users:\n  a: 'unterminated\n".into(), "line 2"),

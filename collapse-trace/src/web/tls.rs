@@ -9,17 +9,25 @@
 //! - `curve_preferences`: X25519, CurveP256, CurveP384 (CurveP521 is refused: ring lacks it).
 //! - `client_auth_type`: NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert.
 //!   RequestClientCert and RequireAnyClientCert accept any certificate without checking it
-//!   (the toolkit's docs call them insecure) and are refused; so is `client_allowed_sans`.
+//!   (the toolkit's docs call them insecure) and are refused.
+//! - `client_allowed_sans`: DNS names and IP addresses, matched exactly against the verified
+//!   client certificate's SANs in the handshake (e-mail and URI SANs are refused).
 
 use std::{path::Path, sync::Arc};
 
+use std::net::IpAddr;
+
 use rustls::{
-    ServerConfig, SupportedCipherSuite,
+    DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme, SupportedCipherSuite,
+    client::danger::HandshakeSignatureValid,
     crypto::{CryptoProvider, ring},
-    server::WebPkiClientVerifier,
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
     version::{TLS12, TLS13},
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 
 use super::config::{TlsServerConfig, join};
 
@@ -68,13 +76,19 @@ pub fn server_config(t: &TlsServerConfig, dir: &Path) -> Result<ServerConfig, St
         dir,
     )?;
     let auth = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    if t.client_allowed_sans.is_some() {
-        return Err(
-            "tls_server_config.client_allowed_sans is not supported by collapse-trace; use a \
-             client CA that signs only the scrapers' certificates"
-                .to_string(),
-        );
-    }
+    let sans = match &t.client_allowed_sans {
+        Some(list) => {
+            if auth != "RequireAndVerifyClientCert" {
+                return Err(format!(
+                    "tls_server_config.client_allowed_sans requires client_auth_type \
+                     RequireAndVerifyClientCert (it is {auth}): without a certificate there is \
+                     no SAN to match"
+                ));
+            }
+            Some(AllowedSans::new(list)?)
+        }
+        None => None,
+    };
     let builder = match auth {
         "" | "NoClientCert" => {
             if ca.is_some() {
@@ -118,7 +132,12 @@ pub fn server_config(t: &TlsServerConfig, dir: &Path) -> Result<ServerConfig, St
             let v = v
                 .build()
                 .map_err(|e| format!("tls_server_config.{ca_from}: {e}"))?;
-            builder.with_client_cert_verifier(v)
+            match sans {
+                Some(allowed) => {
+                    builder.with_client_cert_verifier(Arc::new(SanVerifier { inner: v, allowed }))
+                }
+                None => builder.with_client_cert_verifier(v),
+            }
         }
         "RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert" => {
             return Err(format!(
@@ -316,4 +335,119 @@ fn tls12_names(all: &[SupportedCipherSuite]) -> String {
         .filter_map(|s| s.suite().as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `client_allowed_sans`: the client certificate must carry one of these SANs, exactly (as
+/// the toolkit compares strings: no wildcard matching).
+#[derive(Debug)]
+struct AllowedSans {
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+}
+
+impl AllowedSans {
+    fn new(list: &[String]) -> Result<AllowedSans, String> {
+        let mut a = AllowedSans {
+            dns: Vec::new(),
+            ips: Vec::new(),
+        };
+        for s in list {
+            if let Ok(ip) = s.parse::<IpAddr>() {
+                a.ips.push(ip);
+            } else if s.contains('@') || s.contains("://") {
+                return Err(format!(
+                    "tls_server_config.client_allowed_sans: {s:?}: e-mail and URI SANs are not \
+                     supported by collapse-trace (DNS names and IP addresses are)"
+                ));
+            } else if ServerName::try_from(s.as_str()).is_ok() {
+                a.dns.push(s.to_ascii_lowercase());
+            } else {
+                return Err(format!(
+                    "tls_server_config.client_allowed_sans: {s:?} is neither a DNS name nor an IP \
+                     address"
+                ));
+            }
+        }
+        if a.dns.is_empty() && a.ips.is_empty() {
+            return Err("tls_server_config.client_allowed_sans: empty list".to_string());
+        }
+        Ok(a)
+    }
+
+    fn allows(&self, cert: &CertificateDer<'_>) -> bool {
+        let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+            return false;
+        };
+        if ee
+            .valid_dns_names()
+            .any(|n| self.dns.iter().any(|d| d.eq_ignore_ascii_case(n)))
+        {
+            return true;
+        }
+        self.ips.iter().any(|ip| {
+            ee.verify_is_valid_for_subject_name(&ServerName::IpAddress((*ip).into()))
+                .is_ok()
+        })
+    }
+}
+
+/// The WebPKI client verifier, then the SAN check (Go's VerifyPeerCertificate in the toolkit).
+#[derive(Debug)]
+struct SanVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: AllowedSans,
+}
+
+impl ClientCertVerifier for SanVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.allowed.allows(end_entity) {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
