@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(i.exit_code());
             }
             eprintln!("collapse-trace: error: {e:#}");
-            let code = if e.is::<cmd::top::NotATerminal>() {
+            let code = if e.is::<cmd::top::NotATerminal>() || e.is::<UsageError>() {
                 exit::USAGE
             } else if e.is::<crate::provoke::NeedsPrivilege>() {
                 exit::PRIVILEGE
@@ -116,3 +116,9 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// A value that parses but cannot be used, found out at run time (e.g. a `--web-config`
+/// file that names a missing certificate): exit code 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -15,3 +15,4 @@ pub mod model;
 pub mod provoke;
 pub mod session;
 pub mod tui;
+pub mod web;

@@ -82,6 +82,7 @@ fn main() -> Result<()> {
         Command::Test { args } => {
             setup::setup(&env)?;
             setup::ensure_debian_packages(&env, setup::TEST_PACKAGES)?;
+            setup::ensure_python_tools(&env)?;
             test(&env, &args)
         }
         Command::Run { args } => {

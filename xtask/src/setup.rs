@@ -264,7 +264,9 @@ fn leading_number(text: &str) -> Option<u32> {
 
 /// Debian packages the tests drive for real: tmux (the TUI in a real terminal), prometheus
 /// (a real server scraping the daemon; it brings promtool), trace-cmd (a second, independent
-/// capture that `report` must read the same), and a font for `report --plot`'s labels.
+/// capture that `report` must read the same), a font for `report --plot`'s labels, the
+/// shells and man tools of tests/cli.rs, curl (the HTTPS client of tests/web.rs) and
+/// python3-venv (the venv of [`ensure_python_tools`]).
 pub const TEST_PACKAGES: &[&str] = &[
     "tmux",
     "prometheus",
@@ -275,6 +277,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "fish",
     "groff-base",
     "man-db",
+    "curl",
+    "python3-venv",
 ];
 
 /// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
@@ -307,4 +311,47 @@ pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing);
     run(&mut install).with_context(|| format!("installing {} failed", missing.join(" ")))
+}
+
+/// PyPI packages the tests run, with the version they were checked with: kubernetes-validate
+/// checks deploy/kubernetes/ against the Kubernetes API schemas it ships (tests/web.rs).
+pub const TEST_PYPI: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0")];
+
+/// Installs [`TEST_PYPI`] into a venv of our own, ~/.local/share/collapse-trace/venv (never
+/// into the system's Python), once: a venv that already has them is left as it is.
+pub fn ensure_python_tools(env: &Env) -> Result<()> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = Path::new(&home).join(".local/share/collapse-trace/venv");
+    let pip = venv.join("bin/pip");
+    let missing: Vec<String> = TEST_PYPI
+        .iter()
+        .filter(|(name, version)| {
+            let shown = output(env.command(&pip).args(["show", name]));
+            !shown.is_ok_and(|s| s.lines().any(|l| l.trim() == format!("Version: {version}")))
+        })
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        println!("PyPI tools for the tests: present in {}", venv.display());
+        return Ok(());
+    }
+    if !pip.exists() {
+        std::fs::create_dir_all(venv.parent().unwrap())?;
+        // Debian's python3 (package python3-venv), not whatever python3 is first on PATH.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut mk = env.command(python);
+        mk.arg("-m").arg("venv").arg(&venv);
+        run(&mut mk).context("creating the test venv (Debian package python3-venv)")?;
+    }
+    println!(
+        "PyPI tools for the tests: installing {}",
+        missing.join(", ")
+    );
+    let mut install = env.command(&pip);
+    install.args(["install", "-q"]).args(&missing);
+    run(&mut install).with_context(|| format!("pip install {} failed", missing.join(" ")))
 }

@@ -5,8 +5,9 @@
 //! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
 //! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
 //!
-//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP is ignored
-//! (logged): logs go to stderr, there is nothing to reopen.
+//! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP re-reads the
+//! `--web-config` file when one is given ([`crate::web`]); logs go to stderr, there is nothing
+//! to reopen. Connection limits, TLS and authentication live in [`crate::web`].
 
 use std::{
     net::SocketAddr,
@@ -58,6 +59,9 @@ pub struct ServeArgs {
     /// are counted in collapse_trace_comm_cardinality_capped_total.
     #[arg(long, default_value_t = COMM_CAP)]
     max_comms: usize,
+    /// TLS, authentication and connection limits (docs/daemon.md).
+    #[command(flatten)]
+    web: crate::web::WebArgs,
 }
 
 /// What the handlers read.
@@ -81,6 +85,10 @@ fn lock(s: &Shared) -> MutexGuard<'_, Daemon> {
 
 /// Runs `serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
+    // A bad web config is refused before anything is bound or loaded.
+    let web = crate::web::Web::new(&args.web)?;
+    // The web server re-reads it on SIGHUP itself (crate::web::serve).
+    let reloads = args.web.web_config.is_some();
     // Bind first: a taken port should fail before anything is loaded into the kernel.
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -130,13 +138,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .route("/", get(index))
         .with_state(state.clone());
     let (quit, quit_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = quit_rx.await;
-            })
-            .into_future(),
-    );
+    let scheme = web.scheme();
+    let mut server = tokio::spawn(crate::web::serve(listener, app, web, async move {
+        let _ = quit_rx.await;
+    }));
 
     let attached = info.attached_names();
     log::info!(
@@ -146,7 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         pid:% = args.collect.pid.map_or("any".to_string(), |p| p.to_string()),
         comm:% = args.collect.comm.as_deref().unwrap_or("any"),
         events = events;
-        "collapse-trace serve: attached to {} on {}; listening on http://{local} (/metrics /json /healthz)",
+        "collapse-trace serve: attached to {} on {}; listening on {scheme}://{local} (/metrics /json /healthz)",
         attached.join(", "),
         info.release
     );
@@ -156,7 +161,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::select! {
             w = session.wait() => if w == Wake::Stop { break Ok(()) },
             _ = hangup.recv() => {
-                log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
+                if reloads {
+                    log::info!("SIGHUP: re-reading the web config (logs go to stderr, nothing to reopen)");
+                } else {
+                    log::info!("SIGHUP ignored (logs go to stderr; nothing to reopen)");
+                }
                 continue;
             }
             r = &mut server => break Err(match r {
