@@ -2,6 +2,7 @@
 
 mod bench;
 mod env;
+mod matrix;
 mod setup;
 
 use std::{ffi::OsString, os::unix::process::CommandExt as _, path::Path};
@@ -56,6 +57,14 @@ enum Command {
     /// kernel.bpf_stats_enabled on for the run and restores it. Prints a table and writes JSON
     /// to target/bench/. About 5-10 minutes. Not a test: not run by `test` or CI.
     Bench(bench::BenchArgs),
+    /// Check the release binary on the kernels users run: Debian's 6.1 and 6.12 under QEMU
+    /// (virtme-ng, the host's / shared) and this machine's own kernel (needs root).
+    ///
+    /// Installs what it needs when missing (kernel packages, qemu-system-x86 from
+    /// bookworm-backports, busybox-static, virtme-ng in a venv), then per kernel: doctor,
+    /// `provoke all` under stat + record + a private ftrace instance, report, serve +
+    /// promtool. One summary line per kernel and check; fails if any check fails.
+    Matrix(matrix::MatrixArgs),
 }
 
 fn main() -> Result<()> {
@@ -81,6 +90,7 @@ fn main() -> Result<()> {
             run_collapse_trace(&env, &args)
         }
         Command::Bench(args) => bench::bench(&env, args),
+        Command::Matrix(args) => matrix::matrix(&env, args),
     }
 }
 
