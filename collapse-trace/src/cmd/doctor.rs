@@ -113,6 +113,7 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     }
 
     let mut ok = missing.is_empty();
+    let mut gaps = Vec::new();
     if mounted.is_none() {
         // Without tracefs nothing below can be read; root can mount it at run time.
         let _ = writeln!(o, "\ncannot read tracepoints until tracefs is mounted");
@@ -155,6 +156,13 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                 }
                 for w in &t.warnings {
                     let _ = writeln!(o, "    warning: {w}");
+                }
+            }
+            gaps = info.gaps();
+            if !gaps.is_empty() {
+                let _ = writeln!(o, "\nnot observable on this kernel");
+                for g in &gaps {
+                    let _ = writeln!(o, "  - {g}");
                 }
             }
             let any = info.available().next().is_some();
@@ -215,10 +223,13 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     let _ = writeln!(
         o,
         "\nverdict: {}",
-        if ok {
-            "ready to trace"
-        } else {
-            "cannot trace: see MISSING above"
+        match (ok, gaps.len()) {
+            (true, 0) => "ready to trace".to_string(),
+            (true, n) => format!(
+                "ready to trace, with {n} gap{}: see \"not observable on this kernel\" above",
+                if n == 1 { "" } else { "s" }
+            ),
+            (false, _) => "cannot trace: see MISSING above".to_string(),
         }
     );
     (o, ok)

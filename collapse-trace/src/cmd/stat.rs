@@ -134,6 +134,9 @@ pub fn announce(c: &Collector, duration: Option<Duration>) {
         attached.join(", "),
         info.release
     );
+    for g in info.gaps() {
+        eprintln!("collapse-trace: not observable on this kernel: {g}");
+    }
 }
 
 /// The human-readable report.

@@ -208,6 +208,58 @@ impl KernelInfo {
         }
     }
 
+    /// What this kernel cannot show, one sentence each (empty: everything collapse-trace
+    /// traces is observable here). Said by `doctor`, `stat`, `top`'s header and `serve`.
+    /// Judged from the attach points the kernel has (`doctor`, before loading) or, for a view
+    /// of a capture, from the record kinds collected.
+    pub fn gaps(&self) -> Vec<String> {
+        let has = |p: Probe| {
+            if self.probes.is_empty() {
+                self.tracepoints
+                    .iter()
+                    .any(|t| t.tracepoint == p.kind() && t.attached)
+            } else {
+                self.probes.get(p as usize).is_some_and(|i| i.usable)
+            }
+        };
+        let mut gaps = Vec::new();
+        if !has(Probe::ScanFile) {
+            gaps.push(
+                "mm_khugepaged_scan_file is absent: file/shmem scans and MADV_COLLAPSE's final                  result on them are not observable"
+                    .to_string(),
+            );
+        }
+        if !has(Probe::CollapseFile) {
+            gaps.push(
+                "mm_khugepaged_collapse_file is absent (it came in 6.2): file/shmem collapses                  are seen by mm_khugepaged_scan_file only, without the collapse step's own                  result"
+                    .to_string(),
+            );
+        }
+        if !has(Probe::ScanPmd) {
+            gaps.push(
+                "mm_khugepaged_scan_pmd is absent: anonymous scans are not observable".into(),
+            );
+        }
+        if !has(Probe::CollapseHugePage) {
+            gaps.push(
+                "mm_collapse_huge_page is absent: anonymous collapses are not observable".into(),
+            );
+        }
+        if !self.results.names.is_empty() && self.results.number("page_filled").is_none() {
+            gaps.push(
+                "no `page_filled` result: this kernel predates 'mm/khugepaged: skip shmem with                  userfaultfd', so a hole filled during a collapse cannot be reported (and                  MADV_COLLAPSE fills holes behind a userfaultfd instead of refusing)"
+                    .to_string(),
+            );
+        }
+        if !self.probes.is_empty() && !has(Probe::ExitMadvise) {
+            gaps.push(
+                "no syscalls:sys_{enter,exit}_madvise: MADV_COLLAPSE errnos are not observable"
+                    .to_string(),
+            );
+        }
+        gaps
+    }
+
     fn derive_kinds(&mut self) {
         self.tracepoints = RecordKind::ALL
             .into_iter()

@@ -437,12 +437,11 @@ impl Tool {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let line = line.unwrap_or_default();
-                if line.contains("attached to")
-                    && let Some(tx) = tx.take()
-                {
+                let attached = line.contains("attached to");
+                keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                if attached && let Some(tx) = tx.take() {
                     let _ = tx.send(());
                 }
-                keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
         let t = Instant::now();
