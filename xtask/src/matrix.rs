@@ -29,7 +29,7 @@ const VIRTME_NG_VERSION: &str = "1.42";
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/collapse-trace-bookworm-backports.sources";
 
 /// Options of `matrix`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct MatrixArgs {
     /// Kernels to check: `6.1`, `6.12` (the newest plain -amd64 Debian image of that series),
     /// a full release such as `6.1.0-57-amd64`, or `host` (this machine's kernel, run
@@ -56,10 +56,19 @@ pub struct MatrixArgs {
     guest: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 enum Accel {
+    #[default]
     Tcg,
     Kvm,
+}
+
+/// Checks passed and failed in the last [`matrix`] run (for `test`'s closing line).
+static COUNTS: std::sync::Mutex<(u64, u64)> = std::sync::Mutex::new((0, 0));
+
+/// (passed, failed) checks of the last [`matrix`] run in this process.
+pub fn last_counts() -> (u64, u64) {
+    *COUNTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `matrix`.
@@ -132,6 +141,9 @@ pub fn matrix(env: &Env, args: MatrixArgs) -> Result<()> {
                 .map(move |c| format!("{} {}", r.release, c.name))
         })
         .collect();
+    let total = results.iter().map(|r| r.checks.len()).sum::<usize>();
+    *COUNTS.lock().unwrap_or_else(|e| e.into_inner()) =
+        ((total - failed.len()) as u64, failed.len() as u64);
     println!(
         "matrix: {} kernels, {} checks, {} failed, {:.0} s in all",
         results.len(),

@@ -179,7 +179,7 @@ pub fn run_suite(env: &Env, out: &Path, guest: bool) -> Result<()> {
             .get("page_filled")
             .map_or("absent".to_string(), |n| n.to_string()),
     );
-    let doctor = check_doctor(&bin, family, &truth, &mut r);
+    let doctor = check_doctor(&bin, &work, family, &truth, &mut r);
     r.check("doctor", doctor);
     let run = run_workload(&bin, &work, &mut r);
     match run {
@@ -285,12 +285,14 @@ fn print_symbolic(format: &str) -> BTreeMap<String, i64> {
 /// and the family's expectations; BTF and the attach path chosen.
 fn check_doctor(
     bin: &Path,
+    work: &Path,
     family: Option<&Family>,
     truth: &KernelTruth,
     r: &mut SuiteResult,
 ) -> Result<String> {
     let out = Command::new(bin).arg("doctor").output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let _ = fs::write(work.join("doctor.txt"), &text);
     let fam = family.with_context(|| {
         format!(
             "no expectations for kernel {} (the matrix knows {})",
@@ -404,7 +406,21 @@ fn check_doctor(
             "a kernel with every tracepoint and page_filled got verdict {verdict:?}"
         );
     }
-    r.fact("verdict", verdict);
+    r.fact("verdict", verdict.split(':').next().unwrap_or(verdict));
+    let gap_lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "not observable on this kernel")
+        .skip(1)
+        .map_while(|l| l.strip_prefix("  - "))
+        .collect();
+    r.fact(
+        "gaps",
+        if gap_lines.is_empty() {
+            "nothing".to_string()
+        } else {
+            gap_lines.join("<br>")
+        },
+    );
     Ok(format!(
         "{}; page_filled={}; {} result names equal the kernel's; BTF ok; {}; verdict: {verdict}",
         said.join(" "),
@@ -623,6 +639,7 @@ fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = fs::write(work.join("provoke.json"), &provoke_text);
     let tally: Value = serde_json::from_str(&provoke_text).context("provoke --json parses")?;
     // Everything the workload did is counted once the kernel counters are read: scrape now.
     let metrics = http_get(&addr, "/metrics")?;
@@ -630,6 +647,8 @@ fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
     let (stat_out, stat_stderr) = stat.stop().context("stat")?;
     record.stop().context("record")?;
     serve.stop().context("serve")?;
+    let _ = fs::write(work.join("stat-stderr.txt"), &stat_stderr);
+    let _ = fs::write(work.join("metrics.txt"), &metrics);
     let ftrace = instance.finish()?;
     drop(instance);
     let stat: Value = serde_json::from_str(&stat_out).context("stat --json parses")?;
@@ -802,8 +821,33 @@ fn check_provoke(run: &Run, family: Option<&Family>, r: &mut SuiteResult) -> Res
         }
         parts.join(", ")
     };
-    r.fact("uffd-holes", summary(&uffd));
-    r.fact("page-filled", summary(&by("page-filled")?));
+    let calls = uffd["calls"].as_u64().unwrap_or(0);
+    r.fact(
+        "uffd-holes",
+        if uffd["ok"].as_u64() == Some(calls) {
+            "every call succeeds: the holes are filled behind the userfaultfd".to_string()
+        } else if uffd["errnos"]["EBUSY"].as_u64() == Some(calls) {
+            "every call EBUSY (exceed_none_pte)".to_string()
+        } else {
+            summary(&uffd)
+        },
+    );
+    let pf = by("page-filled")?;
+    let seen = snapshot_counts(&run.stat)?
+        .keys()
+        .any(|(_, result)| result == "page_filled");
+    r.fact(
+        "page-filled",
+        format!(
+            "{}; page_filled {}",
+            if pf["errnos"]["EAGAIN"].as_u64().unwrap_or(0) > 0 {
+                "some calls EAGAIN"
+            } else {
+                "no EAGAIN"
+            },
+            if seen { "seen" } else { "never seen" }
+        ),
+    );
     let says = run.provoke_text.contains(PREDATES);
     if fam.seed_patch {
         ensure!(
@@ -812,7 +856,6 @@ fn check_provoke(run: &Run, family: Option<&Family>, r: &mut SuiteResult) -> Res
             fam.label,
             run.provoke_text
         );
-        let calls = uffd["calls"].as_u64().unwrap_or(0);
         ensure!(
             uffd["errnos"]["EBUSY"].as_u64() == Some(calls),
             "uffd-holes on a kernel with the seed patch: {}",
@@ -898,7 +941,7 @@ pub fn docs_table(results: &[SuiteResult]) -> String {
          format files, `provoke all` under stat, record -> report and serve against a private \
          ftrace instance and the workload's own errno tally.\n"
     );
-    let rows: [(&str, &str); 12] = [
+    let rows: [(&str, &str); 13] = [
         ("family", "kernel family"),
         ("btf", "BTF"),
         ("mm_khugepaged_scan_file", "`mm_khugepaged_scan_file`"),
@@ -911,8 +954,15 @@ pub fn docs_table(results: &[SuiteResult]) -> String {
         ("page_filled", "`page_filled` result number"),
         ("calls", "MADV_COLLAPSE attach path"),
         ("verdict", "doctor's verdict"),
-        ("uffd-holes", "`provoke uffd-holes` (20 calls)"),
-        ("page-filled", "`provoke page-filled` (400 calls)"),
+        ("gaps", "not observable (doctor)"),
+        (
+            "uffd-holes",
+            "`provoke uffd-holes`: MADV_COLLAPSE on shmem holes + uffd MISSING",
+        ),
+        (
+            "page-filled",
+            "`provoke page-filled`: a hole faulted in mid-collapse",
+        ),
         ("checks", "matrix checks"),
     ];
     let _ = write!(o, "| |");
