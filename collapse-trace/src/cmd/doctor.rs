@@ -1,5 +1,6 @@
 //! `collapse-trace doctor`: what this kernel supports and what is missing, in words a user
-//! can act on. Loads nothing.
+//! can act on. Loads nothing but one program, to see whether the kernel allows the fexit on
+//! madvise_collapse (unloaded at once).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -88,20 +89,36 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                     )),
                 b.scan_result.len()
             );
-            let _ = writeln!(
-                o,
-                "calls       {}",
-                match (b.syscall_args, b.task_flags_offset) {
-                    (Some(a), Some(_)) => format!(
-                        "MADV_COLLAPSE calls tracked by the syscall exits alone (arguments from \
-                         the saved registers, pt_regs +{} +{} +{} +{})",
-                        a[0], a[1], a[2], a[3]
-                    ),
-                    _ => "MADV_COLLAPSE calls tracked by the syscall entries and exits (no \
-                          x86-64 pt_regs in BTF)"
-                        .to_string(),
+            let syscalls = match (b.syscall_args, b.task_flags_offset) {
+                (Some(a), Some(_)) => format!(
+                    "MADV_COLLAPSE calls tracked by the syscall exits alone (arguments from the \
+                     saved registers, pt_regs +{} +{} +{} +{})",
+                    a[0], a[1], a[2], a[3]
+                ),
+                _ => "MADV_COLLAPSE calls tracked by the syscall entries and exits (no x86-64 \
+                      pt_regs in BTF)"
+                    .to_string(),
+            };
+            // The choice `stat`, `top`, `record` and `serve` make at start (--calls-via auto).
+            let calls = match b.madvise_collapse_start_arg() {
+                None => format!(
+                    "{syscalls}; no fexit: BTF has no madvise_collapse(vma, [prev,] start, end)"
+                ),
+                Some(arg) if b.syscall_args.is_some() && b.task_flags_offset.is_some() => {
+                    match crate::kernel::probes::fexit_trial(arg) {
+                        Ok(()) => format!(
+                            "MADV_COLLAPSE calls tracked by an fexit on madvise_collapse (its \
+                             return value is the result; start is argument {arg}); the syscall \
+                             exits are the fallback (--calls-via syscalls)"
+                        ),
+                        Err(e) => format!(
+                            "{syscalls}; the fexit on madvise_collapse is refused here ({e})"
+                        ),
+                    }
                 }
-            );
+                Some(_) => format!("{syscalls}; fexit not tried (it needs the exit-only mode)"),
+            };
+            let _ = writeln!(o, "calls       {calls}");
         }
         Err(e) => {
             let _ = writeln!(

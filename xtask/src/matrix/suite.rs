@@ -49,9 +49,14 @@ pub struct Family {
     pub page_filled: Option<i64>,
     /// Whether the kernel has the seed patch (uffd-holes -> EBUSY).
     pub seed_patch: bool,
-    /// The MADV_COLLAPSE attach path the tool must choose (doctor's `calls` line starts so).
-    pub calls_path: &'static str,
+    /// Whether the tool must choose the fexit on madvise_collapse for MADV_COLLAPSE calls
+    /// (false: the syscall exits, the kernel refusing BPF trampolines).
+    pub fexit: bool,
 }
+
+/// How doctor's `calls` line starts for each attach path.
+const CALLS_FEXIT: &str = "MADV_COLLAPSE calls tracked by an fexit on madvise_collapse";
+const CALLS_SYSCALLS: &str = "MADV_COLLAPSE calls tracked by the syscall exits";
 
 /// The families the matrix knows (a release matching none fails the `doctor` check).
 pub const FAMILIES: [Family; 3] = [
@@ -61,7 +66,7 @@ pub const FAMILIES: [Family; 3] = [
         collapse_file: false,
         page_filled: None,
         seed_patch: false,
-        calls_path: "MADV_COLLAPSE calls tracked by the syscall exits",
+        fexit: true,
     },
     Family {
         prefix: "6.12.",
@@ -69,7 +74,7 @@ pub const FAMILIES: [Family; 3] = [
         collapse_file: true,
         page_filled: Some(31),
         seed_patch: true,
-        calls_path: "MADV_COLLAPSE calls tracked by the syscall exits",
+        fexit: true,
     },
     Family {
         prefix: "6.18.",
@@ -77,7 +82,7 @@ pub const FAMILIES: [Family; 3] = [
         collapse_file: true,
         page_filled: Some(30),
         seed_patch: true,
-        calls_path: "MADV_COLLAPSE calls tracked by the syscall exits",
+        fexit: false,
     },
 ];
 
@@ -181,11 +186,19 @@ pub fn run_suite(env: &Env, out: &Path, guest: bool) -> Result<()> {
     );
     let doctor = check_doctor(&bin, &work, family, &truth, &mut r);
     r.check("doctor", doctor);
-    let run = run_workload(&bin, &work, &mut r);
+    let run = run_workload(&bin, &work, family, &mut r);
     match run {
         Ok(run) => {
-            let c = check_stat(&run, &truth);
+            let c = check_stat(&run, &truth, family);
             r.check("stat", c);
+            let c = check_other_path(&run);
+            r.check(
+                match run.other_path {
+                    OtherPath::Syscalls { .. } => "stat-syscalls",
+                    OtherPath::FexitRefused(_) => "fexit-refused",
+                },
+                c,
+            );
             let c = check_provoke(&run, family, &mut r);
             r.check("provoke", c);
             let c = check_record(&bin, &run);
@@ -369,12 +382,23 @@ fn check_doctor(
         .lines()
         .find_map(|l| l.strip_prefix("calls       "))
         .context("doctor has no `calls` line (the attach path)")?;
+    let want = if fam.fexit {
+        CALLS_FEXIT
+    } else {
+        CALLS_SYSCALLS
+    };
     ensure!(
-        calls.starts_with(fam.calls_path),
-        "attach path: doctor says {calls:?}, expected {:?}",
-        fam.calls_path
+        calls.starts_with(want),
+        "attach path: doctor says {calls:?}, expected {want:?}"
     );
-    r.fact("calls", calls.split(" (").next().unwrap_or(calls));
+    r.fact(
+        "calls",
+        if fam.fexit {
+            "fexit on madvise_collapse (syscall exits tested as the fallback)"
+        } else {
+            "syscall exits (fexit refused by this kernel)"
+        },
+    );
     let verdict = text
         .lines()
         .find_map(|l| l.strip_prefix("verdict: "))
@@ -514,9 +538,17 @@ struct Run {
     ftrace: BTreeMap<(String, String), u64>,
     stat: Value,
     stat_stderr: String,
+    /// The other attach path: a second stat forced to the syscall hooks where the fexit is
+    /// used, or (where the kernel refuses fexit) `stat --calls-via fexit`'s refusal.
+    other_path: OtherPath,
     record_file: PathBuf,
     metrics: String,
     promtool: Result<String>,
+}
+
+enum OtherPath {
+    Syscalls { stat: Value, stderr: String },
+    FexitRefused(Result<String>),
 }
 
 /// A private ftrace instance with its own buffer, the four events filtered on `comm`.
@@ -596,7 +628,13 @@ fn ftrace_key(line: &str) -> Option<(String, String)> {
 }
 
 /// `provoke all` under stat, record, serve and a private ftrace instance at once.
-fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
+fn run_workload(
+    bin: &Path,
+    work: &Path,
+    family: Option<&Family>,
+    r: &mut SuiteResult,
+) -> Result<Run> {
+    let fexit = family.is_some_and(|f| f.fexit);
     let comm = format!("ct-m{}", std::process::id() % 100_000);
     let truth = KernelTruth::read();
     let instance = Instance::create(
@@ -607,6 +645,14 @@ fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
     let record_file = work.join(format!("matrix-{}.ndjson", std::process::id()));
     let _ = fs::remove_file(&record_file);
     let stat = Tool::start(bin, &["stat", "--json", "--comm", &comm])?;
+    let syscalls_stat = if fexit {
+        Some(Tool::start(
+            bin,
+            &["stat", "--json", "--comm", &comm, "--calls-via", "syscalls"],
+        )?)
+    } else {
+        None
+    };
     let record = Tool::start(
         bin,
         &[
@@ -645,6 +691,16 @@ fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
     let metrics = http_get(&addr, "/metrics")?;
     let promtool = promtool_check(&metrics);
     let (stat_out, stat_stderr) = stat.stop().context("stat")?;
+    let other_path = match syscalls_stat {
+        Some(t) => {
+            let (out, stderr) = t.stop().context("stat --calls-via syscalls")?;
+            OtherPath::Syscalls {
+                stat: serde_json::from_str(&out).context("stat --json parses")?,
+                stderr,
+            }
+        }
+        None => OtherPath::FexitRefused(fexit_refused(bin)),
+    };
     record.stop().context("record")?;
     serve.stop().context("serve")?;
     let _ = fs::write(work.join("stat-stderr.txt"), &stat_stderr);
@@ -659,6 +715,7 @@ fn run_workload(bin: &Path, work: &Path, r: &mut SuiteResult) -> Result<Run> {
         ftrace,
         stat,
         stat_stderr,
+        other_path,
         record_file,
         metrics,
         promtool,
@@ -790,8 +847,61 @@ fn compare(what: &str, snap: &Value, run: &Run) -> Result<String> {
     ))
 }
 
-fn check_stat(run: &Run, truth: &KernelTruth) -> Result<String> {
-    let d = compare("stat", &run.stat, run)?;
+/// `stat --calls-via fexit` on a kernel that refuses trampolines: must fail, saying why.
+fn fexit_refused(bin: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .args(["stat", "--calls-via", "fexit", "--duration", "1s"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    ensure!(
+        !out.status.success(),
+        "stat --calls-via fexit succeeded on a kernel expected to refuse fexit: {err}"
+    );
+    ensure!(
+        err.contains("the fexit on madvise_collapse cannot be used on this kernel"),
+        "stat --calls-via fexit failed without saying why: {err}"
+    );
+    Ok(err
+        .lines()
+        .find(|l| l.contains("cannot be used"))
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+fn check_other_path(run: &Run) -> Result<String> {
+    match &run.other_path {
+        OtherPath::Syscalls { stat, stderr } => {
+            ensure!(
+                stderr.contains("MADV_COLLAPSE calls by the syscall hooks"),
+                "stat --calls-via syscalls did not say it uses the syscall hooks: {stderr}"
+            );
+            Ok(format!("syscall path: {}", compare("stat", stat, run)?))
+        }
+        OtherPath::FexitRefused(r) => match r {
+            Ok(s) => Ok(format!("refused as expected: {s}")),
+            Err(e) => bail!("{e:#}"),
+        },
+    }
+}
+
+fn check_stat(run: &Run, truth: &KernelTruth, family: Option<&Family>) -> Result<String> {
+    let fexit = family.is_some_and(|f| f.fexit);
+    let said = if fexit {
+        "MADV_COLLAPSE calls by the fexit on madvise_collapse"
+    } else {
+        "MADV_COLLAPSE calls by the syscall hooks"
+    };
+    ensure!(
+        run.stat_stderr.contains(said),
+        "stat did not choose the expected path ({said}): {}",
+        run.stat_stderr
+    );
+    let d = format!(
+        "{} path: {}",
+        if fexit { "fexit" } else { "syscall" },
+        compare("stat", &run.stat, run)?
+    );
     // stat must say what this kernel cannot show, where it lacks a tracepoint.
     for e in EVENTS.iter().filter(|e| !truth.has(e)) {
         ensure!(
