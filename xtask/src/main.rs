@@ -87,7 +87,7 @@ fn main() -> Result<()> {
             setup::ensure_debian_packages(&env, setup::TEST_PACKAGES)?;
             let mut totals = test(&env, &args)?;
             println!("\n==> matrix: `cargo xtask matrix` (the release binary on each kernel)");
-            let outcome = matrix::matrix(&env, matrix::MatrixArgs::default());
+            let outcome = matrix::matrix(&env, matrix::MatrixArgs::from_env());
             let (passed, failed) = matrix::last_counts();
             totals.passed += passed;
             totals.failed += failed;

@@ -260,13 +260,16 @@ impl KernelInfo {
         let mut gaps = Vec::new();
         if !has(Probe::ScanFile) {
             gaps.push(
-                "mm_khugepaged_scan_file is absent: file/shmem scans and MADV_COLLAPSE's final                  result on them are not observable"
+                "mm_khugepaged_scan_file is absent: file/shmem scans and MADV_COLLAPSE's final \
+                 result on them are not observable"
                     .to_string(),
             );
         }
         if !has(Probe::CollapseFile) {
             gaps.push(
-                "mm_khugepaged_collapse_file is absent (it came in 6.2): file/shmem collapses                  are seen by mm_khugepaged_scan_file only, without the collapse step's own                  result"
+                "mm_khugepaged_collapse_file is absent (it came in 6.2): file/shmem collapses \
+                 are seen by mm_khugepaged_scan_file only, without the collapse step's own \
+                 result"
                     .to_string(),
             );
         }
@@ -282,7 +285,9 @@ impl KernelInfo {
         }
         if !self.results.names.is_empty() && self.results.number("page_filled").is_none() {
             gaps.push(
-                "no `page_filled` result: this kernel predates 'mm/khugepaged: skip shmem with                  userfaultfd', so a hole filled during a collapse cannot be reported (and                  MADV_COLLAPSE fills holes behind a userfaultfd instead of refusing)"
+                "no `page_filled` result: this kernel predates 'mm/khugepaged: skip shmem with \
+                 userfaultfd', so a hole filled during a collapse cannot be reported (and \
+                 MADV_COLLAPSE fills holes behind a userfaultfd instead of refusing)"
                     .to_string(),
             );
         }
