@@ -21,9 +21,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_smp_processor_id, bpf_ktime_get_ns, generated,
     },
-    macros::{map, tracepoint},
+    macros::{fexit, map, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{FExitContext, TracePointContext},
 };
 use core::ptr::{read_volatile, write_volatile};
 
@@ -693,6 +693,24 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
         return;
     };
     let ret = field!(ctx, P, Field::Ret, i64);
+    let (start, len) = if process_madvise {
+        (0, 0)
+    } else {
+        (arg(0), arg(1))
+    };
+    let flags = if process_madvise {
+        CALL_PROCESS_MADVISE
+    } else {
+        0
+    };
+    close_call(task, pid_tgid, ret, start, len, flags);
+}
+
+/// Counts the errno of a MADV_COLLAPSE call that returned `ret`, and sends its record with
+/// the id its first event opened in the thread's slot (exit-only tracking: a syscall exit or
+/// the fexit on madvise_collapse).
+#[inline(always)]
+fn close_call(task: Task, pid_tgid: u64, ret: i64, start: u64, len: u64, flags: u8) {
     let errno = if ret < 0 { (-ret) as i32 } else { 0 };
     count(RecordKind::MadviseCall, errno);
     if conf!(events) == 0 {
@@ -718,11 +736,6 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
             next_call_id(slot, now)
         }
     };
-    let (start, len) = if process_madvise {
-        (0, 0)
-    } else {
-        (arg(0), arg(1))
-    };
     send_call(&CallRecord {
         task,
         pid_tgid,
@@ -731,12 +744,55 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
         start,
         len,
         errno,
-        flags: if process_madvise {
-            CALL_PROCESS_MADVISE
-        } else {
-            0
-        },
+        flags,
     });
+}
+
+/// fexit on the kernel's MADV_COLLAPSE implementation, `madvise_collapse(vma, prev, start,
+/// end)` (6.1 to about 6.16): runs only for MADV_COLLAPSE (not on every madvise(2)
+/// system-wide, as the syscall exit does), once per VMA of the range; its return value is the
+/// result (0 or -errno). Userspace loads the one of the two programs whose argument order BTF
+/// shows.
+#[fexit(function = "madvise_collapse")]
+pub fn madvise_collapse_exit_prev(ctx: FExitContext) -> i32 {
+    if !window_open() {
+        return 0;
+    }
+    fexit_call::<2>(&ctx);
+    0
+}
+
+/// The same for `madvise_collapse(vma, start, end, lock_dropped)` (newer kernels).
+#[fexit(function = "madvise_collapse")]
+pub fn madvise_collapse_exit(ctx: FExitContext) -> i32 {
+    if !window_open() {
+        return 0;
+    }
+    fexit_call::<1>(&ctx);
+    0
+}
+
+/// Closes the call whose `start` is argument `START` (`end` follows it; the return value is
+/// in slot 4, after the four arguments). Constant slots only: the verifier refuses loads
+/// through a moved context pointer, and loads of a pointer-to-pointer argument (`prev`).
+#[inline(always)]
+fn fexit_call<const START: usize>(ctx: &FExitContext) {
+    let task = Task::current();
+    let Some(pid_tgid) = admit(task) else {
+        return;
+    };
+    let start: u64 = ctx.arg(START);
+    let end: u64 = ctx.arg(START + 1);
+    // An `int`: only the low half of the slot counts.
+    let ret: u64 = ctx.arg(4);
+    close_call(
+        task,
+        pid_tgid,
+        i64::from(ret as i32),
+        start,
+        end.wrapping_sub(start),
+        0,
+    );
 }
 
 /// The current task as a BTF-typed pointer, found once per program run (one helper call)

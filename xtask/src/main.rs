@@ -3,6 +3,7 @@
 mod bench;
 mod env;
 mod install;
+mod matrix;
 mod setup;
 
 use std::{ffi::OsString, os::unix::process::CommandExt as _, path::Path};
@@ -34,9 +35,11 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Run `setup`, then format check, clippy, release build and all tests.
+    /// Run `setup`, then format check, clippy, release build, all tests and the kernel matrix.
     ///
-    /// The tests include the ones that need root and a real kernel. Stops at the first failure.
+    /// The tests include the ones that need root and a real kernel; the matrix (`matrix` with
+    /// its defaults: Debian 6.1 and 6.12 under QEMU, and this host's kernel) runs the release
+    /// binary on each. Stops at the first failure.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -64,6 +67,14 @@ enum Command {
     /// zsh/site-functions, fish/vendor_completions.d}, PREFIX/lib/systemd/system and
     /// PREFIX/share/doc/collapse-trace. Enables and starts nothing.
     Install(install::InstallArgs),
+    /// Check the release binary on the kernels users run: Debian's 6.1 and 6.12 under QEMU
+    /// (virtme-ng, the host's / shared) and this machine's own kernel (needs root).
+    ///
+    /// Installs what it needs when missing (kernel packages, qemu-system-x86 from
+    /// bookworm-backports, busybox-static, virtme-ng in a venv), then per kernel: doctor,
+    /// `provoke all` under stat + record + a private ftrace instance, report, serve +
+    /// promtool. One summary line per kernel and check; fails if any check fails.
+    Matrix(matrix::MatrixArgs),
 }
 
 fn main() -> Result<()> {
@@ -83,7 +94,17 @@ fn main() -> Result<()> {
             setup::setup(&env)?;
             setup::ensure_debian_packages(&env, setup::TEST_PACKAGES)?;
             setup::ensure_python_tools(&env)?;
-            test(&env, &args)
+            let mut totals = test(&env, &args)?;
+            println!("\n==> matrix: `cargo xtask matrix` (the release binary on each kernel)");
+            let outcome = matrix::matrix(&env, matrix::MatrixArgs::from_env());
+            let (passed, failed) = matrix::last_counts();
+            totals.passed += passed;
+            totals.failed += failed;
+            println!(
+                "\ntests: {} passed, {} failed, {} skipped (cargo test and the kernel matrix)",
+                totals.passed, totals.failed, totals.ignored
+            );
+            outcome.context("test step `matrix` failed: see the FAIL lines above")
         }
         Command::Run { args } => {
             setup::setup(&env)?;
@@ -94,6 +115,7 @@ fn main() -> Result<()> {
             setup::setup(&env)?;
             install::install(&env, &args)
         }
+        Command::Matrix(args) => matrix::matrix(&env, args),
     }
 }
 
@@ -154,8 +176,10 @@ const TEST_STEPS: [(&str, &[&str], &str); 5] = [
     ),
 ];
 
-/// Runs the [`TEST_STEPS`], passing `extra` to the last one (`cargo test`).
-fn test(env: &Env, extra: &[OsString]) -> Result<()> {
+/// Runs the [`TEST_STEPS`], passing `extra` to the last one (`cargo test`); returns cargo
+/// test's totals.
+fn test(env: &Env, extra: &[OsString]) -> Result<TestTotals> {
+    let mut totals = TestTotals::default();
     let count = TEST_STEPS.len();
     for (i, (name, args, hint)) in TEST_STEPS.into_iter().enumerate() {
         let mut cmd = env.cargo();
@@ -165,18 +189,19 @@ fn test(env: &Env, extra: &[OsString]) -> Result<()> {
         }
         println!("\n==> [{}/{count}] {name}: {}", i + 1, command_line(&cmd));
         if i + 1 == count {
-            run_tests(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
+            totals = run_tests(&mut cmd)
+                .with_context(|| format!("test step `{name}` failed: {hint}"))?;
         } else {
             run(&mut cmd).with_context(|| format!("test step `{name}` failed: {hint}"))?;
         }
     }
     println!("\n==> all {count} steps passed");
-    Ok(())
+    Ok(totals)
 }
 
 /// Runs `cargo test`, passing its output through, and ends with one line that sums up every
 /// test binary's `test result:` line: `tests: N passed, M failed, K skipped`.
-fn run_tests(cmd: &mut std::process::Command) -> Result<()> {
+fn run_tests(cmd: &mut std::process::Command) -> Result<TestTotals> {
     use std::io::{BufRead as _, BufReader};
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
@@ -200,7 +225,7 @@ fn run_tests(cmd: &mut std::process::Command) -> Result<()> {
         command_line(cmd)
     );
     ensure!(totals.passed > 0, "cargo test ran no test");
-    Ok(())
+    Ok(totals)
 }
 
 /// Sums of cargo test's `test result:` lines.

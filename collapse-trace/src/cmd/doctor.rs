@@ -1,5 +1,6 @@
 //! `collapse-trace doctor`: what this kernel supports and what is missing, in words a user
-//! can act on. Loads nothing.
+//! can act on. Loads nothing but one program, to see whether the kernel allows the fexit on
+//! madvise_collapse (unloaded at once).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -114,20 +115,36 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                     )),
                 b.scan_result.len()
             );
-            let _ = writeln!(
-                o,
-                "calls       {}",
-                match (b.syscall_args, b.task_flags_offset) {
-                    (Some(a), Some(_)) => format!(
-                        "MADV_COLLAPSE calls tracked by the syscall exits alone (arguments from \
-                         the saved registers, pt_regs +{} +{} +{} +{})",
-                        a[0], a[1], a[2], a[3]
-                    ),
-                    _ => "MADV_COLLAPSE calls tracked by the syscall entries and exits (no \
-                          x86-64 pt_regs in BTF)"
-                        .to_string(),
+            let syscalls = match (b.syscall_args, b.task_flags_offset) {
+                (Some(a), Some(_)) => format!(
+                    "MADV_COLLAPSE calls tracked by the syscall exits alone (arguments from the \
+                     saved registers, pt_regs +{} +{} +{} +{})",
+                    a[0], a[1], a[2], a[3]
+                ),
+                _ => "MADV_COLLAPSE calls tracked by the syscall entries and exits (no x86-64 \
+                      pt_regs in BTF)"
+                    .to_string(),
+            };
+            // The choice `stat`, `top`, `record` and `serve` make at start (--calls-via auto).
+            let calls = match b.madvise_collapse_start_arg() {
+                None => format!(
+                    "{syscalls}; no fexit: BTF has no madvise_collapse(vma, [prev,] start, end)"
+                ),
+                Some(arg) if b.syscall_args.is_some() && b.task_flags_offset.is_some() => {
+                    match crate::kernel::probes::fexit_trial(arg) {
+                        Ok(()) => format!(
+                            "MADV_COLLAPSE calls tracked by an fexit on madvise_collapse (its \
+                             return value is the result; start is argument {arg}); the syscall \
+                             exits are the fallback (--calls-via syscalls)"
+                        ),
+                        Err(e) => format!(
+                            "{syscalls}; the fexit on madvise_collapse is refused here ({e})"
+                        ),
+                    }
                 }
-            );
+                Some(_) => format!("{syscalls}; fexit not tried (it needs the exit-only mode)"),
+            };
+            let _ = writeln!(o, "calls       {calls}");
         }
         Err(e) => {
             let _ = writeln!(
@@ -139,6 +156,7 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     }
 
     let mut ok = missing.is_empty();
+    let mut gaps = Vec::new();
     if mounted.is_none() {
         // Without tracefs nothing below can be read; root can mount it at run time.
         let why = match Tracefs::find_unreadable() {
@@ -185,6 +203,13 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                 }
                 for w in &t.warnings {
                     let _ = writeln!(o, "    warning: {w}");
+                }
+            }
+            gaps = info.gaps();
+            if !gaps.is_empty() {
+                let _ = writeln!(o, "\nnot observable on this kernel");
+                for g in &gaps {
+                    let _ = writeln!(o, "  - {g}");
                 }
             }
             let any = info.available().next().is_some();
@@ -245,10 +270,13 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     let _ = writeln!(
         o,
         "\nverdict: {}",
-        if ok {
-            "ready to trace"
-        } else {
-            "cannot trace: see MISSING above"
+        match (ok, gaps.len()) {
+            (true, 0) => "ready to trace".to_string(),
+            (true, n) => format!(
+                "ready to trace, with {n} gap{}: see \"not observable on this kernel\" above",
+                if n == 1 { "" } else { "s" }
+            ),
+            (false, _) => "cannot trace: see MISSING above".to_string(),
         }
     );
     (o, ok)

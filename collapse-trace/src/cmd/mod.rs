@@ -35,6 +35,11 @@ pub struct CollectArgs {
     /// errno, no errno join; the cheapest mode, for exporters that only need results.
     #[arg(long)]
     pub no_calls: bool,
+    /// How MADV_COLLAPSE calls are hooked: `auto` (the fexit on madvise_collapse where the
+    /// kernel allows BPF trampolines, else the syscall hooks), `fexit` (fail where refused) or
+    /// `syscalls` (the madvise syscall exits, which run on every madvise(2)).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub calls_via: crate::kernel::probes::CallsVia,
     /// Bytes of event rings, all CPUs together (a power of two, at least 4096): each CPU gets
     /// an equal share in whole records of 368 bytes, at least 4.
     #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
@@ -146,6 +151,7 @@ impl CollectArgs {
             force_probe_read: self.force_probe_read,
             no_wakeup: self.stall_reader,
             precise_time: self.precise_time,
+            calls_via: self.calls_via,
         }
     }
 

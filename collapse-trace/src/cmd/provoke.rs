@@ -134,6 +134,9 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
                 if errs.is_empty() { "" } else { ", " },
                 errs.join(", ")
             );
+            if let Some(what) = &s.unexpected {
+                println!("    unexpected on this kernel: {what}");
+            }
         }
         if let Some(sig) = &tally.interrupted {
             println!("  (stopped early by {sig})");

@@ -114,11 +114,19 @@ pub fn announce(info: &KernelInfo, duration: Option<Duration>) {
         Some(d) => format!("for {}", humantime::format_duration(d)),
         None => "until Ctrl-C".to_string(),
     };
+    let calls = match (info.calls_by_fexit, attached.contains(&"madvise_collapse")) {
+        (true, _) => "; MADV_COLLAPSE calls by the fexit on madvise_collapse",
+        (false, true) => "; MADV_COLLAPSE calls by the syscall hooks",
+        (false, false) => "",
+    };
     eprintln!(
-        "collapse-trace: attached to {} on {}; collecting {until}",
+        "collapse-trace: attached to {} on {}{calls}; collecting {until}",
         attached.join(", "),
         info.release
     );
+    for g in info.gaps() {
+        eprintln!("collapse-trace: not observable on this kernel: {g}");
+    }
 }
 
 /// `stat --json --follow`: NDJSON on stdout until the duration ends, Ctrl-C, SIGTERM or a

@@ -64,6 +64,7 @@ pub async fn run(args: TopArgs) -> Result<()> {
             .map(String::from)
             .collect(),
         missing: info.missing_names().into_iter().map(String::from).collect(),
+        gaps: info.gaps(),
         filters: match (&args.collect.pid, &args.collect.comm) {
             (None, None) => "none".to_string(),
             (pid, comm) => format!(

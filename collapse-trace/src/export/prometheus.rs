@@ -340,6 +340,8 @@ mod tests {
             task_comm_offset: None,
             task_pid_offsets: None,
             syscall_args: None,
+            fexit_start_arg: None,
+            calls_by_fexit: false,
             tracefs: "/sys/kernel/tracing".into(),
             tracefs_mounted_by_us: false,
         }

@@ -17,6 +17,7 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -40,6 +41,21 @@ pub struct KernelBtf {
     /// `enum scan_result`, value to name, with the `SCAN_` prefix dropped and lower-cased
     /// the way the tracepoints print them.
     pub scan_result: BTreeMap<i64, String>,
+    /// The parameter names of `madvise_collapse` (the kernel's MADV_COLLAPSE implementation,
+    /// where the fexit hook goes), when BTF has the function.
+    pub madvise_collapse_params: Option<Vec<String>>,
+}
+
+impl KernelBtf {
+    /// Which argument of `madvise_collapse` is `start` (with `end` right after it, four
+    /// parameters in all, so the return value is in slot 4): the shape the fexit program
+    /// reads. `None` when BTF lacks the function or it has another shape.
+    pub fn madvise_collapse_start_arg(&self) -> Option<u32> {
+        let p = self.madvise_collapse_params.as_ref()?;
+        let start = p.iter().position(|n| n == "start")?;
+        (p.len() == 4 && (start == 1 || start == 2) && p.get(start + 1)? == "end")
+            .then_some(start as u32)
+    }
 }
 
 /// Reads the running kernel's BTF.
@@ -80,8 +96,12 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
 
     let mut out = KernelBtf::default();
     let mut args: [Option<u32>; 4] = [None; 4];
+    // Type id -> position of its record, to follow madvise_collapse to its prototype.
+    let mut at_id = vec![0usize];
+    let mut madvise_collapse_proto = None;
     let mut pos = 0;
     while pos + 12 <= types.len() {
+        at_id.push(pos);
         let name_off = u32_at(types, pos)?;
         let info = u32_at(types, pos + 4)?;
         let vlen = (info & 0xffff) as usize;
@@ -134,6 +154,9 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
                 }
             }
         }
+        if kind == KIND_FUNC && name(name_off) == b"madvise_collapse" {
+            madvise_collapse_proto = Some(u32_at(types, pos - 4)? as usize);
+        }
         if kind == KIND_ENUM && name(name_off) == b"scan_result" {
             for v in 0..vlen {
                 let at = pos + v * 8;
@@ -147,6 +170,18 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     }
     if let [Some(a), Some(b), Some(c), Some(d)] = args {
         out.syscall_args = Some([a, b, c, d]);
+    }
+    if let Some(&p) = madvise_collapse_proto.and_then(|id| at_id.get(id)) {
+        let info = u32_at(types, p + 4)?;
+        if (info >> 24) & 0x1f == KIND_FUNC_PROTO {
+            let vlen = (info & 0xffff) as usize;
+            let mut params = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                let n = name(u32_at(types, p + 12 + i * 8)?);
+                params.push(String::from_utf8_lossy(n).into_owned());
+            }
+            out.madvise_collapse_params = Some(params);
+        }
     }
     Ok(out)
 }
@@ -173,6 +208,22 @@ mod tests {
             // x86-64's struct pt_regs: r15 first, then ... r10 at 56, dx 96, si 104, di 112.
             assert_eq!(btf.syscall_args, Some([112, 104, 96, 56]));
         }
+    }
+
+    #[test]
+    fn finds_madvise_collapse_for_the_fexit() {
+        // Every kernel with MADV_COLLAPSE (6.1+) has the function; its argument order varies.
+        let btf = read_vmlinux().expect("this machine has /sys/kernel/btf/vmlinux");
+        let params = btf
+            .madvise_collapse_params
+            .clone()
+            .expect("BTF has madvise_collapse");
+        let start = btf
+            .madvise_collapse_start_arg()
+            .unwrap_or_else(|| panic!("unexpected madvise_collapse{params:?}"));
+        assert_eq!(params[start as usize], "start");
+        assert_eq!(params[start as usize + 1], "end");
+        assert_eq!(params[0], "vma");
     }
 
     #[test]

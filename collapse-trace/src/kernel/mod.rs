@@ -64,6 +64,12 @@ pub enum KernelError {
     /// The verifier refused a program, or attaching failed.
     #[error("{}", program_error(*.0, .1))]
     Program(Probe, aya::programs::ProgramError),
+    /// `--calls-via fexit` on a kernel that has no usable fexit on madvise_collapse.
+    #[error(
+        "--calls-via fexit: the fexit on madvise_collapse cannot be used on this kernel: {0}. \
+         Use --calls-via syscalls (or auto, the default)"
+    )]
+    Fexit(String),
 }
 
 fn program_error(tp: Probe, e: &aya::programs::ProgramError) -> String {

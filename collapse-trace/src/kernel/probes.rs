@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{FExit, ProgramError, TracePoint},
 };
 use collapse_trace_common::{
     COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_KINDS, Probe, RESULT_SLOTS,
@@ -49,6 +49,30 @@ pub struct ProbeOptions {
     pub no_wakeup: bool,
     /// Read the clock for every record instead of once per tick (shared by all CPUs).
     pub precise_time: bool,
+    /// How MADV_COLLAPSE calls are hooked.
+    pub calls_via: CallsVia,
+}
+
+/// How MADV_COLLAPSE calls are tracked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallsVia {
+    /// The fexit on madvise_collapse where the kernel allows it, else the syscall hooks.
+    #[default]
+    Auto,
+    /// The fexit on madvise_collapse (runs for MADV_COLLAPSE only); fail where refused.
+    Fexit,
+    /// The madvise/process_madvise syscall hooks (run on every madvise(2)).
+    Syscalls,
+}
+
+/// The fexit program for `madvise_collapse` whose `start` is argument `start_arg` (BTF):
+/// `(vma, prev, start, end)` or `(vma, start, end, lock_dropped)`.
+pub fn fexit_program(start_arg: u32) -> &'static str {
+    if start_arg == 1 {
+        "madvise_collapse_exit"
+    } else {
+        "madvise_collapse_exit_prev"
+    }
 }
 
 impl Default for ProbeOptions {
@@ -64,6 +88,7 @@ impl Default for ProbeOptions {
             force_probe_read: false,
             no_wakeup: false,
             precise_time: false,
+            calls_via: CallsVia::Auto,
         }
     }
 }
@@ -118,6 +143,8 @@ impl KernelInfo {
             task_comm_offset: kbtf.task_comm_offset,
             task_pid_offsets: kbtf.task_pid_offset.zip(kbtf.task_tgid_offset),
             syscall_args: kbtf.syscall_args,
+            fexit_start_arg: kbtf.madvise_collapse_start_arg(),
+            calls_by_fexit: false,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -349,6 +376,24 @@ impl Probes {
             config.exit_only = 1;
             config.syscall_args = args;
         }
+        // The fexit closes calls the way the exit-only syscall hook does (a call's first
+        // event opens it), so it is tried only where that mode is on: a refused fexit then
+        // falls back to the syscall exits with the same configuration.
+        let try_fexit = opts.calls
+            && config.calls != 0
+            && opts.calls_via != CallsVia::Syscalls
+            && exit_only.is_some()
+            && info.fexit_start_arg.is_some();
+        if opts.calls_via == CallsVia::Fexit && !try_fexit {
+            return Err(KernelError::Fexit(
+                match (info.fexit_start_arg, exit_only) {
+                    (None, _) => "BTF has no madvise_collapse(vma, [prev,] start, end)".into(),
+                    _ => "the exit-only call tracking it builds on is not possible here (no \
+                      pt_regs or task flags in BTF, or no syscall exits)"
+                        .into(),
+                },
+            ));
+        }
         config.events = opts.events as u32;
         // Possible CPUs: the processor id a program sees is below this.
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
@@ -394,9 +439,24 @@ impl Probes {
             }
         }
 
+        if try_fexit {
+            match attach_fexit(&mut ebpf, info.fexit_start_arg.unwrap_or(2)) {
+                Ok(()) => info.calls_by_fexit = true,
+                Err(e) if opts.calls_via == CallsVia::Fexit => {
+                    return Err(KernelError::Fexit(e));
+                }
+                Err(e) => log::info!(
+                    "fexit on madvise_collapse not possible here ({e}); MADV_COLLAPSE calls \
+                     are tracked by the syscall exits"
+                ),
+            }
+        }
         for p in info.probes.iter_mut() {
             for w in &p.warnings {
                 log::warn!("{w}");
+            }
+            if info.calls_by_fexit && p.probe.kind() == RecordKind::MadviseCall {
+                continue;
             }
             if !p.usable || (!opts.calls && p.probe.kind() == RecordKind::MadviseCall) {
                 continue;
@@ -482,6 +542,17 @@ impl Probes {
     /// Detaches and unloads every program; maps stay readable. `info` keeps saying what was
     /// attached during the run.
     pub fn detach(&mut self) {
+        if self.info.calls_by_fexit
+            && let Some(arg) = self.info.fexit_start_arg
+            && let Some(p) = self.ebpf.program_mut(fexit_program(arg))
+        {
+            let p: Result<&mut FExit, _> = p.try_into();
+            if let Ok(p) = p
+                && let Err(e) = p.unload()
+            {
+                log::warn!("detaching the fexit on madvise_collapse: {e}");
+            }
+        }
         for t in self.info.probes.iter().filter(|t| t.attached) {
             if let Some(p) = self.ebpf.program_mut(t.probe.program()) {
                 let p: Result<&mut TracePoint, _> = p.try_into();
@@ -518,6 +589,51 @@ impl Probes {
         k.untracked_calls = v.iter().sum();
         Ok(k)
     }
+}
+
+/// Loads and attaches the fexit on madvise_collapse; the error in words when the kernel
+/// refuses (no BPF trampolines, as on some virtual machines' kernels).
+fn attach_fexit(ebpf: &mut Ebpf, start_arg: u32) -> Result<(), String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading BTF: {e}"))?;
+    let name = fexit_program(start_arg);
+    let prog: &mut FExit = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("the object has no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load("madvise_collapse", &btf)
+        .map_err(|e| format!("loading: {}", error_chain(&e)))?;
+    prog.attach()
+        .map_err(|e| format!("attaching: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// `e` and its sources, `: `-joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    s
+}
+
+/// For `doctor`: whether this kernel lets the fexit on madvise_collapse attach (loads the
+/// object with the compiled-in configuration, attaches only that program, and unloads it at
+/// once; it counts nothing). Needs the BPF privileges.
+pub fn fexit_trial(start_arg: u32) -> Result<(), String> {
+    check_privileges().map_err(|e| e.to_string())?;
+    let _ = raise_memlock();
+    let mut config = Config::DEFAULT;
+    config.events = 0;
+    let level: u8 = 0;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(maps::CONFIG, &config, true)
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(OBJECT)
+        .map_err(|e| format!("loading the object: {e}"))?;
+    attach_fexit(&mut ebpf, start_arg)
 }
 
 fn take_percpu(

@@ -54,6 +54,12 @@ pub struct KernelInfo {
     /// Offsets in `struct pt_regs` of the first four syscall arguments, if known: then the
     /// syscall exits alone track MADV_COLLAPSE calls.
     pub syscall_args: Option<[u32; 4]>,
+    /// Which argument of `madvise_collapse` is `start`, when BTF shows the shape the fexit
+    /// program reads (`None`: no fexit possible).
+    pub fexit_start_arg: Option<u32>,
+    /// Whether this run tracks MADV_COLLAPSE calls with the fexit on madvise_collapse
+    /// (false: the syscall hooks, or no call tracking).
+    pub calls_by_fexit: bool,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -84,9 +90,68 @@ impl KernelInfo {
             task_comm_offset: None,
             task_pid_offsets: None,
             syscall_args: None,
+            fexit_start_arg: None,
+            calls_by_fexit: false,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
+    }
+
+    /// What this kernel cannot show, one sentence each (empty: everything collapse-trace
+    /// traces is observable here). Said by `doctor`, `stat`, `top`'s header and `serve`.
+    /// Judged from the attach points the kernel has (`doctor`, before loading) or, for a view
+    /// of a capture, from the record kinds collected.
+    pub fn gaps(&self) -> Vec<String> {
+        let has = |p: Probe| {
+            if self.probes.is_empty() {
+                self.tracepoints
+                    .iter()
+                    .any(|t| t.tracepoint == p.kind() && t.attached)
+            } else {
+                self.probes.get(p as usize).is_some_and(|i| i.usable)
+            }
+        };
+        let mut gaps = Vec::new();
+        if !has(Probe::ScanFile) {
+            gaps.push(
+                "mm_khugepaged_scan_file is absent: file/shmem scans and MADV_COLLAPSE's final \
+                 result on them are not observable"
+                    .to_string(),
+            );
+        }
+        if !has(Probe::CollapseFile) {
+            gaps.push(
+                "mm_khugepaged_collapse_file is absent (it came in 6.2): file/shmem collapses \
+                 are seen by mm_khugepaged_scan_file only, without the collapse step's own \
+                 result"
+                    .to_string(),
+            );
+        }
+        if !has(Probe::ScanPmd) {
+            gaps.push(
+                "mm_khugepaged_scan_pmd is absent: anonymous scans are not observable".into(),
+            );
+        }
+        if !has(Probe::CollapseHugePage) {
+            gaps.push(
+                "mm_collapse_huge_page is absent: anonymous collapses are not observable".into(),
+            );
+        }
+        if !self.results.names.is_empty() && self.results.number("page_filled").is_none() {
+            gaps.push(
+                "no `page_filled` result: this kernel predates 'mm/khugepaged: skip shmem with \
+                 userfaultfd', so a hole filled during a collapse cannot be reported (and \
+                 MADV_COLLAPSE fills holes behind a userfaultfd instead of refusing)"
+                    .to_string(),
+            );
+        }
+        if !self.probes.is_empty() && !has(Probe::ExitMadvise) {
+            gaps.push(
+                "no syscalls:sys_{enter,exit}_madvise: MADV_COLLAPSE errnos are not observable"
+                    .to_string(),
+            );
+        }
+        gaps
     }
 
     /// Fills [`KernelInfo::tracepoints`] in from [`KernelInfo::probes`].
@@ -98,7 +163,8 @@ impl KernelInfo {
                 attached: self
                     .probes
                     .iter()
-                    .any(|p| p.probe.kind() == tp && p.attached),
+                    .any(|p| p.probe.kind() == tp && p.attached)
+                    || (tp == RecordKind::MadviseCall && self.calls_by_fexit),
             })
             .collect();
     }

@@ -161,6 +161,10 @@ pub struct ScenarioTally {
     /// Storm only: wall time of the call loop in microseconds (for the achieved rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_us: Option<u64>,
+    /// Set when the kernel did not do what a kernel with the seed patch ("mm/khugepaged:
+    /// skip shmem with userfaultfd") does for this scenario: what happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unexpected: Option<String>,
 }
 
 impl ScenarioTally {
@@ -172,6 +176,51 @@ impl ScenarioTally {
             errnos: BTreeMap::new(),
             skipped: None,
             loop_us: None,
+            unexpected: None,
+        }
+    }
+
+    /// Compares the outcomes with what a kernel with the seed patch gives for `scenario` and
+    /// says plainly how this kernel differed (`None`: as expected, or nothing to expect).
+    fn judge(&self, scenario: Scenario) -> Option<String> {
+        if self.skipped.is_some() || self.calls == 0 {
+            return None;
+        }
+        let errnos = || {
+            self.errnos
+                .iter()
+                .map(|(e, n)| format!("{e} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let count = |e: &str| self.errnos.get(e).copied().unwrap_or(0);
+        match scenario {
+            Scenario::Collapse | Scenario::Anon if self.ok < self.calls => Some(format!(
+                "{} of {} calls failed ({}): a fully populated, aligned 2 MiB range collapses \
+                 on a kernel with the seed patch",
+                self.calls - self.ok,
+                self.calls,
+                errnos()
+            )),
+            Scenario::UffdHoles if self.ok > 0 => Some(format!(
+                "this kernel filled the holes behind the userfaultfd: it predates \
+                 'mm/khugepaged: skip shmem with userfaultfd' ({} of {} calls succeeded; with \
+                 the patch every call returns EBUSY, result exceed_none_pte)",
+                self.ok, self.calls
+            )),
+            Scenario::UffdHoles if count("EBUSY") < self.calls => Some(format!(
+                "expected EBUSY (exceed_none_pte) from every call, got {}",
+                errnos()
+            )),
+            Scenario::PageFilled if count("EAGAIN") == 0 => Some(format!(
+                "no call failed with EAGAIN in {} tries (ok {}{}{}): on a kernel with the seed \
+                 patch a hole faulted in mid-collapse rolls some back (page_filled)",
+                self.calls,
+                self.ok,
+                if self.errnos.is_empty() { "" } else { ", " },
+                errnos()
+            )),
+            _ => None,
         }
     }
 
@@ -226,6 +275,7 @@ pub fn run(opts: &Options) -> Result<Tally> {
             )?,
             Scenario::All => unreachable!("expand() never yields All"),
         }
+        st.unexpected = st.judge(scenario);
         tally.scenarios.push(st);
     }
     tally.interrupted = stop_requested().map(|s| match s {

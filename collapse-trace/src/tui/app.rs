@@ -86,6 +86,8 @@ pub struct Header {
     pub attached: Vec<String>,
     /// Tracepoints this kernel lacks.
     pub missing: Vec<String>,
+    /// What this kernel cannot show (`KernelInfo::gaps`), one sentence each.
+    pub gaps: Vec<String>,
     /// Kernel-side filters, in words.
     pub filters: String,
     /// Whether the demo workload runs.

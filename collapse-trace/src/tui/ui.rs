@@ -20,7 +20,7 @@ const SEED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
     let [header, results, middle, recent, footer] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(if app.header.gaps.is_empty() { 3 } else { 4 }),
         Constraint::Min(6),
         Constraint::Length(if area.height >= 40 { 12 } else { 7 }),
         Constraint::Min(4),
@@ -107,8 +107,21 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
             Style::new().fg(Color::Green),
         ));
     }
-    let p = Paragraph::new(vec![Line::from(line1), Line::from(line2)])
-        .block(Block::default().borders(Borders::BOTTOM));
+    let mut lines = vec![Line::from(line1), Line::from(line2)];
+    if !h.gaps.is_empty() {
+        // Each gap's sentence up to its colon: what is missing, not the whole explanation
+        // (`doctor` has that).
+        let short: Vec<&str> = h
+            .gaps
+            .iter()
+            .map(|g| g.split(':').next().unwrap_or(g))
+            .collect();
+        lines.push(Line::from(Span::styled(
+            format!("not observable on this kernel: {}", short.join("; ")),
+            Style::new().fg(Color::Yellow),
+        )));
+    }
+    let p = Paragraph::new(lines).block(Block::default().borders(Borders::BOTTOM));
     f.render_widget(p, area);
 }
 
@@ -416,6 +429,7 @@ mod tests {
                     "mm_khugepaged_collapse_file".into(),
                 ],
                 missing: vec![],
+                gaps: vec![],
                 filters: "none".into(),
                 demo: false,
             },
