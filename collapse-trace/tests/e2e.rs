@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::ftrace::FtraceInstance;
 use common::*;
 
 use std::{
@@ -16,9 +17,7 @@ use std::{
 };
 
 use collapse_trace::{
-    capture::text::parse_line,
-    export::json::Snapshot,
-    kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
+    capture::text::parse_line, export::json::Snapshot, kernel::tracefs::Tracefs,
     model::results::madvise_errno,
 };
 

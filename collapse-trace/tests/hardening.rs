@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::ftrace::FtraceInstance;
 use common::*;
 
 use std::{
@@ -21,11 +22,8 @@ use std::{
 };
 
 use collapse_trace::{
-    capture::text::parse_line,
-    export::json::Snapshot,
-    kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
-    model::results::ResultSource,
-    provoke::Tally,
+    capture::text::parse_line, export::json::Snapshot, kernel::tracefs::Tracefs,
+    model::results::ResultSource, provoke::Tally,
 };
 
 /// A temporary directory removed when dropped.

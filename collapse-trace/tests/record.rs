@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::ftrace::FtraceInstance;
 use common::*;
 
 use std::{
@@ -18,7 +19,7 @@ use std::{
 
 use collapse_trace::{
     export::json::{Report, Snapshot},
-    kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
+    kernel::tracefs::Tracefs,
 };
 
 fn stop(child: Child, sig: i32) -> std::process::Output {

@@ -9,11 +9,8 @@ use std::{
     time::Duration,
 };
 
-use collapse_trace::{
-    capture::text::parse_line,
-    export::json::Snapshot,
-    kernel::{ftrace::FtraceInstance, tracefs::Tracefs},
-};
+use collapse_trace::{capture::text::parse_line, export::json::Snapshot, kernel::tracefs::Tracefs};
+use common::ftrace::FtraceInstance;
 use common::{BIN, require_root, serial};
 
 /// A storm of MADV_COLLAPSE calls on an already collapsed range (one `scan_file` event and

@@ -355,9 +355,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
     let mut resources = Vec::new();
     if args.runs(Part::Resources) {
         for tool in ["serve", "stat", "record"] {
-            let r = bench.resource(tool, Some(200_000));
-            let _ = std::fs::remove_file(record_load_file());
-            resources.push(r?);
+            resources.push(bench.resource(tool, Some(200_000))?);
         }
         resources.push(bench.resource("serve", None)?);
     }
@@ -838,6 +836,7 @@ impl<'a> Bench<'a> {
         );
         let mut storm = self.storm(Range::Collapsed, secs, events_per_s)?;
         let pid = storm.pid();
+        let mut record_file = None;
         let mut p = match tool {
             "serve" => {
                 let mut cmd = Command::new(&self.bin);
@@ -855,11 +854,10 @@ impl<'a> Bench<'a> {
                 let mut cmd = Command::new(&self.bin);
                 cmd.args(["record", "--pid", &pid.to_string(), "-o"])
                     .arg(&out);
-                // The file goes once the process is done with it (it is unlinked while open
-                // on Linux without harm).
-                let p = Proc::spawn("collapse-trace record", cmd)?;
-                let _ = std::fs::remove_file(&out);
-                p
+                // Removed once the recorder has stopped (it creates the file only after
+                // attaching, so removing it any earlier would leave it behind).
+                record_file = Some(out);
+                Proc::spawn("collapse-trace record", cmd)?
             }
             _ => self.ours(pid, &[])?,
         };
@@ -885,6 +883,9 @@ impl<'a> Bench<'a> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))?;
         let peak = parse::status_kib(&status, "VmHWM").context("no VmHWM")?;
         let out = p.stop()?;
+        if let Some(f) = record_file {
+            let _ = std::fs::remove_file(f);
+        }
         let totals = if tool == "stat" {
             Some(parse::stat_totals(&out)?)
         } else {
@@ -1359,11 +1360,6 @@ fn goals(
         ));
     }
     g
-}
-
-/// Where `record` writes during its CPU/RSS measurement (removed right after).
-fn record_load_file() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ct-bench-record-{}.ndjson", std::process::id()))
 }
 
 /// `report --json` reading a generated recording, end to end.

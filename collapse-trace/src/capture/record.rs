@@ -366,6 +366,7 @@ macro_rules! record_line {
 
 event_fields!(record_line);
 
+#[cfg(test)]
 impl RecordEvent<'_> {
     /// Back to a new [`Event`].
     pub fn to_event(&self) -> Result<Event, String> {

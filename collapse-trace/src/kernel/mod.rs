@@ -3,7 +3,6 @@
 
 pub mod btf;
 pub mod caps;
-pub mod ftrace;
 pub mod probes;
 pub mod rings;
 pub mod stream;

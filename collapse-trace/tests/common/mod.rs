@@ -2,6 +2,8 @@
 //! Not every binary uses every helper, hence the allowance below.
 #![allow(dead_code)]
 
+pub mod ftrace;
+
 use std::{
     io::{BufRead as _, BufReader},
     path::Path,

@@ -1,5 +1,6 @@
 //! A private ftrace instance: its own buffer, so neither parallel runs nor a user's own
-//! tracing are disturbed. Used as ground truth in tests; removed on drop.
+//! tracing are disturbed. The tests' ground truth (test support, not part of the tool);
+//! removed on drop.
 
 use std::{
     fs,
@@ -8,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::tracefs::Tracefs;
+use collapse_trace::kernel::tracefs::Tracefs;
 
 /// An instance under `<tracefs>/instances/`.
 pub struct FtraceInstance {
