@@ -1,0 +1,143 @@
+//! The bench's printed table: every figure with its peer and ratio, then the goals.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) fn print_doc(d: &Doc) {
+    println!(
+        "\n================ collapse-trace bench {} ================",
+        d.started_utc
+    );
+    println!(
+        "machine: {} vCPU {}, {} MiB, kernel {}",
+        d.machine.vcpus,
+        d.machine.cpu_model,
+        d.machine.mem_total_kib / 1024,
+        d.machine.kernel
+    );
+    for (k, v) in &d.versions {
+        println!("{k}: {v}");
+    }
+    let mut rows = vec![vec![
+        "measure".to_string(),
+        "collapse-trace".into(),
+        "bpftrace".into(),
+        "ratio median (min-max)".into(),
+    ]];
+    for c in &d.kernel_cost {
+        rows.push(vec![
+            format!(
+                "kernel ns/event, {}, {} range",
+                c.mode.describe(),
+                c.range.arg()
+            ),
+            c.ours_ns.map_or("-".into(), |s| s.show(0)),
+            c.bpftrace_ns.map_or("-".into(), |s| s.show(0)),
+            c.ratio.map_or("-".into(), |s| s.show(2)),
+        ]);
+        if c.mode.hooks() {
+            rows.push(vec![
+                "  against bpftrace's counter alone (its tracepoint programs)".into(),
+                c.ours_ns.map_or("-".into(), |s| s.show(0)),
+                c.bpftrace_tracepoints_ns.map_or("-".into(), |s| s.show(0)),
+                c.strict_ratio.map_or("-".into(), |s| s.show(2)),
+            ]);
+            rows.push(vec![
+                "  our huge_memory tracepoint programs alone".into(),
+                c.ours_tracepoints_ns.map_or("-".into(), |s| s.show(0)),
+                c.bpftrace_tracepoints_ns.map_or("-".into(), |s| s.show(0)),
+                c.tracepoints_ratio.map_or("-".into(), |s| s.show(2)),
+            ]);
+        }
+        if c.floor_ns.is_some() {
+            rows.push(vec![
+                "  an empty bpftrace program on the same tracepoints (the floor)".into(),
+                c.floor_ns.map_or("-".into(), |s| s.show(0)),
+                c.bpftrace_tracepoints_ns.map_or("-".into(), |s| s.show(0)),
+                c.floor_ratio.map_or("-".into(), |s| s.show(2)),
+            ]);
+        }
+    }
+    for s in &d.startup {
+        rows.push(vec![
+            format!("start-up to ready, ms, {} cache", s.cache),
+            s.ours_ms.map_or("-".into(), |x| x.show(1)),
+            s.bpftrace_ms.map_or("-".into(), |x| x.show(1)),
+            s.ratio.map_or("-".into(), |x| x.show(2)),
+        ]);
+    }
+    println!("\n{}", table(&rows));
+    let mut rows = vec![vec![
+        "tool".to_string(),
+        "load".into(),
+        "CPU % of one core".into(),
+        "CPU s (user+sys)".into(),
+        "peak RSS MiB".into(),
+    ]];
+    for r in &d.resources {
+        rows.push(vec![
+            r.tool.clone(),
+            r.achieved_events_per_s
+                .map_or("idle".into(), |a| format!("{a:.0} events/s")),
+            format!("{:.1}", r.cpu_pct_of_one_core),
+            format!("{:.2} ({:.2}+{:.2})", r.cpu_s, r.user_s, r.sys_s),
+            format!("{:.1}", r.peak_rss_kib as f64 / 1024.0),
+        ]);
+    }
+    println!("{}", table(&rows));
+    let mut rows = vec![vec![
+        "storms".to_string(),
+        "storm target".into(),
+        "achieved events/s".into(),
+        "events".into(),
+        "delivered".into(),
+        "dropped".into(),
+        "exact".into(),
+    ]];
+    for s in d.drops.iter().flat_map(|d| &d.steps) {
+        rows.push(vec![
+            s.storms.to_string(),
+            s.target_events_per_s
+                .map_or("unpaced".into(), |r| r.to_string()),
+            format!("{:.0}", s.achieved_events_per_s),
+            s.totals.events.to_string(),
+            s.totals.delivered.to_string(),
+            s.totals.dropped.to_string(),
+            s.exact.to_string(),
+        ]);
+    }
+    println!("{}", table(&rows));
+    if let Some(drops) = &d.drops {
+        println!(
+            "highest rate with zero drops (default ring): {}; drops beyond it: {}",
+            drops
+                .highest_zero_drop_events_per_s
+                .map_or("none".into(), |h| format!("{h:.0} events/s")),
+            drops
+                .drops_beyond
+                .map_or("none seen".into(), |n| n.to_string())
+        );
+    }
+    if let Some(report) = &d.report {
+        println!(
+            "report --json on a generated recording: {:.2} M events/s ({} events, {:.0} MiB, {:.1} s)\n",
+            report.events_per_s / 1e6,
+            report.events,
+            report.bytes as f64 / (1 << 20) as f64,
+            report.seconds
+        );
+    }
+    let mut rows = vec![vec![
+        "goal".to_string(),
+        "measured".into(),
+        "verdict".into(),
+    ]];
+    for g in &d.goals {
+        rows.push(vec![g.goal.clone(), g.measured.clone(), g.verdict().into()]);
+    }
+    println!("{}", table(&rows));
+    if d.goals.iter().any(|g| g.met == Some(false)) {
+        println!("some goals are MISSED: see docs/performance.md for the profile evidence");
+    }
+    println!("bench wall time: {:.0} s", d.wall_s);
+}
