@@ -26,24 +26,6 @@ use collapse_trace::{
     model::results::ResultSource, provoke::Tally,
 };
 
-/// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("ct-harden-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A running collapse-trace: its stderr is collected line by line (and echoed), stdout is
 /// read to the end on a thread of its own, so a full pipe never blocks it. SIGKILLed and
 /// reaped on drop if still running.

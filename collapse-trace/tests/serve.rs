@@ -16,8 +16,8 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     os::unix::ffi::OsStrExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -28,75 +28,6 @@ use collapse_trace::{
 };
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-
-/// Kills (SIGTERM, then SIGKILL) and reaps a child when dropped.
-struct Guard {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl Guard {
-    fn new(name: &'static str, child: Child) -> Guard {
-        Guard {
-            name,
-            child: Some(child),
-        }
-    }
-
-    /// SIGTERM and wait (at most 20 s); returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("already stopped");
-        // SAFETY: kill with the pid of a child we have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not stop within 20 s of SIGTERM", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: as above.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            for _ in 0..100 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("ct-serve-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// GET over HTTP/1.0 (no chunking, the server closes): (status, body).
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
@@ -444,7 +375,8 @@ fn hostile_comm_names_pass_promtool() {
     assert!(daemon.terminate().success());
 }
 
-/// The shipped alert rules and scrape config pass promtool, and the rules' unit tests pass.
+/// The shipped alert and recording rules (docs/fleet.md) and the scrape config pass
+/// promtool, and the rules' unit tests pass.
 #[test]
 fn deploy_rules_and_config_pass_promtool() {
     let dir = format!("{DEPLOY}/prometheus");
@@ -452,6 +384,8 @@ fn deploy_rules_and_config_pass_promtool() {
         &["check", "rules", "collapse-trace.rules.yml"][..],
         &["check", "config", "prometheus.yml"],
         &["test", "rules", "collapse-trace.rules.test.yml"],
+        &["check", "rules", "collapse-trace.recording.yml"],
+        &["test", "rules", "collapse-trace.recording.test.yml"],
     ] {
         let out = Command::new("promtool")
             .args(args)

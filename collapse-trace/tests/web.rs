@@ -23,7 +23,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
@@ -31,87 +31,6 @@ use std::{
 use collapse_trace::export::json::Snapshot;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
-
-/// Kills (SIGTERM, then SIGKILL) and reaps a child when dropped.
-struct Guard {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl Guard {
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill with the pid of a child we have not reaped.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// SIGTERM and wait (at most 20 s).
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("already stopped");
-        // SAFETY: as above.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not stop within 20 s of SIGTERM", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: as above.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            for _ in 0..100 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("ct-web-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The daemon's stderr lines, as they come.
 #[derive(Clone, Default)]
@@ -1203,28 +1122,6 @@ fn kubernetes_manifests_validate() {
         "the example hash is of change-me"
     );
     assert!(!users.check("prometheus", b"change-you"));
-}
-
-/// The recording rules (docs/fleet.md) pass `promtool check rules` and their unit tests.
-#[test]
-fn recording_rules_pass_promtool() {
-    let dir = format!("{DEPLOY}/prometheus");
-    for args in [
-        &["check", "rules", "collapse-trace.recording.yml"][..],
-        &["test", "rules", "collapse-trace.recording.test.yml"],
-    ] {
-        let out = Command::new("promtool")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("promtool (Debian package `prometheus`)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 /// The systemd unit's file limit fits the default connection bound with the reserve and room

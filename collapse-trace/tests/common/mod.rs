@@ -177,3 +177,99 @@ pub fn make_room_for_huge_pages() {
         let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
     });
 }
+
+/// A child process stopped with SIGTERM (then SIGKILL after 5 s) when dropped.
+pub struct Guard {
+    /// Named in panics.
+    pub name: &'static str,
+    /// The process, until stopped.
+    pub child: Option<Child>,
+}
+
+impl Guard {
+    /// Guards `child`.
+    pub fn new(name: &'static str, child: Child) -> Guard {
+        Guard {
+            name,
+            child: Some(child),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with the pid of a child we have not reaped.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM and wait (at most 20 s); returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        // SAFETY: kill with the pid of a child we have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not stop within 20 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as above.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            for _ in 0..100 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A temporary directory, `ct-TAG-PID` under the temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Makes it (empty).
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("ct-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    /// A path inside it.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` inside it.
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
