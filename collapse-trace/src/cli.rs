@@ -117,8 +117,4 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A value that parses but cannot be used, found out at run time (e.g. a `--web-config`
-/// file that names a missing certificate): exit code 2, like clap's own errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::values::UsageError;

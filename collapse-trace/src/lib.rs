@@ -15,4 +15,5 @@ pub mod model;
 pub mod provoke;
 pub mod session;
 pub mod tui;
+pub mod values;
 pub mod web;

@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, fs, path::Path};
 /// What each top-level module may use of the crate.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
+    ("values", &[]),
+    ("web", &["values"]),
     ("kernel", &["model"]),
     ("session", &["kernel", "model"]),
     ("capture", &["model"]),

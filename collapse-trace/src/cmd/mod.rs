@@ -114,15 +114,7 @@ pub fn parse_tracefs_dir(s: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// A duration that must be more than zero (`10s`, `500ms`, `2m`).
-pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); try 10s, 500ms or 2m"))?;
-    if d.is_zero() {
-        return Err(format!("{s:?} is zero; give a duration of more than zero"));
-    }
-    Ok(d)
-}
+pub use crate::values::parse_positive_duration;
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let n: u32 = s

@@ -37,7 +37,7 @@ use self::{
     config::Loaded,
     limits::{Conn, Limits, Registry},
 };
-use crate::cmd::parse_positive_duration;
+use crate::values::parse_positive_duration;
 
 /// Default bound on open connections. A Prometheus keeps one per scrape target; this leaves
 /// room for many scrapers and people with curl, and (with the reserve) fits the systemd unit's
@@ -89,7 +89,7 @@ impl Web {
         let current = match &args.web_config {
             Some(p) => {
                 let l = Loaded::read(p).map_err(|e| {
-                    crate::cli::UsageError(format!(
+                    crate::values::UsageError(format!(
                         "{e}; refusing to start (fix the file, or leave out --web-config to \
                          serve plain HTTP)"
                     ))
