@@ -18,10 +18,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cmd",
         &[
-            "capture", "export", "kernel", "model", "provoke", "session", "tui",
+            "capture", "export", "kernel", "model", "provoke", "session", "tui", "values", "web",
         ],
     ),
-    ("cli", &["cmd", "kernel"]),
+    ("cli", &["cmd", "kernel", "provoke", "values"]),
 ];
 
 /// Top-level module -> the crate modules its non-test code names.
