@@ -6,6 +6,7 @@ pub mod record;
 pub mod report;
 pub mod serve;
 pub mod stat;
+pub mod sysfs;
 pub mod top;
 
 use std::{path::PathBuf, time::Duration};

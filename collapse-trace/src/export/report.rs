@@ -10,6 +10,7 @@ use super::json::{Finding, REPORT_SCHEMA, Report, Snapshot, TimelineRow};
 use crate::model::{
     aggregate::Aggregate,
     capture::{Format, Loaded},
+    outcome::Outcome,
 };
 
 /// The report document of a loaded capture.
@@ -192,25 +193,31 @@ pub fn render(r: &Report, file: &Path, top: usize) -> String {
             c.skipped_lines
         );
     }
-    let attempts: u64 = s
-        .tracepoints
-        .iter()
-        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
-        .map(|t| t.events)
-        .sum();
-    let ok: u64 = s
+    // Success ratios count attempts only: a range that was huge already, or had nothing to
+    // collapse, is neither a success nor a failure. A scan event carries each attempt's
+    // final result.
+    let scans: Vec<&crate::export::json::ResultRow> = s
         .tracepoints
         .iter()
         .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
         .flat_map(|t| &t.results)
-        .filter(|r| r.success)
-        .map(|r| r.count)
-        .sum();
-    if attempts > 0 {
+        .collect();
+    let of = |pick: &dyn Fn(Outcome) -> bool| -> u64 {
+        scans
+            .iter()
+            .filter(|r| r.outcome.is_some_and(pick))
+            .map(|r| r.count)
+            .sum()
+    };
+    let attempts = of(&|o| o.is_attempt());
+    let ok = of(&|o| o == Outcome::Collapsed);
+    let skipped = of(&|o| !o.is_attempt());
+    if attempts + skipped > 0 {
         let _ = writeln!(
             o,
-            "success ratio: {ok} of {attempts} collapse attempts ({:.1}%)",
-            100.0 * ok as f64 / attempts as f64
+            "success ratio: {ok} of {attempts} collapse attempts ({:.1}%); {skipped} ranges \
+             were already huge or had nothing to collapse (not attempts)",
+            100.0 * ok as f64 / attempts.max(1) as f64
         );
     }
 
