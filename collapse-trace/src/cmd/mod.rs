@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod doctor;
+pub mod explain;
 pub mod provoke;
 pub mod record;
 pub mod report;

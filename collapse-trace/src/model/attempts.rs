@@ -177,6 +177,8 @@ pub struct Attempts {
     pub recent: VecDeque<Attempt>,
     /// By (tgid, 2 MiB range start): attempts by outcome.
     pub ranges: HashMap<(u32, u64), BTreeMap<Outcome, u64>>,
+    /// By process (tgid): attempts by (outcome, result), for at most [`RANGE_CAP`] processes.
+    pub by_tgid: HashMap<u32, BTreeMap<(Outcome, String), u64>>,
     /// Collapse events whose scan never came, or that did not fit the caps.
     pub unjoined: u64,
     /// By thread: a collapse event waiting for the scan that ends its attempt.
@@ -192,6 +194,7 @@ impl Attempts {
             open: HashMap::new(),
             calls: HashMap::new(),
             ranges: HashMap::new(),
+            by_tgid: HashMap::new(),
             ..Default::default()
         }
     }
@@ -325,6 +328,13 @@ impl Attempts {
                 .entry((origin, a.outcome))
                 .or_default()
                 .observe(ns);
+        }
+        let n = self.by_tgid.len();
+        if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
+            *m.entry((a.outcome, a.result.clone())).or_default() += 1;
+        } else if n < RANGE_CAP {
+            self.by_tgid
+                .insert(a.tgid, BTreeMap::from([((a.outcome, a.result.clone()), 1)]));
         }
         if let Some(addr) = a.addr {
             let key = (a.tgid, addr & !(PMD - 1));

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod attempts;
 pub mod capture;
 pub mod event;
+pub mod explain;
 pub mod filters;
 pub mod format;
 pub mod kernel_info;
