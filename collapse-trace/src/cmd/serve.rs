@@ -228,6 +228,8 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
             decode_errors: st.decode_errors,
         })
     };
+    // The system's own THP counters, read at each scrape (outside the lock).
+    let body = body + &crate::export::system::render(&super::sysfs::system_context());
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body)
 }
 

@@ -40,3 +40,23 @@ pub fn release() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
+
+/// /proc/vmstat's `thp_*` counters and khugepaged's numeric files, read now (missing files
+/// are left out).
+pub fn system_context() -> crate::model::system::SystemContext {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+    let mut khugepaged = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(Path::new(THP_DIR).join("khugepaged")) {
+        let mut names: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            if let (Some(v), Some(name)) = (read_u64(&p), p.file_name()) {
+                khugepaged.push((name.to_string_lossy().into_owned(), v));
+            }
+        }
+    }
+    crate::model::system::SystemContext {
+        vmstat_thp: crate::model::system::parse_vmstat_thp(&vmstat),
+        khugepaged,
+    }
+}

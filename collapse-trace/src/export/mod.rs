@@ -7,4 +7,5 @@ pub mod json;
 pub mod ndjson;
 pub mod prometheus;
 pub mod report;
+pub mod system;
 pub mod text;

@@ -11,3 +11,4 @@ pub mod format;
 pub mod kernel_info;
 pub mod outcome;
 pub mod results;
+pub mod system;
