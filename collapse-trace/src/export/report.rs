@@ -193,31 +193,25 @@ pub fn render(r: &Report, file: &Path, top: usize) -> String {
             c.skipped_lines
         );
     }
-    // Success ratios count attempts only: a range that was huge already, or had nothing to
-    // collapse, is neither a success nor a failure. A scan event carries each attempt's
-    // final result.
-    let scans: Vec<&crate::export::json::ResultRow> = s
-        .tracepoints
-        .iter()
-        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
-        .flat_map(|t| &t.results)
-        .collect();
-    let of = |pick: &dyn Fn(Outcome) -> bool| -> u64 {
-        scans
+    // Success ratios count attempts only (one per range tried, joined from scan, collapse and
+    // MADV_COLLAPSE return): a range that was huge already, or had nothing to collapse, is
+    // neither a success nor a failure.
+    let by = |x: Outcome| {
+        s.attempts
+            .by_outcome
             .iter()
-            .filter(|r| r.outcome.is_some_and(pick))
-            .map(|r| r.count)
-            .sum()
+            .find(|c| c.outcome == x)
+            .map_or(0, |c| c.count)
     };
-    let attempts = of(&|o| o.is_attempt());
-    let ok = of(&|o| o == Outcome::Collapsed);
-    let skipped = of(&|o| !o.is_attempt());
-    if attempts + skipped > 0 {
+    let skipped = by(Outcome::AlreadyHuge) + by(Outcome::NothingToCollapse);
+    let attempts = s.attempts.total - skipped;
+    if s.attempts.total > 0 {
         let _ = writeln!(
             o,
-            "success ratio: {ok} of {attempts} collapse attempts ({:.1}%); {skipped} ranges \
+            "success ratio: {} of {attempts} collapse attempts ({:.1}%); {skipped} ranges \
              were already huge or had nothing to collapse (not attempts)",
-            100.0 * ok as f64 / attempts.max(1) as f64
+            by(Outcome::Collapsed),
+            100.0 * by(Outcome::Collapsed) as f64 / attempts.max(1) as f64
         );
     }
 
