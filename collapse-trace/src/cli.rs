@@ -34,6 +34,9 @@ enum Command {
     Record(cmd::record::RecordArgs),
     /// Post-mortem of a capture: a `record` file, or ftrace / trace-cmd / perf script text.
     Report(cmd::report::ReportArgs),
+    /// Why a process does (not) get huge pages: settings, mappings, userfaultfds, collapses
+    /// seen, and the changes most likely to help.
+    Explain(cmd::explain::ExplainArgs),
     /// Daemon: serve Prometheus metrics (/metrics), the stat JSON snapshot (/json), /healthz.
     Serve(cmd::serve::ServeArgs),
     /// Check what this kernel supports (tracepoints, result names, BTF, privileges, tracefs).
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Stat(a) => cmd::stat::run(a).await,
             Command::Record(a) => cmd::record::run(a).await,
             Command::Report(a) => cmd::report::run(a),
+            Command::Explain(a) => cmd::explain::run(a).await,
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Doctor(a) => cmd::doctor::run(a),
             Command::Provoke(a) => cmd::provoke::run(a),

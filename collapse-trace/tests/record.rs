@@ -120,6 +120,24 @@ fn report_of_a_record_equals_stat_and_the_ftrace_and_trace_cmd_captures() {
     let mut theirs = stat_snap.clone();
     ours.duration_s = 0.0;
     theirs.duration_s = 0.0;
+    // A record does not say which clock its times came from (stat knows: the tick clock).
+    assert_eq!(
+        serde_json::to_value(ours.attempts.clock).unwrap(),
+        "unknown"
+    );
+    ours.attempts.clock = theirs.attempts.clock;
+    // Each tracer's programs cache their own tick clock, so two tracers of one run time the
+    // same call a few us apart: latencies agree in samples, not in nanoseconds.
+    let samples = |s: &Snapshot| {
+        let a = &s.attempts;
+        let n = |v: &[collapse_trace::export::attempts::LatencyRow]| {
+            v.iter().map(|l| (l.outcome, l.count)).collect::<Vec<_>>()
+        };
+        (n(&a.latency), n(&a.call_latency))
+    };
+    assert_eq!(samples(&ours), samples(&theirs), "latency samples");
+    ours.attempts.latency = theirs.attempts.latency.clone();
+    ours.attempts.call_latency = theirs.attempts.call_latency.clone();
     assert_eq!(
         ours, theirs,
         "report of the record vs stat --json of the same run"
@@ -154,6 +172,10 @@ fn report_of_a_record_equals_stat_and_the_ftrace_and_trace_cmd_captures() {
         )
     };
     assert_eq!(t(&ftr.snapshot), t(&rep.snapshot));
+    assert_eq!(
+        ftr.snapshot.attempts.by_outcome, rep.snapshot.attempts.by_outcome,
+        "attempts: ftrace vs record"
+    );
     let kinds = |r: &Report| {
         r.findings
             .iter()

@@ -1,11 +1,13 @@
 //! One module per subcommand.
 
 pub mod doctor;
+pub mod explain;
 pub mod provoke;
 pub mod record;
 pub mod report;
 pub mod serve;
 pub mod stat;
+pub mod sysfs;
 pub mod top;
 
 use std::{path::PathBuf, time::Duration};

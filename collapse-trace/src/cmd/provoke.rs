@@ -40,6 +40,10 @@ pub struct ProvokeArgs {
     /// storm: MADV_COLLAPSE calls per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
+    /// Keep the last try's mapping alive this long after its MADV_COLLAPSE (for `explain`
+    /// tests; collapse, uffd-holes and anon).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    hold: Option<Duration>,
 }
 
 fn parse_comm(s: &str) -> Result<std::ffi::CString, String> {
@@ -102,6 +106,9 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
     }
     let scenario = args.scenario.or(args.scenario_pos).unwrap_or(Scenario::All);
     catch_signals()?;
+    if let Some(d) = args.hold {
+        provoke::set_hold(d);
+    }
     let tally = provoke::run(&Options {
         scenario,
         iterations: args.iterations,

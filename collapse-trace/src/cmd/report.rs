@@ -64,6 +64,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
+    let mut loaded = loaded;
+    // A capture does not say which clock its times came from; the knobs advice quotes are
+    // this machine's only when the capture was taken here.
+    loaded.agg.attempts.clock = crate::model::attempts::Clock::Unknown;
+    if loaded.info.release == super::sysfs::release() {
+        loaded.agg.attempts.knobs = super::sysfs::knobs();
+    }
     let report = build(&loaded);
     if let Some(reason) = &report.capture.cut_reason {
         eprintln!(

@@ -115,7 +115,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // The daemon's whole life is one counting window.
     let mut session = args.collect.start(true, stop)?;
     let info = session.info().clone();
-    let agg = Aggregate::new(info.results.clone());
+    let mut agg = Aggregate::new(info.results.clone());
+    super::sysfs::prime(&mut agg, args.collect.precise_time);
     // Everything privileged is done: programs loaded and attached, the maps and the ring
     // buffer open (and mapped), the socket bound.
     drop_capabilities().context("dropping capabilities after attaching")?;
@@ -236,6 +237,8 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
             decode_errors: st.decode_errors,
         })
     };
+    // The system's own THP counters, read at each scrape (outside the lock).
+    let body = body + &crate::export::system::render(&super::sysfs::system_context());
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body)
 }
 

@@ -46,6 +46,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     let events = !args.collect.no_events;
     let mut session = args.collect.start(true, stop)?;
     let mut agg = Aggregate::new(session.info().results.clone());
+    super::sysfs::prime(&mut agg, args.collect.precise_time);
     announce(session.info(), args.duration);
     session.set_duration(args.duration);
     if args.follow {

@@ -10,6 +10,7 @@ use crate::{
     model::{
         aggregate::{Aggregate, ResultCounts, dominant, failures},
         event::{escape, origin_name},
+        outcome::{Outcome, classify_errno, describe},
         results::{ResultSource, is_success},
     },
     model::{filters::Filters, kernel_info::KernelInfo},
@@ -54,6 +55,9 @@ pub struct Snapshot {
     pub ranges: Vec<RangeRow>,
     /// Events from processes / files past the tracking cap, counted but not itemised.
     pub untracked: Untracked,
+    /// The events joined into attempts (one per range tried) with outcomes and latency.
+    #[serde(default)]
+    pub attempts: super::attempts::AttemptsSection,
 }
 
 /// Schema of `report --json`.
@@ -206,6 +210,9 @@ pub struct ResultRow {
     pub share: f64,
     /// Whether this result means the range is huge now.
     pub success: bool,
+    /// What it means for the range (by name; for MADV_COLLAPSE calls, by errno).
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
 }
 
 /// One result of one tracepoint, for a process.
@@ -299,6 +306,11 @@ impl Snapshot {
                     let name = agg.table.name_of(tp, *r);
                     ResultRow {
                         success: is_success(&name),
+                        outcome: Some(if tp == RecordKind::MadviseCall {
+                            classify_errno(&name)
+                        } else {
+                            describe(&name).outcome
+                        }),
                         result: name,
                         number: *r,
                         count: *n,
@@ -441,6 +453,7 @@ impl Snapshot {
                 process_events: agg.processes_other,
                 file_events: agg.files_other,
             },
+            attempts: super::attempts::AttemptsSection::build(agg),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! the Prometheus page, and the post-mortem report (its document, text and plot). Reads
 //! `model` only: never the kernel, never a capture file.
 
+pub mod attempts;
 pub mod json;
 pub mod ndjson;
 pub mod prometheus;
 pub mod report;
+pub mod system;
 pub mod text;

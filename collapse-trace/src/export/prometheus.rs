@@ -292,6 +292,8 @@ pub fn render(src: &Source<'_>) -> String {
         capped,
     );
 
+    super::attempts::register_metrics(&mut reg, agg);
+
     let decode = Counter::<u64>::default();
     decode.inc_by(src.decode_errors);
     reg.register(

@@ -10,6 +10,7 @@ use super::json::{Finding, REPORT_SCHEMA, Report, Snapshot, TimelineRow};
 use crate::model::{
     aggregate::Aggregate,
     capture::{Format, Loaded},
+    outcome::Outcome,
 };
 
 /// The report document of a loaded capture.
@@ -192,25 +193,25 @@ pub fn render(r: &Report, file: &Path, top: usize) -> String {
             c.skipped_lines
         );
     }
-    let attempts: u64 = s
-        .tracepoints
-        .iter()
-        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
-        .map(|t| t.events)
-        .sum();
-    let ok: u64 = s
-        .tracepoints
-        .iter()
-        .filter(|t| RecordKind::from_name(&t.name).is_some_and(|t| t.is_scan()))
-        .flat_map(|t| &t.results)
-        .filter(|r| r.success)
-        .map(|r| r.count)
-        .sum();
-    if attempts > 0 {
+    // Success ratios count attempts only (one per range tried, joined from scan, collapse and
+    // MADV_COLLAPSE return): a range that was huge already, or had nothing to collapse, is
+    // neither a success nor a failure.
+    let by = |x: Outcome| {
+        s.attempts
+            .by_outcome
+            .iter()
+            .find(|c| c.outcome == x)
+            .map_or(0, |c| c.count)
+    };
+    let skipped = by(Outcome::AlreadyHuge) + by(Outcome::NothingToCollapse);
+    let attempts = s.attempts.total - skipped;
+    if s.attempts.total > 0 {
         let _ = writeln!(
             o,
-            "success ratio: {ok} of {attempts} collapse attempts ({:.1}%)",
-            100.0 * ok as f64 / attempts as f64
+            "success ratio: {} of {attempts} collapse attempts ({:.1}%); {skipped} ranges \
+             were already huge or had nothing to collapse (not attempts)",
+            by(Outcome::Collapsed),
+            100.0 * by(Outcome::Collapsed) as f64 / attempts.max(1) as f64
         );
     }
 

@@ -1,7 +1,7 @@
 //! The human-readable text of a snapshot: `stat`'s report, and the body `report` shares.
 
 use super::json::Snapshot;
-use crate::model::results::meaning;
+use crate::model::{outcome::Outcome, results::meaning};
 
 /// What an `unknown(N)` result means, for the MEANING column and the warning.
 const UNKNOWN_MEANING: &str = "a number the kernel's own result table does not name";
@@ -75,17 +75,18 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<32} {:>4} {:>10} {:>7}  MEANING",
-            "RESULT", "NUM", "COUNT", "SHARE"
+            "  {:<32} {:>4} {:>10} {:>7}  {:<19} MEANING",
+            "RESULT", "NUM", "COUNT", "SHARE", "OUTCOME"
         );
         for r in &t.results {
             let _ = writeln!(
                 o,
-                "  {:<32} {:>4} {:>10} {:>6.1}%  {}",
+                "  {:<32} {:>4} {:>10} {:>6.1}%  {:<19} {}",
                 r.result,
                 r.number,
                 r.count,
                 r.share * 100.0,
+                r.outcome.map_or("-", Outcome::name),
                 if r.result.starts_with("unknown(") {
                     UNKNOWN_MEANING
                 } else {
@@ -99,6 +100,7 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
         let _ = writeln!(o, "(counting only: no per-process or per-file detail)");
         return o;
     }
+    o.push_str(&super::attempts::render_text(&s.attempts, top.max(10)));
     if !s.processes.is_empty() {
         let _ = writeln!(o, "Top processes by events");
         // An escaped comm (`\xNN` per control byte) can be up to 60 characters: size the

@@ -11,6 +11,7 @@ use foldhash::{HashMap, HashMapExt as _};
 use collapse_trace_common::{NUM_KINDS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RecordKind};
 
 use super::{
+    attempts::Attempts,
     event::Event,
     results::{ResultTable, is_success},
 };
@@ -198,6 +199,8 @@ pub struct Aggregate {
     pub ranges_other: u64,
     /// Attempts and failures per second of CLOCK_MONOTONIC (the events' clock).
     pub timeline: BTreeMap<u64, Tick>,
+    /// The events joined into attempts (one per range tried), with their outcomes.
+    pub attempts: Attempts,
     pending: HashMap<(u32, u64), ResultCounts>,
     baseline: KernelCounters,
     latest: KernelCounters,
@@ -221,6 +224,7 @@ impl Aggregate {
             ranges: HashMap::new(),
             ranges_other: 0,
             timeline: BTreeMap::new(),
+            attempts: Attempts::new(),
             pending: HashMap::new(),
             baseline: KernelCounters::default(),
             latest: KernelCounters::default(),
@@ -273,6 +277,7 @@ impl Aggregate {
         }
 
         self.join_call(e);
+        self.attempts.add(e, &self.table);
 
         let success = self.is_success(e.tracepoint, e.result);
         if e.tracepoint.is_scan() || e.tracepoint == RecordKind::MadviseCall {

@@ -2,9 +2,13 @@
 //! kernel.
 
 pub mod aggregate;
+pub mod attempts;
 pub mod capture;
 pub mod event;
+pub mod explain;
 pub mod filters;
 pub mod format;
 pub mod kernel_info;
+pub mod outcome;
 pub mod results;
+pub mod system;

@@ -140,35 +140,16 @@ impl ResultTable {
     }
 }
 
-/// What a result means for a user (kept short: shown in tables).
+/// What a result means for a user (kept short: shown in tables): an errno of a MADV_COLLAPSE
+/// call, or a `scan_result` name from the one table in [`super::outcome`].
 pub fn meaning(name: &str) -> &'static str {
     match name {
-        "succeeded" => "collapsed (khugepaged's word for success)",
-        "pte_mapped_hugepage" => "already a huge page, or collapsed (MADV_COLLAPSE's success)",
-        "page_filled" => "a hole was faulted in while collapse_file ran: rolled back (EAGAIN)",
-        "exceed_none_pte" => {
-            "too many holes; with userfaultfd MISSING armed, refused outright (EBUSY)"
-        }
-        "failed" => "generic failure",
-        "truncated" => "range beyond EOF or not populated (EINVAL)",
-        "page_locked" => "a page was locked by someone else (EAGAIN)",
-        "page_not_in_lru" => "a page was not on the LRU yet (EAGAIN)",
-        "could_not_delete_page_from_lru" => "page isolation failed (EAGAIN)",
-        "page_count" | "not_suitable_page_count" => "unexpected page references (EAGAIN)",
-        "alloc_huge_page_failed" => "no huge page could be allocated (ENOMEM)",
-        "ccgroup_charge_failed" => "memory cgroup charge failed (EBUSY)",
-        "exceed_swap_pte" => "too many pages swapped out",
-        "exceed_shared_pte" => "too many shared pages",
-        "vma_check_failed" | "vma_null" => "the mapping cannot hold a huge page",
-        "scan_aborted" => "scan aborted (khugepaged asked to stop)",
-        "store_failed" => "page cache store failed",
-        "copy_poisoned_page" => "a source page is hardware-poisoned",
         "ok" => "MADV_COLLAPSE returned 0: the range is huge",
         "EAGAIN" => "transient (a fault or lock raced the collapse): retrying may succeed",
         "EBUSY" => "refused: holes under a userfaultfd, or a cgroup charge failed",
         "ENOMEM" => "no huge page could be allocated",
         "EINVAL" => "the range cannot be collapsed (not THP-eligible, empty, misaligned)",
-        _ => "",
+        _ => super::outcome::describe(name).meaning,
     }
 }
 

@@ -119,6 +119,35 @@ pub struct Options {
 /// an atomic store happens there; checked after every MADV_COLLAPSE.
 static STOP: AtomicI32 = AtomicI32::new(0);
 
+/// How long to keep the last try's mapping alive after its MADV_COLLAPSE (ms; 0: not at all),
+/// so that a tool like `explain` can look at it.
+static HOLD_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Keeps the last try's mapping (and its userfaultfd) alive for `d` after its MADV_COLLAPSE.
+pub fn set_hold(d: Duration) {
+    HOLD_MS.store(
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+/// After the last try (`last`): says so on stderr and waits the hold time (a signal ends it).
+pub(crate) fn hold(last: bool, what: &str) {
+    let ms = HOLD_MS.load(Ordering::Relaxed);
+    if !last || ms == 0 {
+        return;
+    }
+    eprintln!(
+        "provoke: holding the last {what} mapping for {} ms (pid {})",
+        ms,
+        std::process::id()
+    );
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    while std::time::Instant::now() < end && stop_requested().is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Asks a running [`run`] to stop after the current try (async-signal-safe: one atomic store).
 pub fn request_stop(signal: i32) {
     STOP.store(signal, Ordering::Relaxed);

@@ -208,7 +208,9 @@ pub(super) fn collapse(mount: &TmpfsMount, iterations: u32, st: &mut ScenarioTal
     for i in 0..iterations {
         let f = HugeFile::create(mount, &format!("collapse-{i}"))?;
         f.touch(|_| true);
-        if !record_first_aware(st, f.collapse()) {
+        let ok = record_first_aware(st, f.collapse());
+        super::hold(!ok || i + 1 == iterations, "collapse");
+        if !ok {
             break;
         }
     }
@@ -218,7 +220,7 @@ pub(super) fn collapse(mount: &TmpfsMount, iterations: u32, st: &mut ScenarioTal
 /// `anon`: a fully touched, 2 MiB-aligned private anonymous mapping: MADV_COLLAPSE succeeds
 /// through the anonymous path (`mm_khugepaged_scan_pmd`, `mm_collapse_huge_page`).
 pub(super) fn anon(iterations: u32, st: &mut ScenarioTally) -> Result<()> {
-    for _ in 0..iterations {
+    for i in 0..iterations {
         let span = 2 * HPAGE;
         // SAFETY: a private anonymous mapping at an address of the kernel's choice.
         let base = unsafe {
@@ -246,6 +248,7 @@ pub(super) fn anon(iterations: u32, st: &mut ScenarioTally) -> Result<()> {
         } else {
             Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
         };
+        super::hold(i + 1 == iterations, "anon");
         // SAFETY: unmapping exactly what we mapped.
         unsafe { libc::munmap(base, span) };
         let first = st.calls == 0;
@@ -282,7 +285,9 @@ pub(super) fn uffd_holes(
         };
         // No page of the range may be touched from here on: a hole fault would wait for a
         // userfaultfd reader that does not exist.
-        if !record_first_aware(st, f.collapse()) {
+        let ok = record_first_aware(st, f.collapse());
+        super::hold(!ok || i + 1 == iterations, "uffd-holes");
+        if !ok {
             break;
         }
     }
