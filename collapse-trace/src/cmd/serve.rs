@@ -2,7 +2,7 @@
 //! the aggregation core; HTTP handlers only read the core:
 //!
 //! - `GET /metrics`: Prometheus text exposition ([`crate::export::prometheus`]);
-//! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
+//! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/2`);
 //! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
 //!
 //! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP is ignored
@@ -232,7 +232,11 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn json(State(s): State<Shared>) -> impl IntoResponse {
     let snap = {
-        let st = lock(&s);
+        let mut st = lock(&s);
+        super::name_cgroups(
+            &mut st.agg,
+            &mut crate::kernel::cgroups::CgroupResolver::new(),
+        );
         Snapshot::build(
             &st.agg,
             &st.info,
@@ -274,7 +278,7 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/1), /healthz\n"
+    "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/2), /healthz\n"
 }
 
 /// Drops every capability of this process for good, once attached. What the daemon does

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Schema name and major version.
-pub const SCHEMA: &str = "collapse-trace.stat/1";
+pub const SCHEMA: &str = "collapse-trace.stat/2";
 
 /// One document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +42,14 @@ pub struct Snapshot {
     pub tracepoints: Vec<TracepointRow>,
     /// Per process (from delivered events), most events first.
     pub processes: Vec<ProcessRow>,
+    /// Per owner of the memory (`mm->owner`: the workload behind khugepaged's work, the
+    /// caller itself for MADV_COLLAPSE), most events first.
+    #[serde(default)]
+    pub owners: Vec<OwnerRow>,
+    /// Per cgroup v2 of the owner (of the task when the kernel gave no owner), most events
+    /// first.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupRow>,
     /// Per file (from delivered events), most failures first.
     pub files: Vec<FileRow>,
     /// MADV_COLLAPSE callers: what their calls returned and the results behind each errno
@@ -240,6 +248,68 @@ pub struct ProcessRow {
     pub results: Vec<KeyedCount>,
 }
 
+/// The memory of one owner.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OwnerRow {
+    /// Process id of the owner.
+    pub tgid: u32,
+    /// Its comm, escaped.
+    pub comm: String,
+    /// Its cgroup v2 path from the cgroup2 root (`(gone)` if removed since; `cgroup:ID` where
+    /// no path could be read).
+    pub cgroup: String,
+    /// Collapse events on its memory (call records left out).
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// By tracepoint and result (MADV_COLLAPSE call records included).
+    pub results: Vec<KeyedCount>,
+}
+
+/// One cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CgroupRow {
+    /// Path from the cgroup2 root, `(gone)` or `cgroup:ID` (see [`OwnerRow::cgroup`]).
+    pub path: String,
+    /// The cgroup v2 id (the inode number of its directory).
+    pub id: u64,
+    /// The systemd unit or container id in the path, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Collapse events.
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// By tracepoint and result.
+    pub results: Vec<KeyedCount>,
+}
+
+/// The systemd unit or container a cgroup path names: a docker/containerd/podman container
+/// id (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `libpod-<id>.scope`, or a 64-hex
+/// component), else the innermost `.service` or `.scope` unit.
+pub fn cgroup_unit(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for p in parts.iter().rev() {
+        let stem = p.strip_suffix(".scope").unwrap_or(p);
+        for prefix in ["docker-", "cri-containerd-", "crio-", "libpod-"] {
+            if let Some(id) = stem.strip_prefix(prefix)
+                && id.len() >= 12
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Some(format!("container {}", &id[..12]));
+            }
+        }
+        if p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(format!("container {}", &p[..12]));
+        }
+    }
+    parts
+        .iter()
+        .rev()
+        .find(|p| p.ends_with(".service") || p.ends_with(".scope"))
+        .map(|p| p.to_string())
+}
+
 /// One file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRow {
@@ -260,6 +330,12 @@ pub struct Untracked {
     pub process_events: u64,
     /// For files past the cap.
     pub file_events: u64,
+    /// From owners past the cap.
+    #[serde(default)]
+    pub owner_events: u64,
+    /// From cgroups past the cap.
+    #[serde(default)]
+    pub cgroup_events: u64,
 }
 
 fn keyed(results: &ResultCounts, agg: &Aggregate) -> Vec<KeyedCount> {
@@ -351,6 +427,37 @@ impl Snapshot {
             .collect();
         processes.sort_by(|a, b| b.events.cmp(&a.events).then(a.tgid.cmp(&b.tgid)));
 
+        let mut owners: Vec<OwnerRow> = agg
+            .owners
+            .iter()
+            .map(|(tgid, o)| OwnerRow {
+                tgid: *tgid,
+                comm: escape(&o.comm),
+                cgroup: agg.cgroup_name(o.cgroup_id),
+                events: crate::model::aggregate::events(&o.results),
+                failures: failures(&o.results, &agg.table),
+                results: keyed(&o.results, agg),
+            })
+            .collect();
+        owners.sort_by(|a, b| b.events.cmp(&a.events).then(a.tgid.cmp(&b.tgid)));
+
+        let mut cgroups: Vec<CgroupRow> = agg
+            .cgroups
+            .iter()
+            .map(|(id, c)| {
+                let path = agg.cgroup_name(*id);
+                CgroupRow {
+                    unit: cgroup_unit(&path),
+                    path,
+                    id: *id,
+                    events: crate::model::aggregate::events(&c.results),
+                    failures: failures(&c.results, &agg.table),
+                    results: keyed(&c.results, agg),
+                }
+            })
+            .collect();
+        cgroups.sort_by(|a, b| b.events.cmp(&a.events).then(a.id.cmp(&b.id)));
+
         let mut files: Vec<FileRow> = agg
             .files
             .iter()
@@ -434,12 +541,16 @@ impl Snapshot {
             totals,
             tracepoints,
             processes,
+            owners,
+            cgroups,
             files,
             callers,
             ranges,
             untracked: Untracked {
                 process_events: agg.processes_other,
                 file_events: agg.files_other,
+                owner_events: agg.owners_other,
+                cgroup_events: agg.cgroups_other,
             },
         }
     }

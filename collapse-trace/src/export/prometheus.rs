@@ -340,6 +340,7 @@ mod tests {
             task_comm_offset: None,
             task_pid_offsets: None,
             syscall_args: None,
+            owner: None,
             tracefs: "/sys/kernel/tracing".into(),
             tracefs_mounted_by_us: false,
         }

@@ -36,6 +36,9 @@ pub struct ProbeOptions {
     pub pid: Option<u32>,
     /// Only tasks with this comm (in the kernel).
     pub comm: Option<String>,
+    /// Only events whose task or memory owner is in this cgroup v2 (its id: the inode number
+    /// of its directory), in the kernel.
+    pub cgroup: Option<u64>,
     /// Event ring bytes, all CPUs together (each CPU gets an equal share of whole records).
     pub ring_bytes: u32,
     /// Turn on aya-log diagnostics from the kernel side (costs per event).
@@ -58,6 +61,7 @@ impl Default for ProbeOptions {
             calls: true,
             pid: None,
             comm: None,
+            cgroup: None,
             ring_bytes: collapse_trace_common::DEFAULT_RING_BYTES,
             kernel_log: false,
             tracefs: None,
@@ -118,6 +122,7 @@ impl KernelInfo {
             task_comm_offset: kbtf.task_comm_offset,
             task_pid_offsets: kbtf.task_pid_offset.zip(kbtf.task_tgid_offset),
             syscall_args: kbtf.syscall_args,
+            owner: kbtf.owner,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -189,6 +194,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
             (Result, "result", 4, true),
             (Filename, "filename", 4, false),
             (Pfn, "pfn", 8, false),
+            (Mm, "mm", 8, false),
             (Present, "present", 4, false),
             (Swap, "swap", 4, false),
         ],
@@ -196,6 +202,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
             (Result, "result", 4, true),
             (Filename, "filename", 4, false),
             (Pfn, "hpfn", 8, false),
+            (Mm, "mm", 8, false),
             (Index, "index", 8, false),
             (Addr, "addr", 8, false),
             (IsShmem, "is_shmem", 1, false),
@@ -204,6 +211,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
         Probe::ScanPmd => &[
             (Result, "status", 4, true),
             (Pfn, "pfn", 8, false),
+            (Mm, "mm", 8, false),
             (Referenced, "referenced", 4, false),
             (NoneOrZero, "none_or_zero", 4, false),
             (Unmapped, "unmapped", 4, false),
@@ -211,6 +219,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
         Probe::CollapseHugePage => &[
             (Result, "status", 4, true),
             (Isolated, "isolated", 4, false),
+            (Mm, "mm", 8, false),
         ],
         // Syscall tracepoints store every argument in 8 bytes.
         Probe::EnterMadvise => &[
@@ -362,6 +371,10 @@ impl Probes {
         config.wake_unread = (slots / 2).max(1);
         config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
+        config.filter_cgroup = opts.cgroup.unwrap_or(0);
+        if let Some(owner) = info.owner {
+            config.owner = owner;
+        }
         if let Some(comm) = &opts.comm {
             let b = comm.as_bytes();
             if b.len() >= COMM_LEN {

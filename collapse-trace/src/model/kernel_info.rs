@@ -54,6 +54,9 @@ pub struct KernelInfo {
     /// Offsets in `struct pt_regs` of the first four syscall arguments, if known: then the
     /// syscall exits alone track MADV_COLLAPSE calls.
     pub syscall_args: Option<[u32; 4]>,
+    /// The BTF offsets that lead from an `mm_struct` to its owner and the owner's cgroup, if
+    /// BTF had every one (else events carry no owner).
+    pub owner: Option<collapse_trace_common::OwnerConfig>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -84,6 +87,7 @@ impl KernelInfo {
             task_comm_offset: None,
             task_pid_offsets: None,
             syscall_args: None,
+            owner: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
