@@ -28,7 +28,7 @@ use super::CollectArgs;
 use crate::{
     export::{
         json::Snapshot,
-        prometheus::{self, COMM_CAP, EventCounts, Source},
+        prometheus::{self, CGROUP_CAP, COMM_CAP, EventCounts, Source},
     },
     model::{aggregate::Aggregate, filters::Filters, kernel_info::KernelInfo},
     session::{Stop, Wake},
@@ -58,6 +58,11 @@ pub struct ServeArgs {
     /// are counted in collapse_trace_comm_cardinality_capped_total.
     #[arg(long, default_value_t = COMM_CAP)]
     max_comms: usize,
+    /// Distinct cgroups (of the memory's owner) that label collapse_trace_process_events_total;
+    /// events of further cgroups carry cgroup="(other)" and are counted in
+    /// collapse_trace_cgroup_cardinality_capped_total.
+    #[arg(long, default_value_t = CGROUP_CAP)]
+    max_cgroups: usize,
 }
 
 /// What the handlers read.
@@ -114,7 +119,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     log::info!("dropped every capability (CapEff, CapPrm, CapInh, CapAmb now 0; no_new_privs)");
     let state: Shared = Arc::new(Mutex::new(Daemon {
         agg,
-        counts: EventCounts::new(args.max_comms),
+        counts: EventCounts::new(args.max_comms, args.max_cgroups),
         info: info.clone(),
         filters: args.collect.filters(),
         events,
@@ -219,7 +224,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let body = {
-        let st = lock(&s);
+        let mut st = lock(&s);
+        let ids: Vec<u64> = st
+            .counts
+            .cgroups
+            .iter()
+            .copied()
+            .filter(|id| !st.agg.cgroup_paths.contains_key(id))
+            .collect();
+        if !ids.is_empty() {
+            let mut r = crate::kernel::cgroups::CgroupResolver::new();
+            for id in ids {
+                let path = r.path(id);
+                st.agg.set_cgroup_path(id, path);
+            }
+        }
         prometheus::render(&Source {
             agg: &st.agg,
             counts: &st.counts,
