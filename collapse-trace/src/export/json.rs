@@ -555,3 +555,102 @@ impl Snapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{event::Event, results::ResultTable};
+    use collapse_trace_common::Origin;
+
+    #[test]
+    fn cgroup_units_and_containers_are_named() {
+        assert_eq!(
+            cgroup_unit("/system.slice/postgresql.service").as_deref(),
+            Some("postgresql.service")
+        );
+        assert_eq!(
+            cgroup_unit("/user.slice/user-0.slice/session-3.scope").as_deref(),
+            Some("session-3.scope")
+        );
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            cgroup_unit(&format!("/system.slice/docker-{id}.scope")).as_deref(),
+            Some("container 0123456789ab")
+        );
+        assert_eq!(
+            cgroup_unit(&format!("/kubepods/burstable/pod1/{id}")).as_deref(),
+            Some("container 0123456789ab")
+        );
+        assert_eq!(cgroup_unit("/"), None);
+        assert_eq!(cgroup_unit("/my-test-dir"), None);
+    }
+
+    fn ev(tgid: u32, owner: u32, cgroup: u64, result: i64) -> Event {
+        let mut e = Event::empty();
+        e.tracepoint = RecordKind::ScanFile;
+        e.result = result;
+        e.pid = tgid;
+        e.tgid = tgid;
+        e.comm = b"khugepaged".to_vec();
+        e.origin = Origin::Khugepaged;
+        e.owner_tgid = owner;
+        e.owner_comm = format!("app{owner}").into_bytes();
+        e.owner_cgroup_id = cgroup;
+        e.filename = b"f".to_vec();
+        e
+    }
+
+    #[test]
+    fn owners_and_cgroups_rows_come_from_the_owner() {
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        // khugepaged (38) works on the memory of 100 (cgroup 7) and 200 (cgroup 8).
+        for e in [
+            ev(38, 100, 7, 1),
+            ev(38, 100, 7, 5),
+            ev(38, 200, 8, 5),
+            ev(38, 0, 0, 5),
+        ] {
+            agg.add(&e);
+        }
+        assert_eq!(agg.unnamed_cgroups(), vec![7, 8]);
+        agg.set_cgroup_path(7, "/system.slice/db.service".into());
+        agg.set_cgroup_path(8, "(gone)".into());
+        assert!(agg.unnamed_cgroups().is_empty());
+        let info = KernelInfo::offline("x".into(), ResultTable::builtin(), &[]);
+        let s = Snapshot::build(&agg, &info, Filters::default(), true, 1.0);
+        assert_eq!(s.schema, "collapse-trace.stat/2");
+        assert_eq!(s.processes.len(), 1, "one task did all the work");
+        let owners: Vec<_> = s
+            .owners
+            .iter()
+            .map(|o| {
+                (
+                    o.tgid,
+                    o.comm.as_str(),
+                    o.cgroup.as_str(),
+                    o.events,
+                    o.failures,
+                )
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (100, "app100", "/system.slice/db.service", 2, 1),
+                (200, "app200", "(gone)", 1, 1)
+            ]
+        );
+        let cgroups: Vec<_> = s
+            .cgroups
+            .iter()
+            .map(|c| (c.id, c.path.as_str(), c.unit.as_deref(), c.events))
+            .collect();
+        assert_eq!(
+            cgroups,
+            [
+                (7, "/system.slice/db.service", Some("db.service"), 2),
+                (8, "(gone)", None, 1)
+            ]
+        );
+    }
+}
