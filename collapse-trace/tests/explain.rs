@@ -5,38 +5,19 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use common::{BIN, require_root, serial};
+use common::{BIN, require_root, serial, spawn_watching};
 use serde_json::Value;
 
 /// Starts `provoke ARGS`, waits for its "holding" line (or, with `wait_hold` false, for it
 /// to run a moment) and returns the child and its pid.
 fn start_provoke(args: &[&str], wait_hold: bool) -> Child {
-    let mut child = Command::new(BIN)
-        .arg("provoke")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn provoke");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            eprintln!("[provoke] {line}");
-            if line.contains("holding the last")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let mut cmd = Command::new(BIN);
+    cmd.arg("provoke").args(args).stdout(Stdio::null());
+    let (child, rx) = spawn_watching(cmd, "provoke", "holding the last");
     if wait_hold {
         rx.recv_timeout(Duration::from_secs(60))
             .expect("provoke did not reach its hold");

@@ -5,13 +5,13 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{BIN, free_port, require_root, serial};
+use common::{BIN, free_port, require_root, serial, spawn_watching};
 
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -79,26 +79,10 @@ fn metrics_carry_vmstat_khugepaged_and_attempts() {
     let _g = serial();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let comm = format!("ctsys{}", std::process::id() % 100_000);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &addr.to_string(), "--comm", &comm])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            eprintln!("[serve] {line}");
-            if line.contains("listening on")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", &addr.to_string(), "--comm", &comm])
+        .stdout(Stdio::null());
+    let (mut child, rx) = spawn_watching(cmd, "serve", "listening on");
     rx.recv_timeout(Duration::from_secs(30))
         .expect("serve started");
     // A workload under our comm: 2 collapses that succeed.

@@ -1,5 +1,5 @@
 //! What a capture is and what reading it found (plain data shared by the readers in
-//! [`crate::capture`] and the views in [`crate::export`]).
+//! of the capture layer and the views of the export layer).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! A tracepoint's `format` file, parsed: every field's offset and size, and the
 //! `__print_symbolic` tables of `print fmt` that name each result number. Both drift between
-//! kernels, so they are read at start rather than compiled in ([`crate::kernel`] reads the
+//! kernels, so they are read at start rather than compiled in (the kernel layer reads the
 //! files; this only parses text).
 
 use std::{collections::BTreeMap, path::PathBuf};

@@ -1,6 +1,6 @@
 //! What is known about the kernel a run was made on (or a capture was taken on): its
 //! attach points, the record kinds collected, the result names, BTF offsets. Plain data:
-//! [`crate::kernel`] fills it in from the running kernel, a capture from its header.
+//! the kernel layer fills it in from the running kernel, a capture from its header.
 
 use std::path::PathBuf;
 

@@ -36,29 +36,37 @@ pub fn require_root() {
     );
 }
 
-/// Starts `collapse-trace ARGS` and waits for its "attached to" line on stderr (the rest of
-/// stderr is echoed with a prefix).
-pub fn start_attached(args: &[&str]) -> Child {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn collapse-trace");
+/// Spawns `cmd` with stderr piped, echoes its stderr with `[label]` in front, and returns
+/// the child and a receiver that gets one message when a line containing `needle` appears.
+pub fn spawn_watching(
+    mut cmd: Command,
+    label: &'static str,
+    needle: &'static str,
+) -> (Child, std::sync::mpsc::Receiver<()>) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
             let line = line.unwrap_or_default();
-            eprintln!("[collapse-trace] {line}");
-            if line.contains("attached to")
+            eprintln!("[{label}] {line}");
+            if line.contains(needle)
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(());
             }
         }
     });
+    (child, rx)
+}
+
+/// Starts `collapse-trace ARGS` and waits for its "attached to" line on stderr (the rest of
+/// stderr is echoed with a prefix).
+pub fn start_attached(args: &[&str]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped());
+    let (child, rx) = spawn_watching(cmd, "collapse-trace", "attached to");
     rx.recv_timeout(Duration::from_secs(30))
         .expect("collapse-trace did not report attaching within 30 s");
     child
