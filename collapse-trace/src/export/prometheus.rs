@@ -321,32 +321,11 @@ pub fn render(src: &Source<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::kernel_info::KindInfo,
-        model::{aggregate::KernelCounters, event::tests::record, results::ResultTable},
-    };
+    use crate::model::{aggregate::KernelCounters, event::tests::record, results::ResultTable};
 
     fn info() -> KernelInfo {
-        KernelInfo {
-            release: "6.18.0-test".into(),
-            probes: vec![],
-            tracepoints: RecordKind::ALL
-                .iter()
-                .map(|&tp| KindInfo {
-                    tracepoint: tp,
-                    attached: true,
-                })
-                .collect(),
-            results: ResultTable::builtin(),
-            task_flags_offset: None,
-            task_comm_offset: None,
-            task_pid_offsets: None,
-            syscall_args: None,
-            fexit_start_arg: None,
-            calls_by_fexit: false,
-            tracefs: "/sys/kernel/tracing".into(),
-            tracefs_mounted_by_us: false,
-        }
+        let all: Vec<(RecordKind, bool)> = RecordKind::ALL.iter().map(|&k| (k, true)).collect();
+        KernelInfo::offline("6.18.0-test".into(), ResultTable::builtin(), &all)
     }
 
     fn ev(tp: RecordKind, result: i32, comm: &[u8]) -> Event {
