@@ -231,10 +231,13 @@ pub enum Field {
     Len = 15,
     /// `long ret` (sys_exit_*).
     Ret = 16,
+    /// `struct mm_struct *mm` (the huge_memory tracepoints): the memory worked on, whose
+    /// owner the event is attributed to.
+    Mm = 17,
 }
 
 /// How many fields a layout has room for.
-pub const NUM_FIELDS: usize = 17;
+pub const NUM_FIELDS: usize = 18;
 
 /// A field that the running kernel's tracepoint does not have.
 pub const FIELD_ABSENT: u16 = u16::MAX;
@@ -279,11 +282,13 @@ pub const COMPILED: [Layout; NUM_PROBES] = {
     };
     [
         a.with(Field::Result, 36)
+            .with(Field::Mm, 8)
             .with(Field::Filename, 24)
             .with(Field::Pfn, 16)
             .with(Field::Present, 28)
             .with(Field::Swap, 32),
         a.with(Field::Result, 52)
+            .with(Field::Mm, 8)
             .with(Field::Filename, 44)
             .with(Field::Pfn, 16)
             .with(Field::Index, 24)
@@ -291,11 +296,14 @@ pub const COMPILED: [Layout; NUM_PROBES] = {
             .with(Field::IsShmem, 40)
             .with(Field::Nr, 48),
         a.with(Field::Result, 32)
+            .with(Field::Mm, 8)
             .with(Field::Pfn, 16)
             .with(Field::Referenced, 24)
             .with(Field::NoneOrZero, 28)
             .with(Field::Unmapped, 36),
-        a.with(Field::Result, 20).with(Field::Isolated, 16),
+        a.with(Field::Result, 20)
+            .with(Field::Mm, 8)
+            .with(Field::Isolated, 16),
         a.with(Field::Start, 16)
             .with(Field::Len, 24)
             .with(Field::Behavior, 32),
@@ -395,6 +403,50 @@ pub struct Config {
     pub syscall_args: [u32; 4],
     /// Unread records at which a CPU wakes the reader (see [`Config::wake_records`]).
     pub wake_unread: u32,
+    /// Where the owner of an event's memory is found (from BTF).
+    pub owner: OwnerConfig,
+    /// Only events whose task's or owner's default-hierarchy cgroup id is this, or 0 for
+    /// all.
+    pub filter_cgroup: u64,
+}
+
+/// Byte offsets (from BTF) that lead from an `mm_struct` to its owner task (`mm->owner`,
+/// CONFIG_MEMCG) and from a task to its tgid, comm and default-hierarchy cgroup id
+/// (`task->cgroups->dfl_cgrp->kn->id`); `mm_owner == u32::MAX`: owners are not read (the
+/// records' owner fields are 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerConfig {
+    /// `mm_struct.owner`.
+    pub mm_owner: u32,
+    /// `task_struct.mm` (a MADV_COLLAPSE call record's memory is its caller's).
+    pub task_mm: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+}
+
+impl OwnerConfig {
+    /// Owners not read.
+    pub const OFF: OwnerConfig = OwnerConfig {
+        mm_owner: u32::MAX,
+        task_mm: u32::MAX,
+        task_tgid: u32::MAX,
+        task_comm: u32::MAX,
+        task_cgroups: u32::MAX,
+        css_set_dfl_cgrp: u32::MAX,
+        cgroup_kn: u32::MAX,
+        kn_id: u32::MAX,
+    };
 }
 
 // The kernel side compares the comm filter as two aligned words.
@@ -419,6 +471,8 @@ impl Config {
         filter_comm_on: 0,
         filter_comm: [0; COMM_LEN],
         precise_time: 0,
+        owner: OwnerConfig::OFF,
+        filter_cgroup: 0,
     };
 }
 
@@ -513,10 +567,16 @@ pub struct EventRecord {
     /// [`CallInfo::enter_ns`] of the MADV_COLLAPSE call this event happened in (on this
     /// thread), or 0 (khugepaged, or no call tracked).
     pub call_ns: u64,
+    /// Default-hierarchy cgroup id of the owner of the memory (`mm->owner`), or 0 when not
+    /// read.
+    pub owner_cgroup_id: u64,
     /// Thread id.
     pub pid: u32,
     /// Process id.
     pub tgid: u32,
+    /// Process id of the owner of the memory the event is about (`mm->owner`; for a
+    /// MADV_COLLAPSE call, the caller's memory), or 0 when not read.
+    pub owner_tgid: u32,
     /// The `scan_result` number, or for [`RecordKind::MadviseCall`] the errno (0: success).
     pub result: i32,
     /// Present pages (scan_file).
@@ -545,6 +605,8 @@ pub struct EventRecord {
     pub filename_len: u32,
     /// Task comm, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// The owner's comm, NUL-padded (all zero when not read).
+    pub owner_comm: [u8; COMM_LEN],
     /// File name from the tracepoint's `__data_loc` field, NUL-terminated.
     pub filename: [u8; FILENAME_LEN],
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, generated,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
     macros::{fexit, map, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
@@ -315,15 +315,29 @@ macro_rules! field {
     }};
 }
 
-/// The load-time filter. Returns the task's pid_tgid when it passes.
+/// The load-time filter: each filter matches the task that ran the code or the owner of the
+/// memory it worked on (khugepaged's work on a process's memory is that process's). Returns
+/// the task's pid_tgid when it passes.
 #[inline(always)]
-fn admit(task: Task) -> Option<u64> {
+fn admit(task: Task, owner: &Owner) -> Option<u64> {
     let pid_tgid = task.pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if conf!(filter_tgid) != 0 && conf!(filter_tgid) != tgid {
+    let want_tgid = conf!(filter_tgid);
+    if want_tgid != 0 && want_tgid != tgid && want_tgid != owner.tgid {
         return None;
     }
-    if conf!(filter_comm_on) != 0 && !task.comm_is(&CONFIG.filter_comm) {
+    if conf!(filter_comm_on) != 0
+        && !task.comm_is(&CONFIG.filter_comm)
+        && !owner.comm_is(&CONFIG.filter_comm)
+    {
+        return None;
+    }
+    let want_cgroup = conf!(filter_cgroup);
+    if want_cgroup != 0
+        && want_cgroup != owner.cgroup_id
+        // SAFETY: no preconditions.
+        && want_cgroup != unsafe { bpf_get_current_cgroup_id() }
+    {
         return None;
     }
     Some(pid_tgid)
@@ -332,7 +346,109 @@ fn admit(task: Task) -> Option<u64> {
 /// Counting with no filter needs nothing of the task: not even the helper call that finds it.
 #[inline(always)]
 fn needs_task() -> bool {
-    conf!(events) != 0 || conf!(filter_tgid) != 0 || conf!(filter_comm_on) != 0
+    conf!(events) != 0
+        || conf!(filter_tgid) != 0
+        || conf!(filter_comm_on) != 0
+        || conf!(filter_cgroup) != 0
+}
+
+/// The owner of the memory an event is about (`mm->owner`, CONFIG_MEMCG): for khugepaged's
+/// work, the workload; for a MADV_COLLAPSE caller, normally the caller. Read with
+/// `bpf_probe_read_kernel` at offsets from BTF (no CO-RE here); all zero when BTF lacked an
+/// offset, the mm has no owner (exiting) or a read faulted.
+#[derive(Clone, Copy)]
+struct Owner {
+    tgid: u32,
+    comm: [u8; COMM_LEN],
+    cgroup_id: u64,
+}
+
+impl Owner {
+    const NONE: Owner = Owner {
+        tgid: 0,
+        comm: [0; COMM_LEN],
+        cgroup_id: 0,
+    };
+
+    /// The owner of `mm` (a kernel `struct mm_struct *`).
+    #[inline(always)]
+    fn of_mm(mm: u64) -> Owner {
+        let off = conf!(owner.mm_owner);
+        if off == u32::MAX || mm == 0 {
+            return Owner::NONE;
+        }
+        let Some(task) = read_kernel::<u64>(mm + off as u64) else {
+            return Owner::NONE;
+        };
+        Owner::of_task_ptr(task)
+    }
+
+    /// The owner of the current task's memory (a MADV_COLLAPSE caller's).
+    #[inline(always)]
+    fn of_current(task: Task) -> Owner {
+        let off = conf!(owner.task_mm);
+        if off == u32::MAX || conf!(owner.mm_owner) == u32::MAX {
+            return Owner::NONE;
+        }
+        match read_kernel::<u64>(task.0 as u64 + off as u64) {
+            Some(mm) => Owner::of_mm(mm),
+            None => Owner::NONE,
+        }
+    }
+
+    /// Tgid, comm and default-hierarchy cgroup id of `task` (a `struct task_struct *`).
+    #[inline(always)]
+    fn of_task_ptr(task: u64) -> Owner {
+        if task == 0 {
+            return Owner::NONE;
+        }
+        let mut o = Owner::NONE;
+        o.tgid = read_kernel::<u32>(task + conf!(owner.task_tgid) as u64).unwrap_or(0);
+        o.comm = read_kernel::<[u8; COMM_LEN]>(task + conf!(owner.task_comm) as u64)
+            .unwrap_or([0; COMM_LEN]);
+        let cgroup = read_kernel::<u64>(task + conf!(owner.task_cgroups) as u64)
+            .filter(|&cset| cset != 0)
+            .and_then(|cset| read_kernel::<u64>(cset + conf!(owner.css_set_dfl_cgrp) as u64))
+            .filter(|&cg| cg != 0)
+            .and_then(|cg| read_kernel::<u64>(cg + conf!(owner.cgroup_kn) as u64))
+            .filter(|&kn| kn != 0)
+            .and_then(|kn| read_kernel::<u64>(kn + conf!(owner.kn_id) as u64));
+        o.cgroup_id = cgroup.unwrap_or(0);
+        o
+    }
+
+    /// Whether the owner's comm equals `want` (NUL-padded), compared as two words.
+    #[inline(always)]
+    fn comm_is(&self, want: &[u8; COMM_LEN]) -> bool {
+        // SAFETY: `want` is CONFIG's 16 aligned bytes, read as volatile words; `comm` is ours.
+        unsafe {
+            let w = want.as_ptr().cast::<u64>();
+            let c = self.comm.as_ptr().cast::<u64>();
+            c.read_unaligned() == read_volatile(w)
+                && c.add(1).read_unaligned() == read_volatile(w.add(1))
+        }
+    }
+
+    /// Stores the owner into a record.
+    #[inline(always)]
+    unsafe fn store(&self, rec: *mut EventRecord) {
+        // SAFETY: the caller's reserved slot.
+        unsafe {
+            put!(rec.owner_tgid = self.tgid);
+            put!(rec.owner_cgroup_id = self.cgroup_id);
+            let d = (&raw mut (*rec).owner_comm).cast::<u64>();
+            let c = self.comm.as_ptr().cast::<u64>();
+            d.write_unaligned(c.read_unaligned());
+            d.add(1).write_unaligned(c.add(1).read_unaligned());
+        }
+    }
+}
+
+/// One `bpf_probe_read_kernel` of a `T` at kernel address `addr`.
+#[inline(always)]
+fn read_kernel<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper tolerates any address (a fault returns an error).
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
 #[inline(always)]
@@ -375,7 +491,8 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         return;
     }
     let task = Task::current();
-    let Some(pid_tgid) = admit(task) else {
+    let owner = Owner::of_mm(field!(ctx, P, Field::Mm, u64));
+    let Some(pid_tgid) = admit(task, &owner) else {
         return;
     };
     count(kind, result);
@@ -474,6 +591,7 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         }
         // Straight into the record: no stack copy.
         task.comm_into(&raw mut (*rec).comm);
+        owner.store(rec);
         // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
         // NUL). A plain copy of known length is cheaper than a string copy.
         let len = (loc >> 16).min(FILENAME_LEN as u32);
@@ -510,7 +628,8 @@ fn call_enter_as<const P: usize, const C: bool>(ctx: &TracePointContext, flags: 
     if behavior != MADV_COLLAPSE {
         return;
     }
-    let Some(pid_tgid) = admit(Task::current()) else {
+    let task = Task::current();
+    let Some(pid_tgid) = admit(task, &Owner::of_current(task)) else {
         return;
     };
     let tid = pid_tgid as u32;
@@ -576,8 +695,10 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     if conf!(events) == 0 {
         return;
     }
+    let task = Task::current();
     send_call(&CallRecord {
-        task: Task::current(),
+        task,
+        owner: Owner::of_current(task),
         pid_tgid,
         ts_ns: now_ns(),
         call_ns: call.enter_ns,
@@ -591,6 +712,7 @@ fn call_exit_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
 /// What a MADV_COLLAPSE call record says.
 struct CallRecord {
     task: Task,
+    owner: Owner,
     pid_tgid: u64,
     ts_ns: u64,
     call_ns: u64,
@@ -626,6 +748,7 @@ fn send_call(c: &CallRecord) {
         put!(rec.call_flags = c.flags);
         // The other fields are not carried by call records (RecordKind::carries).
         c.task.comm_into(&raw mut (*rec).comm);
+        c.owner.store(rec);
     }
     publish(cpu);
 }
@@ -689,7 +812,8 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
     if arg(if process_madvise { 3 } else { 2 }) != MADV_COLLAPSE {
         return;
     }
-    let Some(pid_tgid) = admit(task) else {
+    let owner = Owner::of_current(task);
+    let Some(pid_tgid) = admit(task, &owner) else {
         return;
     };
     let ret = field!(ctx, P, Field::Ret, i64);
@@ -703,14 +827,14 @@ fn call_exit_only<const P: usize, const C: bool>(ctx: &TracePointContext) {
     } else {
         0
     };
-    close_call(task, pid_tgid, ret, start, len, flags);
+    close_call(task, owner, pid_tgid, ret, start, len, flags);
 }
 
 /// Counts the errno of a MADV_COLLAPSE call that returned `ret`, and sends its record with
 /// the id its first event opened in the thread's slot (exit-only tracking: a syscall exit or
 /// the fexit on madvise_collapse).
 #[inline(always)]
-fn close_call(task: Task, pid_tgid: u64, ret: i64, start: u64, len: u64, flags: u8) {
+fn close_call(task: Task, owner: Owner, pid_tgid: u64, ret: i64, start: u64, len: u64, flags: u8) {
     let errno = if ret < 0 { (-ret) as i32 } else { 0 };
     count(RecordKind::MadviseCall, errno);
     if conf!(events) == 0 {
@@ -738,6 +862,7 @@ fn close_call(task: Task, pid_tgid: u64, ret: i64, start: u64, len: u64, flags: 
     };
     send_call(&CallRecord {
         task,
+        owner,
         pid_tgid,
         ts_ns: now,
         call_ns,
@@ -778,7 +903,8 @@ pub fn madvise_collapse_exit(ctx: FExitContext) -> i32 {
 #[inline(always)]
 fn fexit_call<const START: usize>(ctx: &FExitContext) {
     let task = Task::current();
-    let Some(pid_tgid) = admit(task) else {
+    let owner = Owner::of_current(task);
+    let Some(pid_tgid) = admit(task, &owner) else {
         return;
     };
     let start: u64 = ctx.arg(START);
@@ -787,6 +913,7 @@ fn fexit_call<const START: usize>(ctx: &FExitContext) {
     let ret: u64 = ctx.arg(4);
     close_call(
         task,
+        owner,
         pid_tgid,
         i64::from(ret as i32),
         start,

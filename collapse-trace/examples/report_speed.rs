@@ -60,6 +60,9 @@ fn main() -> anyhow::Result<()> {
             tgid,
             comm: format!("worker-{}", tgid % 64).into_bytes(),
             cgroup_id: 1,
+            owner_tgid: tgid,
+            owner_comm: format!("worker-{}", tgid % 64).into_bytes(),
+            owner_cgroup_id: 1,
             origin: Origin::Madvise,
             result: if call {
                 [0, 11, 16][(i % 3) as usize]
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         kernel: Trailer::kernel_lines(&agg.counters_from_delivered()),
         delivered: n,
         decode_errors: 0,
+        cgroups: Default::default(),
     })?;
     let size = std::fs::metadata(&path)?.len();
     eprintln!(

@@ -104,7 +104,7 @@ fn check_against_ftrace(extra: &[&str]) {
     assert!(!dir.exists(), "the ftrace instance was not removed");
 
     let snap: Snapshot = serde_json::from_str(&json).expect("stat --json parses");
-    assert_eq!(snap.schema, "collapse-trace.stat/1");
+    assert_eq!(snap.schema, "collapse-trace.stat/2");
     let ours = ours_for(&snap, tally.pid);
     let truth = ftrace_for(&trace, tally.pid);
     assert!(

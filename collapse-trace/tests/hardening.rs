@@ -1071,7 +1071,8 @@ fn check_hostile_tables(table: &str, comm: &[u8], names: usize) {
     );
     let fhdr = lines
         .iter()
-        .position(|l| l.trim_start().starts_with("EVENTS  FAILURES"))
+        // (the cgroups table's header starts the same way; the file table's ends in FILE)
+        .position(|l| l.trim_start().starts_with("EVENTS  FAILURES") && l.ends_with("FILE"))
         .expect("file table");
     let file_col = lines[fhdr].find("FILE").unwrap();
     let rows: Vec<&str> = lines[fhdr + 1..]

@@ -203,7 +203,7 @@ fn prometheus_scrapes_equal_the_daemons_json() {
     // The kernel counters are re-read every 250 ms.
     std::thread::sleep(Duration::from_millis(600));
     let snap: Snapshot = serde_json::from_str(&get_ok(d_addr, "/json")).expect("/json parses");
-    assert_eq!(snap.schema, "collapse-trace.stat/1");
+    assert_eq!(snap.schema, "collapse-trace.stat/2");
     assert_eq!(snap.filters.comm.as_deref(), Some(comm.as_str()));
     assert_eq!(snap.totals.dropped, 0);
     assert_eq!(
@@ -501,7 +501,7 @@ fn stat_follow_prints_ndjson() {
         let out = reader.join().unwrap();
         let lines: Vec<&str> = out.lines().collect();
         let last: Snapshot = serde_json::from_str(lines.last().expect("output")).unwrap();
-        assert_eq!(last.schema, "collapse-trace.stat/1");
+        assert_eq!(last.schema, "collapse-trace.stat/2");
         assert_eq!(last.totals.events, 6, "3 calls x 2 tracepoints");
         if events {
             let evs: Vec<EventLine> = lines[..lines.len() - 1]
@@ -526,7 +526,7 @@ fn stat_follow_prints_ndjson() {
             assert!(lines.len() >= 3, "snapshots every 300 ms: {out}");
             for l in &lines {
                 let s: Snapshot = serde_json::from_str(l).expect("a snapshot line");
-                assert_eq!(s.schema, "collapse-trace.stat/1");
+                assert_eq!(s.schema, "collapse-trace.stat/2");
             }
         }
     }

@@ -622,6 +622,10 @@ fn finish_record(
         .iter()
         .filter_map(|k| RecordKind::from_name(&k.name).map(|t| (t, k.attached)))
         .collect();
+    // The recorder named the cgroups it saw, on the machine it ran on.
+    for (id, path) in trailer.iter().flat_map(|t| &t.cgroups) {
+        agg.set_cgroup_path(*id, path.clone());
+    }
     let (kernel_counts, duration_s) = match &trailer {
         Some(t) => {
             let k = t.counters().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
@@ -865,6 +869,7 @@ mod tests {
                     kernel: Trailer::kernel_lines(&agg.counters_from_delivered()),
                     delivered: events.len() as u64,
                     decode_errors: 0,
+                    cgroups: Default::default(),
                 },
             };
             serde_json::to_writer(&mut out, &t).unwrap();
@@ -920,7 +925,7 @@ mod tests {
     }
 
     #[test]
-    fn version_1_records_read_as_version_2_ones() {
+    fn version_1_records_read_as_current_ones() {
         /// An event line as version 1 wrote it: every field, zero or not.
         #[derive(serde::Serialize)]
         struct V1<'a> {
@@ -948,13 +953,25 @@ mod tests {
             process_madvise: bool,
         }
         use crate::model::event::{escape, origin_name};
-        let events = record::tests::sample_events();
+        // Version 1 and 2 lines have no owner: it reads as absent.
+        let events: Vec<Event> = record::tests::sample_events()
+            .into_iter()
+            .map(|mut e| {
+                e.owner_tgid = 0;
+                e.owner_comm.clear();
+                e.owner_cgroup_id = 0;
+                e
+            })
+            .collect();
         let v2 = record_bytes(&events, true);
         let mut lines = v2.split(|&b| b == b'\n');
         let header = lines.next().unwrap();
         let mut v1 = String::from_utf8(header.to_vec())
             .unwrap()
-            .replace("\"version\":2,", "\"version\":1,")
+            .replace(
+                &format!("\"version\":{},", record::VERSION),
+                "\"version\":1,",
+            )
             .into_bytes();
         assert_ne!(v1, header);
         v1.push(b'\n');

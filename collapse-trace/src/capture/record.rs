@@ -33,8 +33,10 @@ use crate::{
 
 /// The `format` of line 1.
 pub const FORMAT: &str = "collapse-trace.record";
-/// The major version this build writes. Version 2 leaves zero fields out of event lines.
-pub const VERSION: u32 = 2;
+/// The major version this build writes. Version 2 leaves zero fields out of event lines;
+/// version 3 adds the owner of the memory (`owner_tgid`, `owner_comm`, `owner_cgroup_id`),
+/// which a version 1 or 2 file reads as absent (0, empty).
+pub const VERSION: u32 = 3;
 /// The oldest version this build reads (version 1 event lines hold every field, which
 /// version 2's reader takes as it is).
 pub const OLDEST_VERSION: u32 = 1;
@@ -449,6 +451,10 @@ pub struct Trailer {
     pub delivered: u64,
     /// Ring records that did not decode (a build mismatch).
     pub decode_errors: u64,
+    /// Paths (from the cgroup2 root, or `(gone)`) of the cgroup ids in the events, read on the
+    /// recording machine when the recorder stopped (version 3; absent before).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cgroups: BTreeMap<u64, String>,
 }
 
 /// One kind's kernel counters.
@@ -735,6 +741,9 @@ pub(crate) mod tests {
             e.comm = names[(next() % 9) as usize].to_vec();
             e.filename = names[(next() % 9) as usize].to_vec();
             e.cgroup_id = pick(next(), next());
+            e.owner_tgid = pick(next(), next()) as u32;
+            e.owner_comm = names[(next() % 9) as usize].to_vec();
+            e.owner_cgroup_id = pick(next(), next());
             e.pfn = pick(next(), next());
             e.present = pick(next(), next()) as i32;
             e.swap = pick(next(), next()) as i32;
@@ -939,6 +948,7 @@ pub(crate) mod tests {
             kernel: Trailer::kernel_lines(&k),
             delivered: 0,
             decode_errors: 0,
+            cgroups: Default::default(),
         };
         let line = serde_json::to_vec(&TrailerLine { trailer: t }).unwrap();
         assert!(is_trailer(&line));
@@ -948,7 +958,7 @@ pub(crate) mod tests {
 
     #[test]
     fn headers_are_checked() {
-        for v in [1, 2] {
+        for v in [1, 2, 3] {
             let h = format!(r#"{{"format":"collapse-trace.record","version":{v}}}"#);
             // Known versions pass the version check (and then miss fields).
             assert!(
@@ -958,7 +968,7 @@ pub(crate) mod tests {
             );
         }
         assert!(
-            parse_header(b"{\"format\":\"collapse-trace.record\",\"version\":3}")
+            parse_header(b"{\"format\":\"collapse-trace.record\",\"version\":4}")
                 .unwrap_err()
                 .contains("newer")
         );

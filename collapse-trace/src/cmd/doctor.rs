@@ -145,6 +145,27 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                 Some(_) => format!("{syscalls}; fexit not tried (it needs the exit-only mode)"),
             };
             let _ = writeln!(o, "calls       {calls}");
+            let _ = writeln!(
+                o,
+                "owners      {}",
+                match b.owner {
+                    Some(w) => format!(
+                        "events filed under the owner of the memory: mm->owner (mm_struct +{}), \
+                         its tgid +{}, comm +{}, cgroup task->cgroups +{} ->dfl_cgrp +{} ->kn +{} \
+                         ->id +{}",
+                        w.mm_owner,
+                        w.task_tgid,
+                        w.task_comm,
+                        w.task_cgroups,
+                        w.css_set_dfl_cgrp,
+                        w.cgroup_kn,
+                        w.kn_id
+                    ),
+                    None => "MISSING: BTF lacks mm_struct.owner (CONFIG_MEMCG) or the cgroup \
+                             chain; events carry no owner"
+                        .to_string(),
+                }
+            );
         }
         Err(e) => {
             let _ = writeln!(
@@ -154,6 +175,20 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
             );
         }
     }
+
+    let _ = writeln!(
+        o,
+        "attach      classic tracefs-record programs (the mm pointer from the record; BTF-typed \
+         raw tracepoints, for the real file name, are not implemented yet)"
+    );
+    let _ = writeln!(
+        o,
+        "cgroup2     {}",
+        crate::kernel::cgroups::cgroup2_mount().map_or(
+            "not mounted: cgroup ids are shown as numbers".to_string(),
+            |m| format!("{} (cgroup ids resolved to paths there)", m.display())
+        )
+    );
 
     let mut ok = missing.is_empty();
     let mut gaps = Vec::new();

@@ -34,7 +34,11 @@ pub struct ProvokeArgs {
     /// storm: the range to hammer (collapsed: success; empty: EINVAL).
     #[arg(long, value_enum, default_value = "collapsed")]
     range: StormRange,
+    /// khugepaged: the file's name (default: a 62-byte name).
+    #[arg(long)]
+    file_name: Option<String>,
     /// storm: stop after this long (e.g. `5s`); `-n` still bounds the calls when given.
+    /// khugepaged: how long to wait for the collapse (default 90 s).
     #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// storm: MADV_COLLAPSE calls per second (default: as fast as possible).
@@ -116,6 +120,7 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         storm_range: args.range,
         duration: args.duration,
         rate: args.rate,
+        file_name: args.file_name.clone(),
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tally)?);

@@ -85,8 +85,19 @@ pub async fn run(args: RecordArgs) -> Result<()> {
     session.set_duration(args.duration);
 
     let mut failed: Option<std::io::Error> = None;
+    // The cgroup ids in the events (a thread's events repeat theirs: the last one is skipped).
+    let mut cgroup_ids = std::collections::BTreeSet::new();
+    let mut last_ids = (0, 0);
+    let mut note = |e: &crate::model::event::Event| {
+        if (e.cgroup_id, e.owner_cgroup_id) != last_ids {
+            last_ids = (e.cgroup_id, e.owner_cgroup_id);
+            cgroup_ids.insert(e.cgroup_id);
+            cgroup_ids.insert(e.owner_cgroup_id);
+        }
+    };
     while session.wait().await == Wake::Drain {
         session.drain(|e| {
+            note(e);
             if failed.is_none() {
                 failed = out.event(e).err();
             }
@@ -99,6 +110,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         }
     }
     let kernel = session.finish(|e| {
+        note(e);
         if failed.is_none() {
             failed = out.event(e).err();
         }
@@ -115,6 +127,14 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         kernel: Trailer::kernel_lines(&kernel),
         delivered: written,
         decode_errors: session.decode_errors(),
+        cgroups: {
+            let mut r = crate::kernel::cgroups::CgroupResolver::new();
+            cgroup_ids
+                .into_iter()
+                .filter(|id| *id != 0)
+                .map(|id| (id, r.path(id)))
+                .collect()
+        },
     })
     .with_context(|| format!("finishing {}", args.output.display()))?;
     let dropped: u64 = kernel.drops.iter().sum();

@@ -2,7 +2,7 @@
 //! the aggregation core; HTTP handlers only read the core:
 //!
 //! - `GET /metrics`: Prometheus text exposition ([`crate::export::prometheus`]);
-//! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/1`);
+//! - `GET /json`: the same [`Snapshot`] as `stat --json` (schema `collapse-trace.stat/2`);
 //! - `GET /healthz`: `ok` while the collector loop is draining, 503 when it stalls.
 //!
 //! SIGTERM or SIGINT stops accepting, detaches the programs and exits 0. SIGHUP re-reads the
@@ -29,7 +29,7 @@ use super::CollectArgs;
 use crate::{
     export::{
         json::Snapshot,
-        prometheus::{self, COMM_CAP, EventCounts, Source},
+        prometheus::{self, CGROUP_CAP, COMM_CAP, EventCounts, Source},
     },
     model::{aggregate::Aggregate, filters::Filters, kernel_info::KernelInfo},
     session::{Stop, Wake},
@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// are counted in collapse_trace_comm_cardinality_capped_total.
     #[arg(long, default_value_t = COMM_CAP)]
     max_comms: usize,
+    /// Distinct cgroups (of the memory's owner) that label collapse_trace_process_events_total;
+    /// events of further cgroups carry cgroup="(other)" and are counted in
+    /// collapse_trace_cgroup_cardinality_capped_total.
+    #[arg(long, default_value_t = CGROUP_CAP)]
+    max_cgroups: usize,
     /// TLS, authentication and connection limits (docs/daemon.md).
     #[command(flatten)]
     web: crate::web::WebArgs,
@@ -123,7 +128,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     log::info!("dropped every capability (CapEff, CapPrm, CapInh, CapAmb now 0; no_new_privs)");
     let state: Shared = Arc::new(Mutex::new(Daemon {
         agg,
-        counts: EventCounts::new(args.max_comms),
+        counts: EventCounts::new(args.max_comms, args.max_cgroups),
         info: info.clone(),
         filters: args.collect.filters(),
         events,
@@ -229,7 +234,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let body = {
-        let st = lock(&s);
+        let mut st = lock(&s);
+        let ids: Vec<u64> = st
+            .counts
+            .cgroups
+            .iter()
+            .copied()
+            .filter(|id| !st.agg.cgroup_paths.contains_key(id))
+            .collect();
+        if !ids.is_empty() {
+            let mut r = crate::kernel::cgroups::CgroupResolver::new();
+            for id in ids {
+                let path = r.path(id);
+                st.agg.set_cgroup_path(id, path);
+            }
+        }
         prometheus::render(&Source {
             agg: &st.agg,
             counts: &st.counts,
@@ -244,7 +263,11 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn json(State(s): State<Shared>) -> impl IntoResponse {
     let snap = {
-        let st = lock(&s);
+        let mut st = lock(&s);
+        super::name_cgroups(
+            &mut st.agg,
+            &mut crate::kernel::cgroups::CgroupResolver::new(),
+        );
         Snapshot::build(
             &st.agg,
             &st.info,
@@ -286,7 +309,7 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/1), /healthz\n"
+    "collapse-trace serve: GET /metrics (Prometheus text), /json (collapse-trace.stat/2), /healthz\n"
 }
 
 /// Drops every capability of this process for good, once attached. What the daemon does

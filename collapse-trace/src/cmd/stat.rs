@@ -8,6 +8,7 @@ use clap::Args;
 use super::CollectArgs;
 use crate::{
     export::{json::Snapshot, text::render_text},
+    kernel::cgroups::CgroupResolver,
     model::{aggregate::Aggregate, kernel_info::KernelInfo},
     session::{Session, Stop, Wake},
 };
@@ -20,7 +21,7 @@ pub struct StatArgs {
     /// Stop after this long (e.g. `10s`, `2m`); default: until Ctrl-C or SIGTERM.
     #[arg(long, short = 'd', value_parser = super::parse_positive_duration)]
     duration: Option<Duration>,
-    /// Print one JSON document (schema `collapse-trace.stat/1`, docs/json-schema.md).
+    /// Print one JSON document (schema `collapse-trace.stat/2`, docs/json-schema.md).
     #[arg(long)]
     json: bool,
     /// With --json: keep collecting and print one compact snapshot per interval, one per line
@@ -58,6 +59,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     let kernel = session.finish(|e| agg.add(e))?;
     agg.set_kernel(kernel);
     let elapsed = session.elapsed().as_secs_f64();
+    super::name_cgroups(&mut agg, &mut CgroupResolver::new());
 
     let snap = Snapshot::build(
         &agg,
@@ -141,6 +143,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed: Option<std::io::Error> = None;
+    let mut cgroups = CgroupResolver::new();
     loop {
         let mut due = false;
         tokio::select! {
@@ -156,6 +159,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
         if due && !args.events && failed.is_none() {
             // One read of the counters for the whole snapshot.
             agg.set_kernel(session.counters()?);
+            super::name_cgroups(&mut agg, &mut cgroups);
             let snap = Snapshot::build(
                 &agg,
                 session.info(),
@@ -177,6 +181,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
     })?;
     agg.set_kernel(kernel);
     if failed.is_none() {
+        super::name_cgroups(&mut agg, &mut cgroups);
         let snap = Snapshot::build(
             &agg,
             session.info(),

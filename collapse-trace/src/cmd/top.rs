@@ -104,6 +104,7 @@ async fn run_ui(
 ) -> Result<()> {
     let mut input = tui::spawn_input();
     let mut tick = tokio::time::interval(app.interval);
+    let mut cgroups = crate::kernel::cgroups::CgroupResolver::new();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -115,6 +116,7 @@ async fn run_ui(
             }
             _ = tick.tick() => {
                 session.drain(|e| app.on_event(e));
+                super::name_cgroups(&mut app.agg, &mut cgroups);
                 // One read of the counters for the whole interval.
                 app.on_tick(session.counters()?, session.elapsed());
                 tui::draw(terminal, app)?;

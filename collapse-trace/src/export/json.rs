@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Schema name and major version.
-pub const SCHEMA: &str = "collapse-trace.stat/1";
+pub const SCHEMA: &str = "collapse-trace.stat/2";
 
 /// One document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,6 +43,14 @@ pub struct Snapshot {
     pub tracepoints: Vec<TracepointRow>,
     /// Per process (from delivered events), most events first.
     pub processes: Vec<ProcessRow>,
+    /// Per owner of the memory (`mm->owner`: the workload behind khugepaged's work, the
+    /// caller itself for MADV_COLLAPSE), most events first.
+    #[serde(default)]
+    pub owners: Vec<OwnerRow>,
+    /// Per cgroup v2 of the owner (of the task when the kernel gave no owner), most events
+    /// first.
+    #[serde(default)]
+    pub cgroups: Vec<CgroupRow>,
     /// Per file (from delivered events), most failures first.
     pub files: Vec<FileRow>,
     /// MADV_COLLAPSE callers: what their calls returned and the results behind each errno
@@ -247,6 +255,68 @@ pub struct ProcessRow {
     pub results: Vec<KeyedCount>,
 }
 
+/// The memory of one owner.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OwnerRow {
+    /// Process id of the owner.
+    pub tgid: u32,
+    /// Its comm, escaped.
+    pub comm: String,
+    /// Its cgroup v2 path from the cgroup2 root (`(gone)` if removed since; `cgroup:ID` where
+    /// no path could be read).
+    pub cgroup: String,
+    /// Collapse events on its memory (call records left out).
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// By tracepoint and result (MADV_COLLAPSE call records included).
+    pub results: Vec<KeyedCount>,
+}
+
+/// One cgroup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CgroupRow {
+    /// Path from the cgroup2 root, `(gone)` or `cgroup:ID` (see [`OwnerRow::cgroup`]).
+    pub path: String,
+    /// The cgroup v2 id (the inode number of its directory).
+    pub id: u64,
+    /// The systemd unit or container id in the path, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Collapse events.
+    pub events: u64,
+    /// Of which failures.
+    pub failures: u64,
+    /// By tracepoint and result.
+    pub results: Vec<KeyedCount>,
+}
+
+/// The systemd unit or container a cgroup path names: a docker/containerd/podman container
+/// id (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `libpod-<id>.scope`, or a 64-hex
+/// component), else the innermost `.service` or `.scope` unit.
+pub fn cgroup_unit(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for p in parts.iter().rev() {
+        let stem = p.strip_suffix(".scope").unwrap_or(p);
+        for prefix in ["docker-", "cri-containerd-", "crio-", "libpod-"] {
+            if let Some(id) = stem.strip_prefix(prefix)
+                && id.len() >= 12
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Some(format!("container {}", &id[..12]));
+            }
+        }
+        if p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(format!("container {}", &p[..12]));
+        }
+    }
+    parts
+        .iter()
+        .rev()
+        .find(|p| p.ends_with(".service") || p.ends_with(".scope"))
+        .map(|p| p.to_string())
+}
+
 /// One file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRow {
@@ -267,6 +337,12 @@ pub struct Untracked {
     pub process_events: u64,
     /// For files past the cap.
     pub file_events: u64,
+    /// From owners past the cap.
+    #[serde(default)]
+    pub owner_events: u64,
+    /// From cgroups past the cap.
+    #[serde(default)]
+    pub cgroup_events: u64,
 }
 
 fn keyed(results: &ResultCounts, agg: &Aggregate) -> Vec<KeyedCount> {
@@ -363,6 +439,37 @@ impl Snapshot {
             .collect();
         processes.sort_by(|a, b| b.events.cmp(&a.events).then(a.tgid.cmp(&b.tgid)));
 
+        let mut owners: Vec<OwnerRow> = agg
+            .owners
+            .iter()
+            .map(|(tgid, o)| OwnerRow {
+                tgid: *tgid,
+                comm: escape(&o.comm),
+                cgroup: agg.cgroup_name(o.cgroup_id),
+                events: crate::model::aggregate::events(&o.results),
+                failures: failures(&o.results, &agg.table),
+                results: keyed(&o.results, agg),
+            })
+            .collect();
+        owners.sort_by(|a, b| b.events.cmp(&a.events).then(a.tgid.cmp(&b.tgid)));
+
+        let mut cgroups: Vec<CgroupRow> = agg
+            .cgroups
+            .iter()
+            .map(|(id, c)| {
+                let path = agg.cgroup_name(*id);
+                CgroupRow {
+                    unit: cgroup_unit(&path),
+                    path,
+                    id: *id,
+                    events: crate::model::aggregate::events(&c.results),
+                    failures: failures(&c.results, &agg.table),
+                    results: keyed(&c.results, agg),
+                }
+            })
+            .collect();
+        cgroups.sort_by(|a, b| b.events.cmp(&a.events).then(a.id.cmp(&b.id)));
+
         let mut files: Vec<FileRow> = agg
             .files
             .iter()
@@ -446,14 +553,117 @@ impl Snapshot {
             totals,
             tracepoints,
             processes,
+            owners,
+            cgroups,
             files,
             callers,
             ranges,
             untracked: Untracked {
                 process_events: agg.processes_other,
                 file_events: agg.files_other,
+                owner_events: agg.owners_other,
+                cgroup_events: agg.cgroups_other,
             },
             attempts: super::attempts::AttemptsSection::build(agg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{event::Event, results::ResultTable};
+    use collapse_trace_common::Origin;
+
+    #[test]
+    fn cgroup_units_and_containers_are_named() {
+        assert_eq!(
+            cgroup_unit("/system.slice/postgresql.service").as_deref(),
+            Some("postgresql.service")
+        );
+        assert_eq!(
+            cgroup_unit("/user.slice/user-0.slice/session-3.scope").as_deref(),
+            Some("session-3.scope")
+        );
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            cgroup_unit(&format!("/system.slice/docker-{id}.scope")).as_deref(),
+            Some("container 0123456789ab")
+        );
+        assert_eq!(
+            cgroup_unit(&format!("/kubepods/burstable/pod1/{id}")).as_deref(),
+            Some("container 0123456789ab")
+        );
+        assert_eq!(cgroup_unit("/"), None);
+        assert_eq!(cgroup_unit("/my-test-dir"), None);
+    }
+
+    fn ev(tgid: u32, owner: u32, cgroup: u64, result: i64) -> Event {
+        let mut e = Event::empty();
+        e.tracepoint = RecordKind::ScanFile;
+        e.result = result;
+        e.pid = tgid;
+        e.tgid = tgid;
+        e.comm = b"khugepaged".to_vec();
+        e.origin = Origin::Khugepaged;
+        e.owner_tgid = owner;
+        e.owner_comm = format!("app{owner}").into_bytes();
+        e.owner_cgroup_id = cgroup;
+        e.filename = b"f".to_vec();
+        e
+    }
+
+    #[test]
+    fn owners_and_cgroups_rows_come_from_the_owner() {
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        // khugepaged (38) works on the memory of 100 (cgroup 7) and 200 (cgroup 8).
+        for e in [
+            ev(38, 100, 7, 1),
+            ev(38, 100, 7, 5),
+            ev(38, 200, 8, 5),
+            ev(38, 0, 0, 5),
+        ] {
+            agg.add(&e);
+        }
+        assert_eq!(agg.unnamed_cgroups(), vec![7, 8]);
+        agg.set_cgroup_path(7, "/system.slice/db.service".into());
+        agg.set_cgroup_path(8, "(gone)".into());
+        assert!(agg.unnamed_cgroups().is_empty());
+        let info = KernelInfo::offline("x".into(), ResultTable::builtin(), &[]);
+        let s = Snapshot::build(&agg, &info, Filters::default(), true, 1.0);
+        assert_eq!(s.schema, "collapse-trace.stat/2");
+        assert_eq!(s.processes.len(), 1, "one task did all the work");
+        let owners: Vec<_> = s
+            .owners
+            .iter()
+            .map(|o| {
+                (
+                    o.tgid,
+                    o.comm.as_str(),
+                    o.cgroup.as_str(),
+                    o.events,
+                    o.failures,
+                )
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (100, "app100", "/system.slice/db.service", 2, 1),
+                (200, "app200", "(gone)", 1, 1)
+            ]
+        );
+        let cgroups: Vec<_> = s
+            .cgroups
+            .iter()
+            .map(|c| (c.id, c.path.as_str(), c.unit.as_deref(), c.events))
+            .collect();
+        assert_eq!(
+            cgroups,
+            [
+                (7, "/system.slice/db.service", Some("db.service"), 2),
+                (8, "(gone)", None, 1)
+            ]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! NDJSON for log shippers: `stat --json --follow` writes one compact
-//! [`Snapshot`](super::json::Snapshot) per line (schema `collapse-trace.stat/1`), and
+//! [`Snapshot`](super::json::Snapshot) per line (schema `collapse-trace.stat/2`), and
 //! `--events` one [`EventLine`] per event (schema [`EVENT_SCHEMA`]).
 
 use std::io::{self, Write};
@@ -41,6 +41,16 @@ pub struct EventLine {
     pub origin: String,
     /// cgroup v2 id.
     pub cgroup_id: u64,
+    /// Process id of the owner of the memory (`mm->owner`): the workload behind
+    /// khugepaged's work; 0 when the kernel gave none.
+    #[serde(default)]
+    pub owner_tgid: u32,
+    /// The owner's comm, escaped.
+    #[serde(default)]
+    pub owner_comm: String,
+    /// The owner's cgroup v2 id, 0 when unknown.
+    #[serde(default)]
+    pub owner_cgroup_id: u64,
     /// File name from the tracepoint, escaped.
     pub file: String,
     /// pfn (scan_file) or hpfn (collapse_file).
@@ -112,6 +122,9 @@ impl EventLine {
             comm: escape(&e.comm),
             origin: origin_name(e.origin).to_string(),
             cgroup_id: e.cgroup_id,
+            owner_tgid: e.owner_tgid,
+            owner_comm: escape(&e.owner_comm),
+            owner_cgroup_id: e.owner_cgroup_id,
             file: escape(&e.filename),
             pfn: e.pfn,
             present: scan.then_some(e.present),

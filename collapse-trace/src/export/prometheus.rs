@@ -11,8 +11,9 @@
 //! | `collapse_trace_events_delivered_total` | tracepoint | records that reached userspace |
 //! | `collapse_trace_events_dropped_total` | tracepoint | records the event rings could not take (kernel counter) |
 //! | `collapse_trace_collapse_file_events_total` | shmem, result | delivered `mm_khugepaged_collapse_file` records, by `is_shmem` |
-//! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result | delivered records, for at most [`COMM_CAP`] distinct comms |
+//! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result, cgroup | delivered records, for at most [`COMM_CAP`] distinct comms |
 //! | `collapse_trace_comm_cardinality_capped_total` | | delivered records whose comm was past the cap (not itemised) |
+//! | `collapse_trace_cgroup_cardinality_capped_total` | | delivered records whose cgroup was past [`CGROUP_CAP`] (labelled `cgroup="(other)"`) |
 //! | `collapse_trace_decode_errors_total` | | ring records that did not decode (a build mismatch) |
 //! | `collapse_trace_tracepoint_attached` | tracepoint | 1 when attached, 0 when this kernel lacks it |
 //! | `collapse_trace_build_info` | version, kernel_release, result_names | always 1 |
@@ -49,8 +50,17 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// `collapse_trace_comm_cardinality_capped_total` (and, exactly, in `collapse_trace_events_total`).
 pub const COMM_CAP: usize = 200;
 
-/// Key of one per-comm count: (tracepoint, origin, result number).
-type CommKey = (RecordKind, &'static str, i64);
+/// Default cap on distinct cgroups that label `collapse_trace_process_events_total`; events
+/// of further cgroups carry `cgroup="(other)"` and are counted in
+/// `collapse_trace_cgroup_cardinality_capped_total`.
+pub const CGROUP_CAP: usize = 100;
+
+/// The `cgroup` label of events whose cgroup was past the cap.
+pub const OTHER_CGROUP: &str = "(other)";
+
+/// Key of one per-comm count: (tracepoint, origin, result number, cgroup id of the memory's
+/// owner, or of the task without one; 0: past the cgroup cap or unknown).
+type CommKey = (RecordKind, &'static str, i64, u64);
 
 /// Counts the aggregation core does not keep, fed the same [`Event`] values as the core.
 #[derive(Debug)]
@@ -62,16 +72,25 @@ pub struct EventCounts {
     /// Records whose comm was not itemised because `cap` comms were tracked already.
     pub comm_capped: u64,
     cap: usize,
+    /// The cgroups that label series (at most `cgroup_cap`).
+    pub cgroups: std::collections::BTreeSet<u64>,
+    /// Records whose cgroup was past the cap (labelled [`OTHER_CGROUP`]).
+    pub cgroup_capped: u64,
+    cgroup_cap: usize,
 }
 
 impl EventCounts {
-    /// Empty counts that itemise at most `cap` distinct comms.
-    pub fn new(cap: usize) -> EventCounts {
+    /// Empty counts that itemise at most `cap` distinct comms and label them with at most
+    /// `cgroup_cap` distinct cgroups.
+    pub fn new(cap: usize, cgroup_cap: usize) -> EventCounts {
         EventCounts {
             by_shmem: BTreeMap::new(),
             by_comm: HashMap::new(),
             comm_capped: 0,
             cap,
+            cgroups: std::collections::BTreeSet::new(),
+            cgroup_capped: 0,
+            cgroup_cap,
         }
     }
 
@@ -80,7 +99,21 @@ impl EventCounts {
         if e.tracepoint == RecordKind::CollapseFile {
             *self.by_shmem.entry((e.is_shmem, e.result)).or_default() += 1;
         }
-        let key = (e.tracepoint, origin_name(e.origin), e.result);
+        let id = if e.owner_cgroup_id != 0 {
+            e.owner_cgroup_id
+        } else {
+            e.cgroup_id
+        };
+        let cgroup = if id == 0 || self.cgroups.contains(&id) {
+            id
+        } else if self.cgroups.len() < self.cgroup_cap {
+            self.cgroups.insert(id);
+            id
+        } else {
+            self.cgroup_capped += 1;
+            0
+        };
+        let key = (e.tracepoint, origin_name(e.origin), e.result, cgroup);
         if let Some(c) = self.by_comm.get_mut(&e.comm) {
             *c.entry(key).or_default() += 1;
         } else if self.by_comm.len() < self.cap {
@@ -120,6 +153,7 @@ struct ProcessLabels {
     origin: String,
     tracepoint: String,
     result: String,
+    cgroup: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -267,19 +301,25 @@ pub fn render(src: &Source<'_>) -> String {
     let process = Family::<ProcessLabels, Counter>::default();
     reg.register(
         "collapse_trace_process_events",
-        "Delivered records by task comm (escaped), origin, tracepoint and result; at most the \
-         configured number of distinct comms (default 200), see collapse_trace_comm_cardinality_capped_total",
+        "Delivered records by task comm (escaped), origin, tracepoint, result and cgroup (of the \
+         memory's owner; its path from the cgroup2 root); at most the configured number of \
+         distinct comms (default 200) and cgroups (default 100, the rest cgroup=\"(other)\"), see \
+         collapse_trace_comm_cardinality_capped_total and collapse_trace_cgroup_cardinality_capped_total",
         process.clone(),
     );
     for (comm, results) in &src.counts.by_comm {
         let comm = escape(comm);
-        for ((tp, origin, r), n) in results {
+        for ((tp, origin, r, cg), n) in results {
             process
                 .get_or_create(&ProcessLabels {
                     comm: comm.clone(),
                     origin: (*origin).to_string(),
                     tracepoint: tp.name().to_string(),
                     result: result_label(agg, *tp, *r),
+                    cgroup: match cg {
+                        0 => OTHER_CGROUP.to_string(),
+                        id => escape(agg.cgroup_name(*id).as_bytes()),
+                    },
                 })
                 .inc_by(*n);
         }
@@ -293,6 +333,13 @@ pub fn render(src: &Source<'_>) -> String {
     );
 
     super::attempts::register_metrics(&mut reg, agg);
+    let cg_capped = Counter::<u64>::default();
+    cg_capped.inc_by(src.counts.cgroup_capped);
+    reg.register(
+        "collapse_trace_cgroup_cardinality_capped",
+        "Delivered records labelled cgroup=\"(other)\" in collapse_trace_process_events_total because the cgroup cap was reached",
+        cg_capped,
+    );
 
     let decode = Counter::<u64>::default();
     decode.inc_by(src.decode_errors);
@@ -336,7 +383,7 @@ mod tests {
     fn renders_kernel_counts_drops_and_escaped_comms() {
         let info = info();
         let mut agg = Aggregate::new(ResultTable::builtin());
-        let mut counts = EventCounts::new(2);
+        let mut counts = EventCounts::new(2, 1);
         let mut k = KernelCounters::default();
         agg.set_baseline(k.clone());
         for comm in [&b"q\"b\\c\n\xff"[..], b"two", b"three", b"q\"b\\c\n\xff"] {
@@ -344,6 +391,12 @@ mod tests {
             agg.add(&e);
             counts.add(&e);
         }
+        // A second cgroup, past the cap of 1.
+        let mut e = ev(RecordKind::CollapseFile, 30, b"two");
+        e.owner_cgroup_id = 99;
+        agg.add(&e);
+        counts.add(&e);
+        agg.set_cgroup_path(14, "/system.slice/db.service".into());
         k.counts[RecordKind::CollapseFile as usize][30] = 5;
         k.drops[RecordKind::CollapseFile as usize] = 1;
         k.counts[RecordKind::MadviseCall as usize][11] = 3;
@@ -369,13 +422,19 @@ mod tests {
             "collapse_trace_events_total{tracepoint=\"mm_khugepaged_scan_file\",result=\"page_filled\"} 0",
         );
         has("collapse_trace_events_dropped_total{tracepoint=\"mm_khugepaged_collapse_file\"} 1");
-        has("collapse_trace_events_delivered_total{tracepoint=\"mm_khugepaged_collapse_file\"} 4");
-        has("collapse_trace_collapse_file_events_total{shmem=\"true\",result=\"page_filled\"} 4");
+        has("collapse_trace_events_delivered_total{tracepoint=\"mm_khugepaged_collapse_file\"} 5");
+        has("collapse_trace_collapse_file_events_total{shmem=\"true\",result=\"page_filled\"} 5");
         // escape() gives q"b\\c\x0a\xff; the exposition format then escapes `"` and `\`.
         has(
             "collapse_trace_process_events_total{comm=\"q\\\"b\\\\\\\\c\\\\x0a\\\\xff\",origin=\"madvise\",\
-             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\"} 2",
+             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\",\
+             cgroup=\"/system.slice/db.service\"} 2",
         );
+        has(
+            "collapse_trace_process_events_total{comm=\"two\",origin=\"madvise\",\
+             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\",cgroup=\"(other)\"} 1",
+        );
+        has("collapse_trace_cgroup_cardinality_capped_total 1");
         // Two comms itemised, the third counted as capped.
         assert!(!body.contains("comm=\"three\""));
         has("collapse_trace_comm_cardinality_capped_total 1");

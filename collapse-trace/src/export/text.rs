@@ -22,12 +22,14 @@ pub fn render_text(s: &Snapshot, top: usize) -> String {
 pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    if s.filters.pid.is_some() || s.filters.comm.is_some() {
+    if s.filters.pid.is_some() || s.filters.comm.is_some() || s.filters.cgroup.is_some() {
         let _ = writeln!(
             o,
-            "filters (applied in the kernel): pid={} comm={}",
+            "filters (applied in the kernel, matching the task or the memory's owner): pid={} \
+             comm={} cgroup={}",
             s.filters.pid.map_or("any".into(), |p| p.to_string()),
-            s.filters.comm.as_deref().unwrap_or("any")
+            s.filters.comm.as_deref().unwrap_or("any"),
+            s.filters.cgroup.as_deref().unwrap_or("any")
         );
     }
     let dropped = |n: u64| match drops_known {
@@ -128,6 +130,52 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
                 p.events,
                 p.failures,
                 p.top_failure.as_deref().unwrap_or("-")
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !s.owners.is_empty() {
+        let _ = writeln!(
+            o,
+            "Top owners of the memory by events (whose memory it was, whoever did the work)"
+        );
+        let w = s
+            .owners
+            .iter()
+            .take(top)
+            .map(|p| p.comm.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<w$} {:>9} {:>9}  CGROUP",
+            "PID", "COMM", "EVENTS", "FAILURES"
+        );
+        for p in s.owners.iter().take(top) {
+            let _ = writeln!(
+                o,
+                "  {:>8} {:<w$} {:>9} {:>9}  {}",
+                p.tgid, p.comm, p.events, p.failures, p.cgroup
+            );
+        }
+        let _ = writeln!(o);
+    }
+    if !s.cgroups.is_empty() {
+        let _ = writeln!(o, "Top cgroups by events (the owner's cgroup)");
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>9}  {:<24}  CGROUP",
+            "EVENTS", "FAILURES", "UNIT"
+        );
+        for c in s.cgroups.iter().take(top) {
+            let _ = writeln!(
+                o,
+                "  {:>9} {:>9}  {:<24}  {}",
+                c.events,
+                c.failures,
+                c.unit.as_deref().unwrap_or("-"),
+                c.path
             );
         }
         let _ = writeln!(o);

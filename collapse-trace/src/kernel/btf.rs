@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use collapse_trace_common::OwnerConfig;
 
 /// Where the running kernel's BTF lives.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -44,6 +45,9 @@ pub struct KernelBtf {
     /// The parameter names of `madvise_collapse` (the kernel's MADV_COLLAPSE implementation,
     /// where the fexit hook goes), when BTF has the function.
     pub madvise_collapse_params: Option<Vec<String>>,
+    /// The offsets that lead from a `struct mm_struct *` to its owner task, and from a task
+    /// to its pid, comm and default-hierarchy cgroup id, when BTF has every one.
+    pub owner: Option<OwnerConfig>,
 }
 
 impl KernelBtf {
@@ -55,6 +59,67 @@ impl KernelBtf {
         let start = p.iter().position(|n| n == "start")?;
         (p.len() == 4 && (start == 1 || start == 2) && p.get(start + 1)? == "end")
             .then_some(start as u32)
+    }
+}
+
+/// One struct or union member: name, type id, bit offset.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name: u32,
+    type_id: u32,
+    bits: u32,
+}
+
+/// The types this reader keeps: every struct and union with its members, every other type
+/// by kind, name and its `type` field (pointers, typedefs, qualifiers).
+#[derive(Debug, Clone, Default)]
+struct Types {
+    /// By type id (id 0 is void): kind, name offset, `size_or_type`, member range.
+    kinds: Vec<(u32, u32, u32, std::ops::Range<usize>)>,
+    members: Vec<Member>,
+}
+
+impl Types {
+    /// Skips typedefs and qualifiers.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.kinds.get(id as usize) {
+                // typedef, volatile, const, restrict, type_tag
+                Some(&(8 | 9 | 10 | 11 | 18, _, t, _)) => id = t,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Byte offset of member `want` of struct/union `id`, looking into anonymous members.
+    fn member_offset(&self, id: u32, want: &[u8], name: &dyn Fn(u32) -> Vec<u8>) -> Option<u32> {
+        self.member_bits(self.resolve(id), want, name, 0)
+            .filter(|b| b.is_multiple_of(8))
+            .map(|b| b / 8)
+    }
+
+    fn member_bits(
+        &self,
+        id: u32,
+        want: &[u8],
+        name: &dyn Fn(u32) -> Vec<u8>,
+        depth: u32,
+    ) -> Option<u32> {
+        let (kind, _, _, range) = self.kinds.get(id as usize)?.clone();
+        if !(kind == KIND_STRUCT || kind == KIND_UNION) || depth > 8 {
+            return None;
+        }
+        for m in &self.members[range] {
+            if m.name == 0 {
+                if let Some(b) = self.member_bits(self.resolve(m.type_id), want, name, depth + 1) {
+                    return Some(m.bits + b);
+                }
+            } else if name(m.name) == want {
+                return Some(m.bits);
+            }
+        }
+        None
     }
 }
 
@@ -99,6 +164,9 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     // Type id -> position of its record, to follow madvise_collapse to its prototype.
     let mut at_id = vec![0usize];
     let mut madvise_collapse_proto = None;
+    let mut types_all = Types::default();
+    types_all.kinds.push((0, 0, 0, 0..0));
+    let mut structs: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     let mut pos = 0;
     while pos + 12 <= types.len() {
         at_id.push(pos);
@@ -117,6 +185,28 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
             _ => 0,
         };
         ensure!(pos + extra <= types.len(), "BTF type section truncated");
+        let size_or_type = u32_at(types, pos - 4)?;
+        let first = types_all.members.len();
+        if kind == KIND_STRUCT || kind == KIND_UNION {
+            for m in 0..vlen {
+                let at = pos + m * 12;
+                let raw = u32_at(types, at + 8)?;
+                types_all.members.push(Member {
+                    name: u32_at(types, at)?,
+                    type_id: u32_at(types, at + 4)?,
+                    bits: if kind_flag { raw & 0x00ff_ffff } else { raw },
+                });
+            }
+            if kind == KIND_STRUCT && name_off != 0 && vlen > 0 {
+                structs
+                    .entry(name(name_off).to_vec())
+                    .or_insert(types_all.kinds.len() as u32);
+            }
+        }
+        let last = types_all.members.len();
+        types_all
+            .kinds
+            .push((kind, name_off, size_or_type, first..last));
         if kind == KIND_STRUCT && name(name_off) == b"task_struct" {
             for m in 0..vlen {
                 let at = pos + m * 12;
@@ -183,6 +273,23 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
             out.madvise_collapse_params = Some(params);
         }
     }
+    let name_vec = |off: u32| name(off).to_vec();
+    let off = |st: &str, m: &str| -> Option<u32> {
+        let id = *structs.get(st.as_bytes())?;
+        types_all.member_offset(id, m.as_bytes(), &name_vec)
+    };
+    out.owner = (|| {
+        Some(OwnerConfig {
+            mm_owner: off("mm_struct", "owner")?,
+            task_mm: off("task_struct", "mm")?,
+            task_tgid: off("task_struct", "tgid")?,
+            task_comm: off("task_struct", "comm")?,
+            task_cgroups: off("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: off("css_set", "dfl_cgrp")?,
+            cgroup_kn: off("cgroup", "kn")?,
+            kn_id: off("kernfs_node", "id")?,
+        })
+    })();
     Ok(out)
 }
 
@@ -204,6 +311,13 @@ mod tests {
         let pid = btf.task_pid_offset.expect("task_struct.pid found");
         let tgid = btf.task_tgid_offset.expect("task_struct.tgid found");
         assert!(pid.is_multiple_of(4) && tgid.is_multiple_of(4) && pid < 8192 && tgid < 8192);
+        let o = btf
+            .owner
+            .expect("mm_struct.owner and the cgroup chain found");
+        assert_eq!(o.task_tgid, tgid);
+        assert_eq!(o.task_comm, comm);
+        assert!(o.mm_owner > 0 && o.mm_owner < 4096 && o.mm_owner.is_multiple_of(8));
+        assert!(o.task_mm.is_multiple_of(8) && o.task_cgroups.is_multiple_of(8));
         if cfg!(target_arch = "x86_64") {
             // x86-64's struct pt_regs: r15 first, then ... r10 at 56, dx 96, si 104, di 112.
             assert_eq!(btf.syscall_args, Some([112, 104, 96, 56]));

@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod caps;
+pub mod cgroups;
 pub mod probes;
 pub mod rings;
 pub mod stream;

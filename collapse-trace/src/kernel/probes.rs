@@ -36,6 +36,9 @@ pub struct ProbeOptions {
     pub pid: Option<u32>,
     /// Only tasks with this comm (in the kernel).
     pub comm: Option<String>,
+    /// Only events whose task or memory owner is in this cgroup v2 (its id: the inode number
+    /// of its directory), in the kernel.
+    pub cgroup: Option<u64>,
     /// Event ring bytes, all CPUs together (each CPU gets an equal share of whole records).
     pub ring_bytes: u32,
     /// Turn on aya-log diagnostics from the kernel side (costs per event).
@@ -82,6 +85,7 @@ impl Default for ProbeOptions {
             calls: true,
             pid: None,
             comm: None,
+            cgroup: None,
             ring_bytes: collapse_trace_common::DEFAULT_RING_BYTES,
             kernel_log: false,
             tracefs: None,
@@ -145,6 +149,7 @@ impl KernelInfo {
             syscall_args: kbtf.syscall_args,
             fexit_start_arg: kbtf.madvise_collapse_start_arg(),
             calls_by_fexit: false,
+            owner: kbtf.owner,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -216,6 +221,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
             (Result, "result", 4, true),
             (Filename, "filename", 4, false),
             (Pfn, "pfn", 8, false),
+            (Mm, "mm", 8, false),
             (Present, "present", 4, false),
             (Swap, "swap", 4, false),
         ],
@@ -223,6 +229,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
             (Result, "result", 4, true),
             (Filename, "filename", 4, false),
             (Pfn, "hpfn", 8, false),
+            (Mm, "mm", 8, false),
             (Index, "index", 8, false),
             (Addr, "addr", 8, false),
             (IsShmem, "is_shmem", 1, false),
@@ -231,6 +238,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
         Probe::ScanPmd => &[
             (Result, "status", 4, true),
             (Pfn, "pfn", 8, false),
+            (Mm, "mm", 8, false),
             (Referenced, "referenced", 4, false),
             (NoneOrZero, "none_or_zero", 4, false),
             (Unmapped, "unmapped", 4, false),
@@ -238,6 +246,7 @@ fn wanted(p: Probe) -> &'static [(Field, &'static str, u32, bool)] {
         Probe::CollapseHugePage => &[
             (Result, "status", 4, true),
             (Isolated, "isolated", 4, false),
+            (Mm, "mm", 8, false),
         ],
         // Syscall tracepoints store every argument in 8 bytes.
         Probe::EnterMadvise => &[
@@ -410,6 +419,10 @@ impl Probes {
         config.wake_unread = (slots / 2).max(1);
         config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
+        config.filter_cgroup = opts.cgroup.unwrap_or(0);
+        if let Some(owner) = info.owner {
+            config.owner = owner;
+        }
         if let Some(comm) = &opts.comm {
             let b = comm.as_bytes();
             if b.len() >= COMM_LEN {

@@ -72,6 +72,26 @@ pub struct ProcessStats {
     pub results: ResultCounts,
 }
 
+/// What happened to the memory of one owner (`mm->owner`): khugepaged's work and the
+/// process's own MADV_COLLAPSE calls alike.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerStats {
+    /// Last comm seen (raw bytes).
+    pub comm: Vec<u8>,
+    /// Last cgroup v2 id seen.
+    pub cgroup_id: u64,
+    /// Events by (tracepoint, result).
+    pub results: ResultCounts,
+}
+
+/// What happened to the memory of the processes in one cgroup (the owner's; the task's when
+/// the kernel gave no owner).
+#[derive(Debug, Clone, Default)]
+pub struct CgroupStats {
+    /// Events by (tracepoint, result).
+    pub results: ResultCounts,
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, Default)]
 pub struct FileStats {
@@ -179,6 +199,17 @@ pub struct Aggregate {
     pub processes: HashMap<u32, ProcessStats>,
     /// Events from processes beyond [`KEY_CAP`].
     pub processes_other: u64,
+    /// By owner of the memory (tgid; events without an owner are not listed).
+    pub owners: HashMap<u32, OwnerStats>,
+    /// Events from owners beyond [`KEY_CAP`].
+    pub owners_other: u64,
+    /// By cgroup v2 id of the owner (of the task without one).
+    pub cgroups: HashMap<u64, CgroupStats>,
+    /// Events from cgroups beyond [`KEY_CAP`].
+    pub cgroups_other: u64,
+    /// Paths of cgroup ids, filled in by whoever can read them (see
+    /// [`Aggregate::set_cgroup_path`]); an id without one shows as its number.
+    pub cgroup_paths: BTreeMap<u64, String>,
     /// By file name (raw bytes).
     pub files: HashMap<Vec<u8>, FileStats>,
     /// Events for files beyond [`KEY_CAP`].
@@ -215,6 +246,11 @@ impl Aggregate {
             delivered_total: 0,
             processes: HashMap::new(),
             processes_other: 0,
+            owners: HashMap::new(),
+            owners_other: 0,
+            cgroups: HashMap::new(),
+            cgroups_other: 0,
+            cgroup_paths: BTreeMap::new(),
             files: HashMap::new(),
             files_other: 0,
             recent_failures: VecDeque::new(),
@@ -260,6 +296,46 @@ impl Aggregate {
                 self.processes.insert(e.tgid, p);
             }
             None => self.processes_other += 1,
+        }
+
+        if e.owner_tgid != 0 {
+            let n = self.owners.len();
+            match self.owners.get_mut(&e.owner_tgid) {
+                Some(o) => {
+                    *o.results.entry(key).or_default() += 1;
+                    if o.comm != e.owner_comm {
+                        o.comm.clone_from(&e.owner_comm);
+                    }
+                    o.cgroup_id = e.owner_cgroup_id;
+                }
+                None if n < KEY_CAP => {
+                    let mut o = OwnerStats {
+                        comm: e.owner_comm.clone(),
+                        cgroup_id: e.owner_cgroup_id,
+                        ..Default::default()
+                    };
+                    o.results.insert(key, 1);
+                    self.owners.insert(e.owner_tgid, o);
+                }
+                None => self.owners_other += 1,
+            }
+        }
+        let cgroup = if e.owner_cgroup_id != 0 {
+            e.owner_cgroup_id
+        } else {
+            e.cgroup_id
+        };
+        if cgroup != 0 {
+            let n = self.cgroups.len();
+            match self.cgroups.get_mut(&cgroup) {
+                Some(c) => *c.results.entry(key).or_default() += 1,
+                None if n < KEY_CAP => {
+                    let mut c = CgroupStats::default();
+                    c.results.insert(key, 1);
+                    self.cgroups.insert(cgroup, c);
+                }
+                None => self.cgroups_other += 1,
+            }
         }
 
         // Anonymous events and call records have no file.
@@ -368,6 +444,34 @@ impl Aggregate {
         r.len = r.len.max(len);
         for (k, n) in results {
             *r.results.entry(k).or_default() += n;
+        }
+    }
+
+    /// Cgroup ids seen (owners' and the cgroups table's) that have no path yet.
+    pub fn unnamed_cgroups(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .cgroups
+            .keys()
+            .copied()
+            .chain(self.owners.values().map(|o| o.cgroup_id))
+            .filter(|id| *id != 0 && !self.cgroup_paths.contains_key(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Names cgroup `id` (a path from the cgroup2 root, or `(gone)`).
+    pub fn set_cgroup_path(&mut self, id: u64, path: String) {
+        self.cgroup_paths.insert(id, path);
+    }
+
+    /// The path of cgroup `id` if known, else its number.
+    pub fn cgroup_name(&self, id: u64) -> String {
+        match self.cgroup_paths.get(&id) {
+            Some(p) => p.clone(),
+            None if id == 0 => String::new(),
+            None => format!("cgroup:{id}"),
         }
     }
 

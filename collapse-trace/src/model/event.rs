@@ -35,6 +35,14 @@ macro_rules! event_fields {
                 origin "origin": Origin = |r, _| Origin::from_u8(r.origin),
                 /// cgroup v2 id.
                 cgroup_id "cgroup_id": u64 = |r, _| r.cgroup_id,
+                /// Process id of the owner of the memory (`mm->owner`): the workload behind
+                /// khugepaged's work, normally the caller itself for MADV_COLLAPSE; 0 when
+                /// the kernel gave none.
+                owner_tgid "owner_tgid": u32 = |r, _| r.owner_tgid,
+                /// The owner's comm, raw bytes (untrusted).
+                owner_comm "owner_comm": Vec<u8> = |r, _| until_nul(&r.owner_comm),
+                /// The owner's default-hierarchy (cgroup v2) id, 0 when unknown.
+                owner_cgroup_id "owner_cgroup_id": u64 = |r, _| r.owner_cgroup_id,
             }
             what {
                 /// File name from the tracepoint, raw bytes (untrusted).
@@ -394,8 +402,10 @@ pub(crate) mod tests {
             index: 4,
             addr: 5,
             call_ns: 0,
+            owner_cgroup_id: 14,
             pid: tgid,
             tgid,
+            owner_tgid: 15,
             result,
             present: 6,
             swap: 7,
@@ -410,9 +420,11 @@ pub(crate) mod tests {
             call_flags: 0,
             filename_len: name.len() as u32,
             comm: [0; COMM_LEN],
+            owner_comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
         };
         r.comm[..comm.len()].copy_from_slice(comm);
+        r.owner_comm[..5].copy_from_slice(b"owner");
         r.filename[..name.len()].copy_from_slice(name);
         // SAFETY: viewing a repr(C) value as bytes.
         unsafe { std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<EventRecord>()) }
@@ -482,7 +494,7 @@ pub(crate) mod tests {
             Err(DecodeError::Size { .. })
         ));
         let mut r = record(RecordKind::ScanFile, 1, 0, b"", b"");
-        r[88] = 9; // the tracepoint byte
+        r[std::mem::offset_of!(EventRecord, tracepoint)] = 9;
         assert_eq!(Event::decode(&r), Err(DecodeError::Kind(9)));
     }
 

@@ -9,4 +9,7 @@ pub struct Filters {
     pub pid: Option<u32>,
     /// `--comm`.
     pub comm: Option<String>,
+    /// `--cgroup` (the path given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }

@@ -60,6 +60,9 @@ pub struct KernelInfo {
     /// Whether this run tracks MADV_COLLAPSE calls with the fexit on madvise_collapse
     /// (false: the syscall hooks, or no call tracking).
     pub calls_by_fexit: bool,
+    /// The BTF offsets that lead from an `mm_struct` to its owner and the owner's cgroup, if
+    /// BTF had every one (else events carry no owner).
+    pub owner: Option<collapse_trace_common::OwnerConfig>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -92,6 +95,7 @@ impl KernelInfo {
             syscall_args: None,
             fexit_start_arg: None,
             calls_by_fexit: false,
+            owner: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }

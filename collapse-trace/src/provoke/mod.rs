@@ -4,6 +4,7 @@
 //! settings are never touched), and every MADV_COLLAPSE issued is counted in the returned
 //! [`Tally`], so a tracer's view can be compared with it call for call.
 
+mod khugepaged;
 mod race;
 mod scenarios;
 mod storm;
@@ -37,6 +38,10 @@ pub enum Scenario {
     /// `collapse`, `uffd-holes`, `page-filled` and `anon` in turn.
     #[default]
     All,
+    /// Not part of `all`: an 8 MiB tmpfs file (a long name, `--file-name`) touched and
+    /// MADV_HUGEPAGE'd, left for the khugepaged kernel thread to collapse; waits up to
+    /// `--duration` (default 90 s) for it. One MADV_COLLAPSE on an anonymous range first.
+    Khugepaged,
     /// A benchmark load, not part of `all`: MADV_COLLAPSE in a loop on one range
     /// (`--range collapsed`: success, ~800k events/s; `--range empty`: EINVAL, ~200k events/s),
     /// bounded by `-n` calls and/or `--duration`, optionally paced by `--rate` calls/s.
@@ -70,6 +75,7 @@ impl Scenario {
                 Scenario::Anon,
             ],
             Scenario::Storm => &[Scenario::Storm],
+            Scenario::Khugepaged => &[Scenario::Khugepaged],
         }
     }
 
@@ -82,6 +88,7 @@ impl Scenario {
             Scenario::Anon => "anon",
             Scenario::All => "all",
             Scenario::Storm => "storm",
+            Scenario::Khugepaged => "khugepaged",
         }
     }
 
@@ -93,7 +100,7 @@ impl Scenario {
             // still ~10-25% with the CPUs busy.
             Scenario::PageFilled => 400,
             // The storm has its own bounds (calls, duration, or storm::DEFAULT_CALLS).
-            Scenario::All | Scenario::Storm => 0,
+            Scenario::All | Scenario::Storm | Scenario::Khugepaged => 0,
         }
     }
 }
@@ -113,7 +120,12 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Storm only: MADV_COLLAPSE calls per second (`None`: as fast as possible).
     pub rate: Option<u64>,
+    /// khugepaged only: the file's name (default [`KHUGEPAGED_FILE_NAME`]).
+    pub file_name: Option<String>,
 }
+
+/// The default file name of the `khugepaged` scenario (62 bytes).
+pub const KHUGEPAGED_FILE_NAME: &str = khugepaged::DEFAULT_FILE_NAME;
 
 /// The signal that asked the workload to stop (0: none). Set from a signal handler, so only
 /// an atomic store happens there; checked after every MADV_COLLAPSE.
@@ -300,6 +312,12 @@ pub fn run(opts: &Options) -> Result<Tally> {
                     duration: opts.duration,
                     rate: opts.rate,
                 },
+                &mut st,
+            )?,
+            Scenario::Khugepaged => khugepaged::khugepaged(
+                &mount,
+                opts.file_name.as_deref().unwrap_or(KHUGEPAGED_FILE_NAME),
+                opts.duration.unwrap_or(Duration::from_secs(90)),
                 &mut st,
             )?,
             Scenario::All => unreachable!("expand() never yields All"),

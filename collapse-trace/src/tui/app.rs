@@ -164,6 +164,8 @@ pub struct View {
     pub files: Vec<Offender>,
     /// Processes by failures.
     pub processes: Vec<Offender>,
+    /// Owners of the memory (`mm->owner`: whose memory khugepaged worked on) by failures.
+    pub owners: Vec<Offender>,
     /// Newest first.
     pub recent: Vec<RecentLine>,
 }
@@ -378,6 +380,23 @@ impl App {
                 .cmp(&a.failures)
                 .then_with(|| a.name.cmp(&b.name))
         });
+        let mut owners: Vec<Offender> = self
+            .agg
+            .owners
+            .iter()
+            .map(|(pid, o)| {
+                let cgroup = self.agg.cgroup_name(o.cgroup_id);
+                (format!("{} ({pid}) {cgroup}", escape(&o.comm)), &o.results)
+            })
+            .filter(|(name, _)| self.matches(name))
+            .map(|(name, r)| offender(name, r, table))
+            .filter(|o| o.failures > 0)
+            .collect();
+        owners.sort_by(|a, b| {
+            b.failures
+                .cmp(&a.failures)
+                .then_with(|| a.name.cmp(&b.name))
+        });
 
         let recent = self
             .agg
@@ -409,6 +428,7 @@ impl App {
             history: self.history.iter().copied().collect(),
             files,
             processes,
+            owners,
             recent,
         }
     }

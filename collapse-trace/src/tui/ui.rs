@@ -257,13 +257,30 @@ fn draw_chart(f: &mut Frame, app: &App, area: Rect) {
 fn draw_offenders(f: &mut Frame, app: &App, area: Rect) {
     let v = app.view();
     let focused = app.focus == Pane::Offenders;
-    let [files, procs] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
     let skip = app.scroll[Pane::Offenders as usize];
-    for (list, title, rect) in [
-        (&v.files, "Top files by failures", files),
-        (&v.processes, "Top processes by failures", procs),
-    ] {
+    // The owners pane (whose memory it was) when there is room for three wide panes.
+    let panes: Vec<(&Vec<_>, &str, Rect)> = if area.width >= 132 {
+        let [files, procs, owners] = Layout::horizontal([
+            Constraint::Percentage(34),
+            Constraint::Percentage(33),
+            Constraint::Percentage(33),
+        ])
+        .areas(area);
+        vec![
+            (&v.files, "Top files by failures", files),
+            (&v.processes, "Top processes by failures", procs),
+            (&v.owners, "Top owners (whose memory)", owners),
+        ]
+    } else {
+        let [files, procs] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(area);
+        vec![
+            (&v.files, "Top files by failures", files),
+            (&v.processes, "Top processes by failures", procs),
+        ]
+    };
+    for (list, title, rect) in panes {
         // A narrow pane keeps the name and drops the dominant result.
         let wide = rect.width >= 44;
         let rows = list
@@ -512,6 +529,11 @@ mod tests {
         // Offenders: shm-a leads with 4 failures, mostly page_filled.
         let off = text.lines().find(|l| l.contains("shm-a")).unwrap();
         assert!(off.contains("4") && off.contains("page_filled"), "{off}");
+        // A wide terminal has room for the owners pane too.
+        let wide = render(&app, 240, 40);
+        assert!(wide.contains("Top owners (whose memory)"), "{wide}");
+        assert!(wide.contains("owner (15) cgroup:14"), "{wide}");
+        assert!(!text.contains("Top owners"), "{text}");
     }
 
     #[test]

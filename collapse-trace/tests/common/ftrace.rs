@@ -57,13 +57,16 @@ impl FtraceInstance {
         &self.dir
     }
 
-    /// The recorded text. Fails if any CPU's buffer overran: the record would be incomplete.
+    /// The recorded text (bytes that are not UTF-8, as in a stale file name, replaced). Fails
+    /// if any CPU's buffer overran: the record would be incomplete.
     pub fn read(&self) -> Result<String> {
         let overruns = self.overruns()?;
         if overruns > 0 {
             bail!("ftrace instance lost {overruns} events (buffer overrun): enlarge buffer_kb");
         }
-        fs::read_to_string(self.dir.join("trace")).context("reading the instance's trace")
+        // ftrace prints file names raw: the inline-name copy of a long name can hold any bytes.
+        let bytes = fs::read(self.dir.join("trace")).context("reading the instance's trace")?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Events lost to a full buffer, over all CPUs.
