@@ -79,6 +79,11 @@ impl RecordKind {
         RecordKind::CollapseHugePage,
     ];
 
+    /// A huge_memory tracepoint's event (not a MADV_COLLAPSE call record).
+    pub const fn is_huge_memory(self) -> bool {
+        !matches!(self, RecordKind::MadviseCall)
+    }
+
     /// Anonymous-memory side.
     pub const fn is_anon(self) -> bool {
         matches!(self, RecordKind::ScanPmd | RecordKind::CollapseHugePage)
@@ -408,6 +413,8 @@ pub struct Config {
     /// Only events whose task's or owner's default-hierarchy cgroup id is this, or 0 for
     /// all.
     pub filter_cgroup: u64,
+    /// What the BTF-typed programs follow from their arguments (from BTF).
+    pub file: FileConfig,
 }
 
 /// Byte offsets (from BTF) that lead from an `mm_struct` to its owner task (`mm->owner`,
@@ -449,6 +456,171 @@ impl OwnerConfig {
     };
 }
 
+/// Byte offsets (from BTF) that the BTF-typed programs follow from a tracepoint's `struct
+/// file *` to the file's name, inode, device and directories. `file_dentry == u32::MAX`: no
+/// BTF-typed programs are loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `file.f_path.mnt`.
+    pub file_mnt: u32,
+    /// `vfsmount.mnt_root`.
+    pub mnt_root: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    /// `dentry.d_name.len`.
+    pub dentry_name_len: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_inode`.
+    pub dentry_inode: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
+    /// Per huge_memory [`Probe`]: non-zero when the page argument is a pointer (`struct page
+    /// *` or `struct folio *`: the event's pfn is then 0), zero when the kernel passes the
+    /// pfn itself.
+    pub page_is_pointer: [u8; 4],
+}
+
+impl FileConfig {
+    /// BTF-typed programs not loaded.
+    pub const OFF: FileConfig = FileConfig {
+        file_dentry: u32::MAX,
+        file_mnt: u32::MAX,
+        mnt_root: u32::MAX,
+        dentry_name: u32::MAX,
+        dentry_name_len: u32::MAX,
+        dentry_parent: u32::MAX,
+        dentry_inode: u32::MAX,
+        inode_ino: u32::MAX,
+        inode_sb: u32::MAX,
+        sb_dev: u32::MAX,
+        page_is_pointer: [0; 4],
+    };
+}
+
+/// An argument a BTF-typed program does not read.
+pub const ARG_ABSENT: u8 = u8::MAX;
+
+/// One argument list of a huge_memory tracepoint that a BTF-typed program is compiled for:
+/// the running kernel's prototype (from BTF) must have exactly these argument names, in this
+/// order, for the program to be loaded (else the classic program is).
+#[derive(Clone, Copy, Debug)]
+pub struct BtfVariant {
+    /// The probe it replaces.
+    pub probe: Probe,
+    /// The program's symbol in the object.
+    pub program: &'static str,
+    /// Argument names after `__data`; [`PAGE_ARG`] stands for the page argument, whatever
+    /// the kernel calls it (`page`, `folio`, `hpage`, `pfn`, `new_pfn`, ...).
+    pub params: &'static [&'static str],
+    /// By [`Field`]: the argument's position (0 = the first after `__data`), or
+    /// [`ARG_ABSENT`]. `Pfn` is the page argument, `Filename` the `struct file *`, `Mm` the
+    /// `struct mm_struct *`.
+    pub args: [u8; NUM_FIELDS],
+}
+
+/// Stands for the page argument in [`BtfVariant::params`].
+pub const PAGE_ARG: &str = "<page>";
+
+const fn arg_map(pairs: &[(Field, u8)]) -> [u8; NUM_FIELDS] {
+    let mut a = [ARG_ABSENT; NUM_FIELDS];
+    let mut i = 0;
+    while i < pairs.len() {
+        a[pairs[i].0 as usize] = pairs[i].1;
+        i += 1;
+    }
+    a
+}
+
+/// Every argument list a BTF-typed program exists for: 6.1 to 6.18 (scan_pmd lost its
+/// `writable` argument in 6.16 or so; the page argument changed type, not place).
+pub const BTF_VARIANTS: [BtfVariant; 5] = [
+    BtfVariant {
+        probe: Probe::ScanFile,
+        program: "scan_file_btf",
+        params: &["mm", PAGE_ARG, "file", "present", "swap", "result"],
+        args: arg_map(&[
+            (Field::Mm, 0),
+            (Field::Pfn, 1),
+            (Field::Filename, 2),
+            (Field::Present, 3),
+            (Field::Swap, 4),
+            (Field::Result, 5),
+        ]),
+    },
+    BtfVariant {
+        probe: Probe::CollapseFile,
+        program: "collapse_file_btf",
+        params: &[
+            "mm", PAGE_ARG, "index", "addr", "is_shmem", "file", "nr", "result",
+        ],
+        args: arg_map(&[
+            (Field::Mm, 0),
+            (Field::Pfn, 1),
+            (Field::Index, 2),
+            (Field::Addr, 3),
+            (Field::IsShmem, 4),
+            (Field::Filename, 5),
+            (Field::Nr, 6),
+            (Field::Result, 7),
+        ]),
+    },
+    BtfVariant {
+        probe: Probe::ScanPmd,
+        program: "scan_pmd_btf",
+        params: &[
+            "mm",
+            PAGE_ARG,
+            "referenced",
+            "none_or_zero",
+            "status",
+            "unmapped",
+        ],
+        args: arg_map(&[
+            (Field::Mm, 0),
+            (Field::Pfn, 1),
+            (Field::Referenced, 2),
+            (Field::NoneOrZero, 3),
+            (Field::Result, 4),
+            (Field::Unmapped, 5),
+        ]),
+    },
+    BtfVariant {
+        probe: Probe::ScanPmd,
+        program: "scan_pmd_writable_btf",
+        params: &[
+            "mm",
+            PAGE_ARG,
+            "writable",
+            "referenced",
+            "none_or_zero",
+            "status",
+            "unmapped",
+        ],
+        args: arg_map(&[
+            (Field::Mm, 0),
+            (Field::Pfn, 1),
+            (Field::Referenced, 3),
+            (Field::NoneOrZero, 4),
+            (Field::Result, 5),
+            (Field::Unmapped, 6),
+        ]),
+    },
+    BtfVariant {
+        probe: Probe::CollapseHugePage,
+        program: "collapse_huge_page_btf",
+        params: &["mm", "isolated", "status"],
+        args: arg_map(&[(Field::Mm, 0), (Field::Isolated, 1), (Field::Result, 2)]),
+    },
+];
+
 // The kernel side compares the comm filter as two aligned words.
 const _: () = assert!(core::mem::offset_of!(Config, filter_comm) % 8 == 0);
 
@@ -473,6 +645,7 @@ impl Config {
         precise_time: 0,
         owner: OwnerConfig::OFF,
         filter_cgroup: 0,
+        file: FileConfig::OFF,
     };
 }
 
@@ -570,6 +743,13 @@ pub struct EventRecord {
     /// Default-hierarchy cgroup id of the owner of the memory (`mm->owner`), or 0 when not
     /// read.
     pub owner_cgroup_id: u64,
+    /// The file's inode number (BTF-typed path only; 0 otherwise).
+    pub inode: u64,
+    /// The file's device (`super_block.s_dev`, the kernel's `MKDEV(major, minor)` with a
+    /// 20-bit minor; BTF-typed path only).
+    pub dev: u32,
+    /// Bytes of `dir` used.
+    pub dir_len: u32,
     /// Thread id.
     pub pid: u32,
     /// Process id.
@@ -601,15 +781,40 @@ pub struct EventRecord {
     pub is_shmem: u8,
     /// [`CALL_PROCESS_MADVISE`] for a process_madvise call record.
     pub call_flags: u8,
+    /// [`FILE_REAL_NAME`], [`FILE_DIR_CUT`].
+    pub file_flags: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
     /// Bytes of `filename` used (without the NUL).
     pub filename_len: u32,
     /// Task comm, NUL-padded.
     pub comm: [u8; COMM_LEN],
     /// The owner's comm, NUL-padded (all zero when not read).
     pub owner_comm: [u8; COMM_LEN],
-    /// File name from the tracepoint's `__data_loc` field, NUL-terminated.
+    /// File name: the dentry's own name on the BTF-typed path ([`FILE_REAL_NAME`]), else the
+    /// tracepoint record's `__data_loc` copy (the dentry's inline buffer, stale for long
+    /// names).
     pub filename: [u8; FILENAME_LEN],
+    /// The directories above the file up to its mount's root, nearest first, each followed
+    /// by `/` (BTF-typed path only): at most [`DIR_LEVELS`] names of at most
+    /// [`DIR_NAME_LEN`] - 1 bytes.
+    pub dir: [u8; DIR_LEN],
 }
+
+/// [`EventRecord::file_flags`]: `filename` is the dentry's real name (not the record's copy).
+pub const FILE_REAL_NAME: u8 = 1;
+/// [`EventRecord::file_flags`]: the directory walk stopped before the mount's root, or a
+/// directory name was cut: `dir` is the nearest part of the path only.
+pub const FILE_DIR_CUT: u8 = 2;
+/// Room for the directories above a file.
+pub const DIR_LEN: usize = 128;
+/// Room for one directory name (with its `/`): a name is copied into at most this much.
+pub const DIR_NAME_LEN: usize = 64;
+/// Directories walked up from a file.
+pub const DIR_LEVELS: usize = 4;
+
+// The size the docs and `--ring-size`'s help quote.
+const _: () = assert!(core::mem::size_of::<EventRecord>() == 544);
 
 /// Map names, shared so neither side can misspell them.
 pub mod maps {

@@ -37,10 +37,13 @@ use collapse_trace_common::{
 /// Reads one config value. Volatile so that LLVM cannot fold the compiled-in default: the
 /// value is whatever userspace wrote before load.
 macro_rules! conf {
-    ($($field:tt)+) => {
-        // SAFETY: a read of our own frozen `.rodata` global, aligned and always valid.
-        unsafe { core::ptr::read_volatile(&raw const CONFIG.$($field)+) }
-    };
+    ($($field:tt)+) => {{
+        // SAFETY: a read of our own frozen `.rodata` global, aligned and always valid (the
+        // block may sit inside another unsafe block).
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const $crate::CONFIG.$($field)+) };
+        v
+    }};
 }
 
 /// Stores one record field. Volatile, because LLVM turns plain stores of known zeros in a
@@ -50,6 +53,8 @@ macro_rules! put {
         write_volatile(&raw mut (*$rec).$field, $v)
     };
 }
+
+mod btf_typed;
 
 /// Set by userspace before load (`.rodata`: frozen, so the verifier knows every value).
 #[unsafe(no_mangle)]
@@ -383,6 +388,48 @@ impl Owner {
         Owner::of_task_ptr(task)
     }
 
+    /// The owner of `mm`, a BTF-typed `struct mm_struct *` (a BTF-typed program's argument):
+    /// plain loads, each checked by the verifier against BTF, instead of probe reads.
+    #[inline(always)]
+    fn of_mm_btf(mm: *const u8) -> Owner {
+        let off = conf!(owner.mm_owner);
+        if off == u32::MAX || mm.is_null() {
+            return Owner::NONE;
+        }
+        // SAFETY: BTF-typed pointers and member offsets from BTF, as in Task's loads; a
+        // fault reads as zero.
+        unsafe {
+            let task = *mm.add(off as usize).cast::<*const u8>();
+            if task.is_null() {
+                return Owner::NONE;
+            }
+            let mut o = Owner::NONE;
+            o.tgid = *task.add(conf!(owner.task_tgid) as usize).cast::<u32>();
+            let comm = task.add(conf!(owner.task_comm) as usize);
+            let c = o.comm.as_mut_ptr().cast::<u64>();
+            c.write_unaligned(*comm.cast::<u64>());
+            c.add(1).write_unaligned(*comm.add(8).cast::<u64>());
+            let cset = *task
+                .add(conf!(owner.task_cgroups) as usize)
+                .cast::<*const u8>();
+            if cset.is_null() {
+                return o;
+            }
+            let cg = *cset
+                .add(conf!(owner.css_set_dfl_cgrp) as usize)
+                .cast::<*const u8>();
+            if cg.is_null() {
+                return o;
+            }
+            let kn = *cg.add(conf!(owner.cgroup_kn) as usize).cast::<*const u8>();
+            if kn.is_null() {
+                return o;
+            }
+            o.cgroup_id = *kn.add(conf!(owner.kn_id) as usize).cast::<u64>();
+            o
+        }
+    }
+
     /// The owner of the current task's memory (a MADV_COLLAPSE caller's).
     #[inline(always)]
     fn of_current(task: Task) -> Owner {
@@ -477,14 +524,37 @@ fn collapse_event<const P: usize>(ctx: &TracePointContext) {
     by_layout!(collapse_event_as::<P>(ctx))
 }
 
+/// The record kind of huge_memory probe `P`.
 #[inline(always)]
-fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
-    let kind = match P {
+const fn kind_of(p: usize) -> RecordKind {
+    match p {
         0 => RecordKind::ScanFile,
         1 => RecordKind::CollapseFile,
         2 => RecordKind::ScanPmd,
         _ => RecordKind::CollapseHugePage,
-    };
+    }
+}
+
+/// The values of one huge_memory event besides its task, owner and file (zero where the
+/// kind has none).
+#[derive(Clone, Copy, Default)]
+struct Hit {
+    pfn: u64,
+    index: u64,
+    addr: u64,
+    present: i32,
+    swap: i32,
+    nr: i32,
+    referenced: i32,
+    none_or_zero: i32,
+    unmapped: i32,
+    isolated: i32,
+    is_shmem: u8,
+}
+
+#[inline(always)]
+fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
+    let kind = kind_of(P);
     let result: i32 = field!(ctx, P, Field::Result, i32);
     if !needs_task() {
         count(kind, result);
@@ -492,16 +562,72 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
     }
     let task = Task::current();
     let owner = Owner::of_mm(field!(ctx, P, Field::Mm, u64));
-    let Some(pid_tgid) = admit(task, &owner) else {
+    let Some((pid_tgid, cpu, rec)) = admit_event(ctx, kind, task, &owner, result) else {
         return;
     };
+    let hit = Hit {
+        pfn: field!(ctx, P, Field::Pfn, u64),
+        index: field!(ctx, P, Field::Index, u64),
+        addr: field!(ctx, P, Field::Addr, u64),
+        present: field!(ctx, P, Field::Present, i32),
+        swap: field!(ctx, P, Field::Swap, i32),
+        nr: field!(ctx, P, Field::Nr, i32),
+        referenced: field!(ctx, P, Field::Referenced, i32),
+        none_or_zero: field!(ctx, P, Field::NoneOrZero, i32),
+        unmapped: field!(ctx, P, Field::Unmapped, i32),
+        isolated: field!(ctx, P, Field::Isolated, i32),
+        is_shmem: field!(ctx, P, Field::IsShmem, u8),
+    };
+    let loc = field!(ctx, P, Field::Filename, u32);
+    // SAFETY: `rec` is the slot admit_event reserved; every field is written before publish.
+    unsafe {
+        write_event(rec, kind, task, &owner, pid_tgid, result, &hit);
+        if kind.carries(Field::Filename) {
+            put!(rec.filename_len = 0);
+            put!(rec.file_flags = 0);
+            put!(rec.inode = 0);
+            put!(rec.dev = 0);
+            put!(rec.dir_len = 0);
+        }
+        // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
+        // NUL). A plain copy of known length is cheaper than a string copy.
+        let len = (loc >> 16).min(FILENAME_LEN as u32);
+        if kind.carries(Field::Filename) && len > 0 {
+            let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+            let dst = (*rec).filename.as_mut_ptr();
+            if generated::bpf_probe_read_kernel(dst.cast(), len, src.cast()) == 0 {
+                // The kernel stores the NUL; a name cut at the buffer's end has none.
+                let last = (len - 1) as usize;
+                (*rec).filename_len = if (*rec).filename[last & (FILENAME_LEN - 1)] == 0 {
+                    len - 1
+                } else {
+                    len
+                };
+            }
+        }
+    }
+    publish(cpu);
+}
+
+/// The filter and the count of an event that will be sent: its task's pid_tgid, this CPU and
+/// the ring slot reserved for it, or `None` (filtered out, counting only, or a drop, which
+/// it counts).
+#[inline(always)]
+fn admit_event<X: EbpfContext>(
+    ctx: &X,
+    kind: RecordKind,
+    task: Task,
+    owner: &Owner,
+    result: i32,
+) -> Option<(u64, Cpu, *mut EventRecord)> {
+    let pid_tgid = admit(task, owner)?;
     count(kind, result);
     if conf!(events) == 0 {
-        return;
+        return None;
     }
     let Some(cpu) = this_cpu() else {
         bump(&DROPS, kind as u32);
-        return;
+        return None;
     };
     let Some(rec) = reserve(cpu) else {
         bump(&DROPS, kind as u32);
@@ -509,8 +635,26 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
             ctx,
             "event ring full: dropped kind={} result={}", kind as u8, result
         );
-        return;
+        return None;
     };
+    Some((pid_tgid, cpu, rec))
+}
+
+/// Writes everything of an event but its file (the callers differ there).
+///
+/// # Safety
+///
+/// `rec` is a slot [`reserve`] gave and that is not yet published.
+#[inline(always)]
+unsafe fn write_event(
+    rec: *mut EventRecord,
+    kind: RecordKind,
+    task: Task,
+    owner: &Owner,
+    pid_tgid: u64,
+    result: i32,
+    hit: &Hit,
+) {
     let tid = pid_tgid as u32;
     let origin = task.origin();
     let call_ns = if conf!(calls) == 0 {
@@ -531,21 +675,7 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
             }
         })
     };
-    let pfn = field!(ctx, P, Field::Pfn, u64);
-    let index = field!(ctx, P, Field::Index, u64);
-    let addr = field!(ctx, P, Field::Addr, u64);
-    let present = field!(ctx, P, Field::Present, i32);
-    let swap = field!(ctx, P, Field::Swap, i32);
-    let nr = field!(ctx, P, Field::Nr, i32);
-    let referenced = field!(ctx, P, Field::Referenced, i32);
-    let none_or_zero = field!(ctx, P, Field::NoneOrZero, i32);
-    let unmapped = field!(ctx, P, Field::Unmapped, i32);
-    let isolated = field!(ctx, P, Field::Isolated, i32);
-    let is_shmem = field!(ctx, P, Field::IsShmem, u8);
-    let loc = field!(ctx, P, Field::Filename, u32);
-    let origin = origin as u8;
-    // SAFETY: `rec` is a slot of this CPU's ring that the reader is done with; every field is
-    // written before publish.
+    // SAFETY: the caller's reserved slot.
     unsafe {
         put!(rec.ts_ns = now_ns());
         put!(rec.cgroup_id = bpf_get_current_cgroup_id());
@@ -554,65 +684,45 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         put!(rec.tgid = (pid_tgid >> 32) as u32);
         put!(rec.result = result);
         put!(rec.tracepoint = kind as u8);
-        put!(rec.origin = origin);
+        put!(rec.origin = origin as u8);
         // Only the fields this kind carries (`kind` is a constant here, so these fold).
         if kind.carries(Field::Pfn) {
-            put!(rec.pfn = pfn);
+            put!(rec.pfn = hit.pfn);
         }
         if kind.carries(Field::Index) {
-            put!(rec.index = index);
+            put!(rec.index = hit.index);
         }
         if kind.carries(Field::Addr) {
-            put!(rec.addr = addr);
+            put!(rec.addr = hit.addr);
         }
         if kind.carries(Field::Present) {
-            put!(rec.present = present);
+            put!(rec.present = hit.present);
         }
         if kind.carries(Field::Swap) {
-            put!(rec.swap = swap);
+            put!(rec.swap = hit.swap);
         }
         if kind.carries(Field::Nr) {
-            put!(rec.nr = nr);
+            put!(rec.nr = hit.nr);
         }
         if kind.carries(Field::Referenced) {
-            put!(rec.referenced = referenced);
+            put!(rec.referenced = hit.referenced);
         }
         if kind.carries(Field::NoneOrZero) {
-            put!(rec.none_or_zero = none_or_zero);
+            put!(rec.none_or_zero = hit.none_or_zero);
         }
         if kind.carries(Field::Unmapped) {
-            put!(rec.unmapped = unmapped);
+            put!(rec.unmapped = hit.unmapped);
         }
         if kind.carries(Field::Isolated) {
-            put!(rec.isolated = isolated);
+            put!(rec.isolated = hit.isolated);
         }
         if kind.carries(Field::IsShmem) {
-            put!(rec.is_shmem = is_shmem);
+            put!(rec.is_shmem = hit.is_shmem);
         }
         // Straight into the record: no stack copy.
         task.comm_into(&raw mut (*rec).comm);
         owner.store(rec);
-        // __data_loc: low 16 bits = offset from the record start, high 16 = length (with the
-        // NUL). A plain copy of known length is cheaper than a string copy.
-        let len = (loc >> 16).min(FILENAME_LEN as u32);
-        if kind.carries(Field::Filename) {
-            put!(rec.filename_len = 0);
-        }
-        if kind.carries(Field::Filename) && len > 0 {
-            let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-            let dst = (*rec).filename.as_mut_ptr();
-            if generated::bpf_probe_read_kernel(dst.cast(), len, src.cast()) == 0 {
-                // The kernel stores the NUL; a name cut at the buffer's end has none.
-                let last = (len - 1) as usize;
-                (*rec).filename_len = if (*rec).filename[last & (FILENAME_LEN - 1)] == 0 {
-                    len - 1
-                } else {
-                    len
-                };
-            }
-        }
     }
-    publish(cpu);
 }
 
 /// Remembers a MADV_COLLAPSE call on this thread, so the events inside it and its errno can

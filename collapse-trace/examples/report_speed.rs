@@ -74,6 +74,15 @@ fn main() -> anyhow::Result<()> {
             } else {
                 format!("file-{}", i % 2000).into_bytes()
             },
+            dir: Vec::new(),
+            dir_cut: false,
+            real_name: !(tp.is_anon() || call),
+            inode: if tp.is_anon() || call {
+                0
+            } else {
+                4000 + i % 2000
+            },
+            dev: if tp.is_anon() || call { 0 } else { 42 },
             pfn: i,
             present: 128,
             swap: 0,

@@ -240,6 +240,20 @@ fn khugepaged_work_is_filed_under_the_workload() {
         "collapse-trace's owner row vs ftrace's records for the workload's mm (dropped: {})",
         snap.totals.dropped
     );
+    // The file's real name (62 bytes), read from its dentry by the BTF-typed programs; the
+    // tracepoint record's copy of it is stale. Its events are the workload's file events.
+    let file = snap
+        .files
+        .iter()
+        .find(|f| f.name == collapse_trace::provoke::KHUGEPAGED_FILE_NAME)
+        .unwrap_or_else(|| panic!("no files[] row with the full name: {:?}", snap.files));
+    assert!(file.real_name && file.inode.is_some(), "{file:?}");
+    let file_truth: u64 = truth
+        .iter()
+        .filter(|((e, _), _)| e.ends_with("_file"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(file.events, file_truth, "the file's events vs ftrace's");
     let owner = snap.owners.iter().find(|o| o.tgid == tally.pid).unwrap();
     assert_eq!(owner.comm, comm);
     assert_eq!(owner.cgroup, cg.rel);

@@ -846,7 +846,7 @@ pub(crate) mod tests {
                 use collapse_trace_common::Field as F;
                 // What each kind carries, said independently of the decoder.
                 let field = match *key {
-                    "file" => Some(F::Filename),
+                    "file" | "dir" | "dir_cut" | "real_name" | "inode" | "dev" => Some(F::Filename),
                     "pfn" => Some(F::Pfn),
                     "present" => Some(F::Present),
                     "swap" => Some(F::Swap),
@@ -895,6 +895,13 @@ pub(crate) mod tests {
                     (RecordKind::MadviseCall, "index") => "len",
                     (_, "result") => "number",
                     (_, k) => k,
+                };
+                // NDJSON writes the device as `major:minor`.
+                let value = match key {
+                    "dev" => serde_json::Value::String(crate::export::ndjson::dev_name(
+                        value.as_u64().unwrap() as u32,
+                    )),
+                    _ => value,
                 };
                 assert_eq!(
                     ndjson.get(nd_key),

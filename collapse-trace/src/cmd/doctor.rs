@@ -204,6 +204,7 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     match KernelInfo::probe(mounted.as_deref()) {
         Ok(info) => {
             let _ = writeln!(o, "\ntracepoints");
+            let trial = crate::kernel::probes::btf_trial(&info);
             for t in &info.probes {
                 let tp = t.probe;
                 match &t.format {
@@ -235,6 +236,11 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
                             .collect();
                         let _ = writeln!(o, "    fields: {}", fields.join(" "));
                     }
+                }
+                if t.format.is_some()
+                    && let Some(how) = read_by(t, &trial)
+                {
+                    let _ = writeln!(o, "    read by: {how}");
                 }
                 for w in &t.warnings {
                     let _ = writeln!(o, "    warning: {w}");
@@ -319,4 +325,26 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// Which program `top`, `stat`, `record` and `serve` read huge_memory tracepoint `t` with
+/// (`--attach auto`), and why not the BTF-typed one where it is the classic one.
+fn read_by(
+    t: &crate::model::kernel_info::ProbeInfo,
+    trial: &[(collapse_trace_common::Probe, Result<&'static str, String>)],
+) -> Option<String> {
+    let fits = t.btf_variant.as_ref()?;
+    let classic = "the classic tracepoint program (its record; file names from the record's \
+                   copy, stale for names over ~40 bytes)";
+    Some(match fits {
+        Err(why) => format!("{classic}: {why}"),
+        Ok(_) => match trial.iter().find(|(p, _)| *p == t.probe).map(|(_, r)| r) {
+            Some(Ok(program)) => format!(
+                "BTF-typed raw tracepoint {program} (its own arguments: the memory's owner, the \
+                 file's real name, inode and directories; --attach classic for the record)"
+            ),
+            Some(Err(e)) => format!("{classic}: the BTF-typed program was refused ({e})"),
+            None => classic.to_string(),
+        },
+    })
 }

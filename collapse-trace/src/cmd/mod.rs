@@ -49,8 +49,15 @@ pub struct CollectArgs {
     /// `syscalls` (the madvise syscall exits, which run on every madvise(2)).
     #[arg(long, value_enum, default_value = "auto")]
     pub calls_via: crate::kernel::probes::CallsVia,
+    /// How the huge_memory tracepoints are read: `auto` (BTF-typed raw tracepoints where BTF
+    /// shows arguments they are built for, else the classic programs), `btf` (the
+    /// tracepoints' own arguments: real file names, inode, directories; fail where not
+    /// possible) or `classic` (the record the kernel builds for a tracepoint program, whose
+    /// file name is stale for names over ~40 bytes). `doctor` says which this kernel gets.
+    #[arg(long = "attach", value_enum, default_value = "auto")]
+    pub attach_via: crate::kernel::probes::AttachVia,
     /// Bytes of event rings, all CPUs together (a power of two, at least 4096): each CPU gets
-    /// an equal share in whole records of 400 bytes, at least 4.
+    /// an equal share in whole records of 544 bytes, at least 4.
     #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
     pub ring_size: u32,
     /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).
@@ -179,6 +186,7 @@ impl CollectArgs {
             no_wakeup: self.stall_reader,
             precise_time: self.precise_time,
             calls_via: self.calls_via,
+            attach_via: self.attach_via,
         }
     }
 

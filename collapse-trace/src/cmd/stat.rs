@@ -122,8 +122,12 @@ pub fn announce(info: &KernelInfo, duration: Option<Duration>) {
         (false, true) => "; MADV_COLLAPSE calls by the syscall hooks",
         (false, false) => "",
     };
+    let how = info
+        .attach_summary()
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
     eprintln!(
-        "collapse-trace: attached to {} on {}{calls}; collecting {until}",
+        "collapse-trace: attached to {} on {}{how}{calls}; collecting {until}",
         attached.join(", "),
         info.release
     );

@@ -320,8 +320,22 @@ pub fn cgroup_unit(path: &str) -> Option<String> {
 /// One file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRow {
-    /// File name from the tracepoint, escaped (`\\`, `\xNN`).
+    /// The file's name, escaped (`\\`, `\xNN`): the dentry's own name where the BTF-typed
+    /// programs read it (`real_name`), else the tracepoint record's copy.
     pub name: String,
+    /// Its path within its mount (`dir/name`; `.../dir/name` when only the nearest
+    /// directories were read), escaped; absent when not known or the same as `name`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    /// Its inode number, where read (BTF-typed programs).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inode: Option<u64>,
+    /// Its device as `major:minor`, where read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dev: Option<String>,
+    /// `name` is the dentry's own name, not the record's copy (stale for long names).
+    #[serde(default)]
+    pub real_name: bool,
     /// Events delivered.
     pub events: u64,
     /// Of which failures.
@@ -473,8 +487,12 @@ impl Snapshot {
         let mut files: Vec<FileRow> = agg
             .files
             .iter()
-            .map(|(name, f)| FileRow {
-                name: escape(name),
+            .map(|(key, f)| FileRow {
+                name: escape(if f.name.is_empty() { key } else { &f.name }),
+                path: (!f.name.is_empty() && *key != f.name).then(|| escape(key)),
+                inode: (f.inode != 0).then_some(f.inode),
+                dev: (f.real_name).then(|| crate::export::ndjson::dev_name(f.dev)),
+                real_name: f.real_name,
                 events: f.results.values().sum(),
                 failures: failures(&f.results, &agg.table),
                 top_failure: dominant(&f.results, true, &agg.table).map(|r| agg.table.name(r)),

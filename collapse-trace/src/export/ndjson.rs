@@ -51,8 +51,25 @@ pub struct EventLine {
     /// The owner's cgroup v2 id, 0 when unknown.
     #[serde(default)]
     pub owner_cgroup_id: u64,
-    /// File name from the tracepoint, escaped.
+    /// File name, escaped: the dentry's own name when `real_name`, else the tracepoint
+    /// record's copy (stale for names over ~40 bytes).
     pub file: String,
+    /// The directories between the file and its mount's root, outermost first, escaped
+    /// (file events read by the BTF-typed programs).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dir: Option<String>,
+    /// `dir` is only the part nearest the file (the walk stopped early or a name was cut).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dir_cut: Option<bool>,
+    /// `file` is the dentry's own name (the BTF-typed path).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub real_name: Option<bool>,
+    /// The file's inode number (BTF-typed path).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inode: Option<u64>,
+    /// The file's device as `major:minor`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dev: Option<String>,
     /// pfn (scan_file) or hpfn (collapse_file).
     pub pfn: u64,
     /// Present pages (scan_file).
@@ -101,6 +118,11 @@ pub struct EventLine {
     pub process_madvise: Option<bool>,
 }
 
+/// A kernel `dev_t` (`MKDEV`: 12-bit major, 20-bit minor) as `major:minor`.
+pub fn dev_name(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+}
+
 impl EventLine {
     /// The line for one event, with names from `table`.
     pub fn new(e: &Event, table: &ResultTable) -> EventLine {
@@ -126,6 +148,11 @@ impl EventLine {
             owner_comm: escape(&e.owner_comm),
             owner_cgroup_id: e.owner_cgroup_id,
             file: escape(&e.filename),
+            dir: (e.real_name && !e.dir.is_empty()).then(|| escape(&e.dir)),
+            dir_cut: e.real_name.then_some(e.dir_cut),
+            real_name: (scan || collapse).then_some(e.real_name),
+            inode: e.real_name.then_some(e.inode),
+            dev: e.real_name.then(|| dev_name(e.dev)),
             pfn: e.pfn,
             present: scan.then_some(e.present),
             swap: scan.then_some(e.swap),

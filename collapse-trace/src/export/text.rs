@@ -227,14 +227,17 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
                 f.events,
                 f.failures,
                 f.top_failure.as_deref().unwrap_or("-"),
-                f.name
+                f.path.as_deref().unwrap_or(&f.name)
             );
         }
-        let _ = writeln!(
-            o,
-            "  (file names come from the tracepoint, which on some kernels shows a stale name \
-             for names longer than about 40 bytes)"
-        );
+        if s.files.iter().any(|f| !f.real_name) {
+            let _ = writeln!(
+                o,
+                "  (file names read by the classic tracepoint programs come from the \
+                 tracepoint's record, which shows a stale name for names longer than about 40 \
+                 bytes; `--attach btf` reads the real ones where the kernel allows)"
+            );
+        }
     }
     o
 }

@@ -7,13 +7,16 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use collapse_trace_common::OwnerConfig;
+
+use crate::model::kernel_info::BtfProgram;
+use collapse_trace_common::{BTF_VARIANTS, FileConfig, OwnerConfig, PAGE_ARG, Probe};
 
 /// Where the running kernel's BTF lives.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -48,6 +51,69 @@ pub struct KernelBtf {
     /// The offsets that lead from a `struct mm_struct *` to its owner task, and from a task
     /// to its pid, comm and default-hierarchy cgroup id, when BTF has every one.
     pub owner: Option<OwnerConfig>,
+    /// The offsets that lead from a `struct file *` to its name, inode, device and parent
+    /// directories, when BTF has every one (`page_is_pointer` left zero).
+    pub file: Option<FileConfig>,
+    /// The huge_memory tracepoints' arguments (after `__data`), from BTF's
+    /// `__bpf_trace_<name>` functions, by tracepoint name.
+    pub tracepoint_args: BTreeMap<String, Vec<Param>>,
+}
+
+/// One argument of a tracepoint, as BTF gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub ty: ParamType,
+}
+
+/// The type of a tracepoint argument, as far as the BTF-typed programs care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamType {
+    /// A pointer to the struct of this name.
+    StructPointer(String),
+    /// An integer (`int`, `bool`, `unsigned long`, an enum).
+    Integer,
+    /// Anything else.
+    Other,
+}
+
+/// The BTF-typed program whose argument list `args` is (names in order; `mm` and `file`
+/// typed as their structs' pointers, the page argument a page or folio pointer or an
+/// integer pfn), or why none is.
+pub fn match_variant(probe: Probe, args: &[Param]) -> Result<BtfProgram, String> {
+    let mut why = format!("no BTF-typed program for {}({})", probe.name(), {
+        let names: Vec<&str> = args.iter().map(|p| p.name.as_str()).collect();
+        names.join(", ")
+    });
+    for (i, v) in BTF_VARIANTS.iter().enumerate() {
+        if v.probe != probe || v.params.len() != args.len() {
+            continue;
+        }
+        let mut page_is_pointer = false;
+        let fits = v.params.iter().zip(args).all(|(&want, got)| match want {
+            PAGE_ARG => match &got.ty {
+                ParamType::StructPointer(s) if s == "page" || s == "folio" => {
+                    page_is_pointer = true;
+                    true
+                }
+                ParamType::Integer => true,
+                _ => false,
+            },
+            "mm" => got.name == "mm" && got.ty == ParamType::StructPointer("mm_struct".into()),
+            "file" => got.name == "file" && got.ty == ParamType::StructPointer("file".into()),
+            name => got.name == name && got.ty == ParamType::Integer,
+        });
+        if fits {
+            return Ok(BtfProgram {
+                variant: i,
+                page_is_pointer,
+            });
+        }
+        why = format!("{}: its arguments differ from {}'s", why, v.program);
+    }
+    Err(why)
 }
 
 impl KernelBtf {
@@ -80,6 +146,22 @@ struct Types {
 }
 
 impl Types {
+    /// What type `id` is, for a tracepoint argument.
+    fn param_type(&self, id: u32, name: &dyn Fn(u32) -> Vec<u8>) -> ParamType {
+        match self.kinds.get(self.resolve(id) as usize) {
+            Some(&(KIND_INT | KIND_ENUM | KIND_ENUM64, ..)) => ParamType::Integer,
+            Some(&(KIND_PTR, _, target, _)) => {
+                match self.kinds.get(self.resolve(target) as usize) {
+                    Some(&(KIND_STRUCT, n, ..)) => {
+                        ParamType::StructPointer(String::from_utf8_lossy(&name(n)).into_owned())
+                    }
+                    _ => ParamType::Other,
+                }
+            }
+            _ => ParamType::Other,
+        }
+    }
+
     /// Skips typedefs and qualifiers.
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
@@ -166,6 +248,8 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     let mut madvise_collapse_proto = None;
     let mut types_all = Types::default();
     types_all.kinds.push((0, 0, 0, 0..0));
+    // `__bpf_trace_<tracepoint>` function -> its prototype's type id.
+    let mut trace_funcs: Vec<(String, u32)> = Vec::new();
     let mut structs: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     let mut pos = 0;
     while pos + 12 <= types.len() {
@@ -244,6 +328,12 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
                 }
             }
         }
+        if kind == KIND_FUNC
+            && let Some(tp) = name(name_off).strip_prefix(b"__bpf_trace_")
+            && (tp.starts_with(b"mm_khugepaged_") || tp == b"mm_collapse_huge_page")
+        {
+            trace_funcs.push((String::from_utf8_lossy(tp).into_owned(), size_or_type));
+        }
         if kind == KIND_FUNC && name(name_off) == b"madvise_collapse" {
             madvise_collapse_proto = Some(u32_at(types, pos - 4)? as usize);
         }
@@ -278,6 +368,44 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
         let id = *structs.get(st.as_bytes())?;
         types_all.member_offset(id, m.as_bytes(), &name_vec)
     };
+    for (tp, proto) in trace_funcs {
+        let Some(&p) = at_id.get(proto as usize) else {
+            continue;
+        };
+        let info = u32_at(types, p + 4)?;
+        if (info >> 24) & 0x1f != KIND_FUNC_PROTO {
+            continue;
+        }
+        let vlen = (info & 0xffff) as usize;
+        let mut args = Vec::with_capacity(vlen);
+        // The first parameter is the tracepoint's `void *__data`, not an argument.
+        for i in 1..vlen {
+            let n = name(u32_at(types, p + 12 + i * 8)?);
+            let ty = u32_at(types, p + 12 + i * 8 + 4)?;
+            args.push(Param {
+                name: String::from_utf8_lossy(n).into_owned(),
+                ty: types_all.param_type(ty, &|o| name(o).to_vec()),
+            });
+        }
+        out.tracepoint_args.insert(tp, args);
+    }
+    out.file = (|| {
+        let f_path = off("file", "f_path")?;
+        let d_name = off("dentry", "d_name")?;
+        Some(FileConfig {
+            file_dentry: f_path + off("path", "dentry")?,
+            file_mnt: f_path + off("path", "mnt")?,
+            mnt_root: off("vfsmount", "mnt_root")?,
+            dentry_name: d_name + off("qstr", "name")?,
+            dentry_name_len: d_name + off("qstr", "len")?,
+            dentry_parent: off("dentry", "d_parent")?,
+            dentry_inode: off("dentry", "d_inode")?,
+            inode_ino: off("inode", "i_ino")?,
+            inode_sb: off("inode", "i_sb")?,
+            sb_dev: off("super_block", "s_dev")?,
+            page_is_pointer: [0; 4],
+        })
+    })();
     out.owner = (|| {
         Some(OwnerConfig {
             mm_owner: off("mm_struct", "owner")?,

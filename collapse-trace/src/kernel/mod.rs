@@ -70,6 +70,12 @@ pub enum KernelError {
          Use --calls-via syscalls (or auto, the default)"
     )]
     Fexit(String),
+    /// `--attach btf` on a kernel where a BTF-typed program is not possible.
+    #[error(
+        "--attach btf: the BTF-typed tracepoint programs cannot be used on this kernel: {0}. \
+         Use --attach classic (or auto, the default)"
+    )]
+    Btf(String),
 }
 
 fn program_error(tp: Probe, e: &aya::programs::ProgramError) -> String {
@@ -100,6 +106,7 @@ impl KernelError {
             | KernelError::Format(_)
             | KernelError::UnsupportedArch(_) => 4,
             KernelError::Program(_, aya::programs::ProgramError::LoadError { .. }) => 5,
+            KernelError::Btf(_) => 4,
             KernelError::BadFilter(_) => 2,
             _ => 1,
         }

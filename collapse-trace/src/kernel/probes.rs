@@ -6,18 +6,18 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
 };
 use collapse_trace_common::{
-    COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_KINDS, Probe, RESULT_SLOTS,
-    RecordKind, maps, ring_slots,
+    BTF_VARIANTS, COMM_LEN, COMPILED, Config, FIELD_ABSENT, Field, Layout, NUM_KINDS, Probe,
+    RESULT_SLOTS, RecordKind, maps, ring_slots,
 };
 
 use super::{KernelError, btf, caps::check_privileges, rings::RingMaps, tracefs::Tracefs};
 use crate::model::{
     aggregate::KernelCounters,
     format::EventFormat,
-    kernel_info::{KernelInfo, ProbeInfo},
+    kernel_info::{BtfProgram, KernelInfo, ProbeInfo},
     results::{ResultSource, ResultTable},
 };
 
@@ -54,6 +54,23 @@ pub struct ProbeOptions {
     pub precise_time: bool,
     /// How MADV_COLLAPSE calls are hooked.
     pub calls_via: CallsVia,
+    /// How the huge_memory tracepoints are attached.
+    pub attach_via: AttachVia,
+}
+
+/// How the huge_memory tracepoints are attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachVia {
+    /// BTF-typed raw tracepoints where BTF shows arguments a program is built for, else the
+    /// classic tracepoint programs.
+    #[default]
+    Auto,
+    /// BTF-typed raw tracepoints (the tracepoints' own arguments: the file's real name, its
+    /// inode and directories; no record built); fail where one is not possible.
+    Btf,
+    /// Classic tracepoint programs, which read the record the kernel builds (its file name
+    /// copies the dentry's inline buffer: stale for names over ~40 bytes).
+    Classic,
 }
 
 /// How MADV_COLLAPSE calls are tracked.
@@ -93,6 +110,7 @@ impl Default for ProbeOptions {
             no_wakeup: false,
             precise_time: false,
             calls_via: CallsVia::Auto,
+            attach_via: AttachVia::Auto,
         }
     }
 }
@@ -123,6 +141,8 @@ impl KernelInfo {
                 warnings,
                 usable,
                 attached: false,
+                btf_variant: None,
+                via_btf: false,
             });
         }
         // A call is only worth tracking with both its entry and its exit.
@@ -137,6 +157,12 @@ impl KernelInfo {
         let kbtf = btf::read_vmlinux()
             .inspect_err(|e| log::warn!("no BTF ({e:#}): origin will read `unknown`"))
             .unwrap_or_default();
+        for p in probes
+            .iter_mut()
+            .filter(|p| p.probe.kind().is_huge_memory())
+        {
+            p.btf_variant = Some(btf_variant(p.probe, &kbtf));
+        }
         let results = result_table(&probes, &kbtf);
         let mut info = KernelInfo {
             release: kernel_release(),
@@ -150,6 +176,7 @@ impl KernelInfo {
             fexit_start_arg: kbtf.madvise_collapse_start_arg(),
             calls_by_fexit: false,
             owner: kbtf.owner,
+            file: kbtf.file,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
         };
@@ -159,6 +186,19 @@ impl KernelInfo {
 }
 
 /// The names: the tracepoints' own tables if any, else BTF's enum, else the built-in copy.
+/// The BTF-typed program for `probe` on this kernel, or why there is none.
+fn btf_variant(probe: Probe, kbtf: &btf::KernelBtf) -> Result<BtfProgram, String> {
+    let args = kbtf
+        .tracepoint_args
+        .get(probe.name())
+        .ok_or_else(|| format!("BTF has no prototype for {}", probe.name()))?;
+    let m = btf::match_variant(probe, args)?;
+    if probe.kind().carries(Field::Filename) && kbtf.file.is_none() {
+        return Err("BTF lacks a member on the way from struct file to its name".into());
+    }
+    Ok(m)
+}
+
 fn result_table(probes: &[ProbeInfo], kbtf: &btf::KernelBtf) -> ResultTable {
     let names = names_from_formats(probes.iter().filter_map(|p| p.format.as_ref()));
     if !names.is_empty() {
@@ -423,6 +463,23 @@ impl Probes {
         if let Some(owner) = info.owner {
             config.owner = owner;
         }
+        if let Some(file) = info.file {
+            config.file = file;
+        }
+        for p in info.probes.iter() {
+            if let Some(Ok(b)) = &p.btf_variant {
+                config.file.page_is_pointer[p.probe as usize] = u8::from(b.page_is_pointer);
+            }
+        }
+        if opts.attach_via == AttachVia::Btf
+            && let Some(Err(why)) = info
+                .probes
+                .iter()
+                .filter(|p| p.usable)
+                .find_map(|p| p.btf_variant.as_ref().filter(|b| b.is_err()))
+        {
+            return Err(KernelError::Btf(why.clone()));
+        }
         if let Some(comm) = &opts.comm {
             let b = comm.as_bytes();
             if b.len() >= COMM_LEN {
@@ -464,6 +521,7 @@ impl Probes {
                 ),
             }
         }
+        let mut btf_cache = None;
         for p in info.probes.iter_mut() {
             for w in &p.warnings {
                 log::warn!("{w}");
@@ -480,6 +538,26 @@ impl Probes {
                 continue;
             }
             let probe = p.probe;
+            if opts.attach_via != AttachVia::Classic
+                && let Some(Ok(b)) = p.btf_variant
+            {
+                let program = BTF_VARIANTS[b.variant].program;
+                match attach_btf(&mut ebpf, &mut btf_cache, program, probe.name()) {
+                    Ok(()) => {
+                        p.attached = true;
+                        p.via_btf = true;
+                        continue;
+                    }
+                    Err(e) if opts.attach_via == AttachVia::Btf => {
+                        return Err(KernelError::Btf(format!("{program}: {e}")));
+                    }
+                    Err(e) => log::info!(
+                        "BTF-typed program {program} not possible here ({e}); {} is read by \
+                         the classic tracepoint program",
+                        probe.name()
+                    ),
+                }
+            }
             let prog: &mut TracePoint = ebpf
                 .program_mut(probe.program())
                 .ok_or(KernelError::MissingProgram(probe.program()))?
@@ -567,6 +645,18 @@ impl Probes {
             }
         }
         for t in self.info.probes.iter().filter(|t| t.attached) {
+            if t.via_btf
+                && let Some(Ok(b)) = t.btf_variant
+                && let Some(p) = self.ebpf.program_mut(BTF_VARIANTS[b.variant].program)
+            {
+                let p: Result<&mut BtfTracePoint, _> = p.try_into();
+                if let Ok(p) = p
+                    && let Err(e) = p.unload()
+                {
+                    log::warn!("detaching {}: {e}", t.probe.name());
+                }
+                continue;
+            }
             if let Some(p) = self.ebpf.program_mut(t.probe.program()) {
                 let p: Result<&mut TracePoint, _> = p.try_into();
                 if let Ok(p) = p
@@ -621,6 +711,33 @@ fn attach_fexit(ebpf: &mut Ebpf, start_arg: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads and attaches BTF-typed program `program` on tracepoint `tracepoint`; the error in
+/// words when the kernel refuses. BTF is parsed once, on the first call.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    btf: &mut Option<aya::Btf>,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), String> {
+    if btf.is_none() {
+        *btf = Some(aya::Btf::from_sys_fs().map_err(|e| format!("reading BTF: {e}"))?);
+    }
+    let btf = btf.as_ref().expect("just set");
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("the object has no program {program}"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load(tracepoint, btf)
+        .map_err(|e| format!("loading: {}", error_chain(&e)))?;
+    if let Err(e) = prog.attach() {
+        let msg = format!("attaching: {}", error_chain(&e));
+        let _ = prog.unload();
+        return Err(msg);
+    }
+    Ok(())
+}
+
 /// `e` and its sources, `: `-joined.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -647,6 +764,52 @@ pub fn fexit_trial(start_arg: u32) -> Result<(), String> {
         .load(OBJECT)
         .map_err(|e| format!("loading the object: {e}"))?;
     attach_fexit(&mut ebpf, start_arg)
+}
+
+/// Loads and attaches each BTF-typed program `info` says fits (with the window closed, so
+/// they count nothing), then unloads them: whether this kernel's verifier takes them. One
+/// result per huge_memory probe that has a fitting program (`doctor`).
+pub fn btf_trial(info: &KernelInfo) -> Vec<(Probe, Result<&'static str, String>)> {
+    let fits: Vec<(Probe, BtfProgram)> = info
+        .probes
+        .iter()
+        .filter_map(|p| Some((p.probe, *p.btf_variant.as_ref()?.as_ref().ok()?)))
+        .collect();
+    let all = |e: String| fits.iter().map(|(p, _)| (*p, Err(e.clone()))).collect();
+    if let Err(e) = check_privileges() {
+        return all(e.to_string());
+    }
+    let _ = raise_memlock();
+    let mut config = Config::DEFAULT;
+    config.events = 0;
+    if let Some(o) = info.owner {
+        config.owner = o;
+    }
+    if let Some(f) = info.file {
+        config.file = f;
+    }
+    for (p, b) in &fits {
+        config.file.page_is_pointer[*p as usize] = u8::from(b.page_is_pointer);
+    }
+    let level: u8 = 0;
+    let mut ebpf = match EbpfLoader::new()
+        .override_global(maps::CONFIG, &config, true)
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(OBJECT)
+    {
+        Ok(e) => e,
+        Err(e) => return all(format!("loading the object: {e}")),
+    };
+    let mut btf = None;
+    fits.iter()
+        .map(|(p, b)| {
+            let program = BTF_VARIANTS[b.variant].program;
+            (
+                *p,
+                attach_btf(&mut ebpf, &mut btf, program, p.name()).map(|()| program),
+            )
+        })
+        .collect()
 }
 
 fn take_percpu(
@@ -774,6 +937,8 @@ mod tests {
             warnings: vec![],
             usable: true,
             attached: false,
+            btf_variant: None,
+            via_btf: false,
         }];
         let t = result_table(&probes, &btf::KernelBtf::default());
         assert_eq!(t.source, ResultSource::Tracefs);

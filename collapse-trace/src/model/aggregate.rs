@@ -97,6 +97,30 @@ pub struct CgroupStats {
 pub struct FileStats {
     /// Events by (tracepoint, result).
     pub results: ResultCounts,
+    /// The file's own name (raw bytes; the key is its path within its mount where known).
+    pub name: Vec<u8>,
+    /// Its inode number and device, where the BTF-typed programs read them (else 0).
+    pub inode: u64,
+    /// See `inode`.
+    pub dev: u32,
+    /// The name is the dentry's own (not the tracepoint record's possibly stale copy).
+    pub real_name: bool,
+}
+
+/// The key a file is filed under: its path within its mount (`dir/name`, `.../dir/name`
+/// when only the nearest directories are known) where the event has one, else its name.
+pub fn file_key(e: &Event) -> Vec<u8> {
+    if e.dir.is_empty() {
+        return e.filename.clone();
+    }
+    let mut k = Vec::with_capacity(e.dir.len() + e.filename.len() + 5);
+    if e.dir_cut {
+        k.extend_from_slice(b".../");
+    }
+    k.extend_from_slice(&e.dir);
+    k.push(b'/');
+    k.extend_from_slice(&e.filename);
+    k
 }
 
 /// Failed collapse events in `results` (MADV_COLLAPSE call records are not events of a
@@ -210,7 +234,7 @@ pub struct Aggregate {
     /// Paths of cgroup ids, filled in by whoever can read them (see
     /// [`Aggregate::set_cgroup_path`]); an id without one shows as its number.
     pub cgroup_paths: BTreeMap<u64, String>,
-    /// By file name (raw bytes).
+    /// By file, keyed by [`file_key`] (raw bytes).
     pub files: HashMap<Vec<u8>, FileStats>,
     /// Events for files beyond [`KEY_CAP`].
     pub files_other: u64,
@@ -341,12 +365,21 @@ impl Aggregate {
         // Anonymous events and call records have no file.
         if !e.filename.is_empty() {
             let n = self.files.len();
-            match self.files.get_mut(&e.filename) {
+            // The common case (a known file) builds no key when the event has no directory.
+            let path = (!e.dir.is_empty()).then(|| file_key(e));
+            match self.files.get_mut(path.as_ref().unwrap_or(&e.filename)) {
                 Some(f) => *f.results.entry(key).or_default() += 1,
                 None if n < KEY_CAP => {
-                    let mut f = FileStats::default();
+                    let mut f = FileStats {
+                        name: e.filename.clone(),
+                        inode: e.inode,
+                        dev: e.dev,
+                        real_name: e.real_name,
+                        ..FileStats::default()
+                    };
                     f.results.insert(key, 1);
-                    self.files.insert(e.filename.clone(), f);
+                    self.files
+                        .insert(path.unwrap_or_else(|| e.filename.clone()), f);
                 }
                 None => self.files_other += 1,
             }

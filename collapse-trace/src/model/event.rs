@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use collapse_trace_common::{CALL_PROCESS_MADVISE, EventRecord, Field, Origin, RecordKind};
+use collapse_trace_common::{
+    CALL_PROCESS_MADVISE, EventRecord, FILE_DIR_CUT, FILE_REAL_NAME, Field, Origin, RecordKind,
+};
 use serde::Serializer;
 use thiserror::Error;
 
@@ -45,8 +47,24 @@ macro_rules! event_fields {
                 owner_cgroup_id "owner_cgroup_id": u64 = |r, _| r.owner_cgroup_id,
             }
             what {
-                /// File name from the tracepoint, raw bytes (untrusted).
+                /// File name, raw bytes (untrusted): the dentry's own name when `real_name`,
+                /// else the tracepoint record's copy (stale for names over ~40 bytes).
                 filename "file": Vec<u8> = |r, k| filename_of(r, k),
+                /// The directories between the file and its mount's root, outermost first,
+                /// `/`-joined, raw bytes (BTF-typed path; empty for a file at the root).
+                dir "dir": Vec<u8> = |r, k| UpPath(dir_of(r, k)),
+                /// `dir` is only the part nearest the file (the walk stopped early or a
+                /// directory name was cut).
+                dir_cut "dir_cut": bool =
+                    |r, k| k.carries(Field::Filename) && r.file_flags & FILE_DIR_CUT != 0,
+                /// `file` is the dentry's own name (the BTF-typed path), not the record's
+                /// copy.
+                real_name "real_name": bool =
+                    |r, k| k.carries(Field::Filename) && r.file_flags & FILE_REAL_NAME != 0,
+                /// The file's inode number (BTF-typed path; 0 otherwise).
+                inode "inode": u64 = |r, k| carried(k, Field::Filename, r.inode),
+                /// The file's device, the kernel's `MKDEV(major, minor)` (20-bit minor).
+                dev "dev": u32 = |r, k| carried(k, Field::Filename, r.dev),
                 /// pfn (scan_file, scan_pmd) or hpfn (collapse_file).
                 pfn "pfn": u64 = |r, k| carried(k, Field::Pfn, r.pfn),
                 /// Present pages (scan_file).
@@ -150,6 +168,31 @@ impl FromRing<&[u8]> for Vec<u8> {
         self.clear();
         self.extend_from_slice(v);
     }
+}
+
+/// The kernel's directory list, nearest first, each name followed by `/`: taken into a
+/// field outermost first, `/`-joined.
+struct UpPath<'r>(&'r [u8]);
+
+impl FromRing<UpPath<'_>> for Vec<u8> {
+    fn set(&mut self, v: UpPath<'_>) {
+        self.clear();
+        for name in v.0.split(|&c| c == b'/').filter(|n| !n.is_empty()).rev() {
+            if !self.is_empty() {
+                self.push(b'/');
+            }
+            self.extend_from_slice(name);
+        }
+    }
+}
+
+/// The directory bytes of a record (empty when its kind carries no file).
+fn dir_of(r: &EventRecord, k: RecordKind) -> &[u8] {
+    if !k.carries(Field::Filename) {
+        return &[];
+    }
+    let len = (r.dir_len as usize).min(r.dir.len());
+    &r.dir[..len]
 }
 
 /// `v` when kind `k` carries field `f`, else zero (the slot holds an older record's bytes).
@@ -391,7 +434,7 @@ pub fn origin_name(o: Origin) -> &'static str {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use collapse_trace_common::{COMM_LEN, FILENAME_LEN};
+    use collapse_trace_common::{COMM_LEN, DIR_LEN, FILENAME_LEN};
 
     /// A record as the kernel side would write it.
     pub fn record(tp: RecordKind, tgid: u32, result: i32, comm: &[u8], name: &[u8]) -> Vec<u8> {
@@ -403,6 +446,9 @@ pub(crate) mod tests {
             addr: 5,
             call_ns: 0,
             owner_cgroup_id: 14,
+            inode: 16,
+            dev: 17,
+            dir_len: 8,
             pid: tgid,
             tgid,
             owner_tgid: 15,
@@ -418,11 +464,15 @@ pub(crate) mod tests {
             origin: Origin::Madvise as u8,
             is_shmem: 1,
             call_flags: 0,
+            file_flags: FILE_REAL_NAME | FILE_DIR_CUT,
+            _pad: [0; 3],
             filename_len: name.len() as u32,
             comm: [0; COMM_LEN],
             owner_comm: [0; COMM_LEN],
             filename: [0; FILENAME_LEN],
+            dir: [0; DIR_LEN],
         };
+        r.dir[..8].copy_from_slice(b"sub/top/");
         r.comm[..comm.len()].copy_from_slice(comm);
         r.owner_comm[..5].copy_from_slice(b"owner");
         r.filename[..name.len()].copy_from_slice(name);

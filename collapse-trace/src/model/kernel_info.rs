@@ -23,6 +23,21 @@ pub struct ProbeInfo {
     pub usable: bool,
     /// Attached in this run.
     pub attached: bool,
+    /// The BTF-typed program that fits this tracepoint's arguments on this kernel, or why
+    /// none does (huge_memory tracepoints only; `None` for the others).
+    pub btf_variant: Option<Result<BtfProgram, String>>,
+    /// Attached in this run by its BTF-typed program (false: the classic one, or not at all).
+    pub via_btf: bool,
+}
+
+/// The BTF-typed program that fits a tracepoint's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BtfProgram {
+    /// Index into collapse-trace-common's `BTF_VARIANTS`.
+    pub variant: usize,
+    /// The page argument is a pointer (`struct page *`, `struct folio *`), not a pfn: the
+    /// events' pfn is then 0.
+    pub page_is_pointer: bool,
 }
 
 /// Whether the records of one kind were collected in this run.
@@ -63,6 +78,9 @@ pub struct KernelInfo {
     /// The BTF offsets that lead from an `mm_struct` to its owner and the owner's cgroup, if
     /// BTF had every one (else events carry no owner).
     pub owner: Option<collapse_trace_common::OwnerConfig>,
+    /// The BTF offsets that lead from a `struct file *` to its name, inode, device and
+    /// directories, if BTF had every one (else no BTF-typed programs).
+    pub file: Option<collapse_trace_common::FileConfig>,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
@@ -70,6 +88,35 @@ pub struct KernelInfo {
 }
 
 impl KernelInfo {
+    /// How the attached huge_memory tracepoints are read, in words (`None` when none is
+    /// attached): by their BTF-typed programs (their own arguments), by the classic programs
+    /// (the kernel's record), or which by which.
+    pub fn attach_summary(&self) -> Option<String> {
+        let huge: Vec<&ProbeInfo> = self
+            .probes
+            .iter()
+            .filter(|p| p.attached && p.probe.kind().is_huge_memory())
+            .collect();
+        let (btf, classic): (Vec<&ProbeInfo>, Vec<&ProbeInfo>) =
+            huge.iter().partition(|p| p.via_btf);
+        let names = |v: &[&ProbeInfo]| {
+            v.iter()
+                .map(|p| p.probe.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (btf.is_empty(), classic.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some("tracepoints read from their arguments (BTF-typed)".into()),
+            (true, false) => Some("tracepoints read from their records (classic)".into()),
+            (false, false) => Some(format!(
+                "BTF-typed: {}; classic: {}",
+                names(&btf),
+                names(&classic)
+            )),
+        }
+    }
+
     /// What a capture says about the kernel it was taken on, for views of a capture (`report`):
     /// the release, the result names and which record kinds were collected. Nothing is read
     /// from this machine.
@@ -96,6 +143,7 @@ impl KernelInfo {
             fexit_start_arg: None,
             calls_by_fexit: false,
             owner: None,
+            file: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
         }
