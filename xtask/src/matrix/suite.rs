@@ -54,6 +54,10 @@ pub struct Family {
     pub fexit: bool,
 }
 
+/// What stat says when attaching, for each way of reading the huge_memory tracepoints.
+const ATTACH_BTF: &str = "tracepoints read from their arguments (BTF-typed)";
+const ATTACH_CLASSIC: &str = "tracepoints read from their records (classic)";
+
 /// How doctor's `calls` line starts for each attach path.
 const CALLS_FEXIT: &str = "MADV_COLLAPSE calls tracked by an fexit on madvise_collapse";
 const CALLS_SYSCALLS: &str = "MADV_COLLAPSE calls tracked by the syscall exits";
@@ -199,6 +203,8 @@ pub fn run_suite(env: &Env, out: &Path, guest: bool) -> Result<()> {
                 },
                 c,
             );
+            let c = check_classic(&run);
+            r.check("stat-classic", c);
             let c = check_provoke(&run, family, &mut r);
             r.check("provoke", c);
             let c = check_record(&bin, &run);
@@ -332,7 +338,22 @@ fn check_doctor(
             if truth.has(e) { "has" } else { "lacks" }
         );
         said.push(format!("{e}={}", if doctor_has { "yes" } else { "no" }));
+        if doctor_has {
+            // Each present tracepoint is read by its BTF-typed program (its own arguments).
+            let at = text.find(line).unwrap_or(0);
+            let read_by = text[at..]
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with("    "))
+                .find_map(|l| l.trim_start().strip_prefix("read by: "))
+                .with_context(|| format!("doctor has no `read by:` line for {e}"))?;
+            ensure!(
+                read_by.starts_with("BTF-typed raw tracepoint"),
+                "doctor says {e} is read by {read_by:?}, not its BTF-typed program"
+            );
+        }
     }
+    r.fact("huge_memory", "BTF-typed raw tracepoints (classic programs tested when forced)");
     ensure!(
         truth.has("mm_khugepaged_collapse_file") == fam.collapse_file,
         "{} was expected to {} mm_khugepaged_collapse_file",
@@ -541,6 +562,8 @@ struct Run {
     /// The other attach path: a second stat forced to the syscall hooks where the fexit is
     /// used, or (where the kernel refuses fexit) `stat --calls-via fexit`'s refusal.
     other_path: OtherPath,
+    /// A third stat forced to the classic tracepoint programs (`--attach classic`).
+    classic: (Value, String),
     record_file: PathBuf,
     metrics: String,
     promtool: Result<String>,
@@ -653,6 +676,10 @@ fn run_workload(
     } else {
         None
     };
+    let classic = Tool::start(
+        bin,
+        &["stat", "--json", "--comm", &comm, "--attach", "classic"],
+    )?;
     let record = Tool::start(
         bin,
         &[
@@ -701,6 +728,11 @@ fn run_workload(
         }
         None => OtherPath::FexitRefused(fexit_refused(bin)),
     };
+    let (classic_out, classic_stderr) = classic.stop().context("stat --attach classic")?;
+    let classic = (
+        serde_json::from_str(&classic_out).context("stat --attach classic --json parses")?,
+        classic_stderr,
+    );
     record.stop().context("record")?;
     serve.stop().context("serve")?;
     let _ = fs::write(work.join("stat-stderr.txt"), &stat_stderr);
@@ -716,6 +748,7 @@ fn run_workload(
         stat,
         stat_stderr,
         other_path,
+        classic,
         record_file,
         metrics,
         promtool,
@@ -887,6 +920,20 @@ fn check_other_path(run: &Run) -> Result<String> {
 
 fn check_stat(run: &Run, truth: &KernelTruth, family: Option<&Family>) -> Result<String> {
     let fexit = family.is_some_and(|f| f.fexit);
+    ensure!(
+        run.stat_stderr.contains(ATTACH_BTF),
+        "stat did not read the tracepoints by their BTF-typed programs ({ATTACH_BTF}): {}",
+        run.stat_stderr
+    );
+    // Every file comes with its real name and inode from the tracepoint's struct file.
+    let files = run.stat["files"].as_array().context("stat has no files[]")?;
+    ensure!(!files.is_empty(), "stat saw no file");
+    if let Some(f) = files
+        .iter()
+        .find(|f| f["real_name"] != Value::Bool(true) || !f["inode"].is_u64())
+    {
+        bail!("a file without its real name or inode: {f}");
+    }
     let said = if fexit {
         "MADV_COLLAPSE calls by the fexit on madvise_collapse"
     } else {
@@ -912,6 +959,16 @@ fn check_stat(run: &Run, truth: &KernelTruth, family: Option<&Family>) -> Result
         );
     }
     Ok(d)
+}
+
+/// The classic tracepoint programs, forced: the same counts as ftrace and the BTF-typed run.
+fn check_classic(run: &Run) -> Result<String> {
+    let (snap, stderr) = &run.classic;
+    ensure!(
+        stderr.contains(ATTACH_CLASSIC),
+        "stat --attach classic does not say it reads the records: {stderr}"
+    );
+    compare("stat --attach classic", snap, run)
 }
 
 fn check_provoke(run: &Run, family: Option<&Family>, r: &mut SuiteResult) -> Result<String> {
