@@ -353,7 +353,10 @@ fn check_doctor(
             );
         }
     }
-    r.fact("huge_memory", "BTF-typed raw tracepoints (classic programs tested when forced)");
+    r.fact(
+        "huge_memory",
+        "BTF-typed raw tracepoints (classic programs tested when forced)",
+    );
     ensure!(
         truth.has("mm_khugepaged_collapse_file") == fam.collapse_file,
         "{} was expected to {} mm_khugepaged_collapse_file",
@@ -926,7 +929,9 @@ fn check_stat(run: &Run, truth: &KernelTruth, family: Option<&Family>) -> Result
         run.stat_stderr
     );
     // Every file comes with its real name and inode from the tracepoint's struct file.
-    let files = run.stat["files"].as_array().context("stat has no files[]")?;
+    let files = run.stat["files"]
+        .as_array()
+        .context("stat has no files[]")?;
     ensure!(!files.is_empty(), "stat saw no file");
     if let Some(f) = files
         .iter()
@@ -1108,7 +1113,7 @@ pub fn docs_table(results: &[SuiteResult]) -> String {
          format files, `provoke all` under stat, record -> report and serve against a private \
          ftrace instance and the workload's own errno tally.\n"
     );
-    let rows: [(&str, &str); 13] = [
+    let rows: [(&str, &str); 14] = [
         ("family", "kernel family"),
         ("btf", "BTF"),
         ("mm_khugepaged_scan_file", "`mm_khugepaged_scan_file`"),
@@ -1119,6 +1124,7 @@ pub fn docs_table(results: &[SuiteResult]) -> String {
         ("mm_khugepaged_scan_pmd", "`mm_khugepaged_scan_pmd`"),
         ("mm_collapse_huge_page", "`mm_collapse_huge_page`"),
         ("page_filled", "`page_filled` result number"),
+        ("huge_memory", "huge_memory tracepoints read by"),
         ("calls", "MADV_COLLAPSE attach path"),
         ("verdict", "doctor's verdict"),
         ("gaps", "not observable (doctor)"),
