@@ -1077,7 +1077,8 @@ fn check_hostile_tables(table: &str, comm: &[u8], names: usize) {
     let file_col = lines[fhdr].find("FILE").unwrap();
     let rows: Vec<&str> = lines[fhdr + 1..]
         .iter()
-        .take_while(|l| !l.trim_start().starts_with('('))
+        // The table ends at a blank line or the note on stale names (classic programs only).
+        .take_while(|l| !l.trim().is_empty() && !l.trim_start().starts_with('('))
         .copied()
         .collect();
     assert!(rows.len() >= names - 2, "{table}");

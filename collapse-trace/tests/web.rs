@@ -489,7 +489,7 @@ fn tls_basic_auth_and_client_certificates_with_curl() {
     let json = curl(&dir, addr, "/json", Some("client"), Some(&auth));
     assert_eq!(json.status, 200);
     let snap: Snapshot = serde_json::from_str(&json.body).expect("/json parses");
-    assert_eq!(snap.schema, "collapse-trace.stat/1");
+    assert_eq!(snap.schema, collapse_trace::export::json::SCHEMA);
 
     for (what, path, who) in [
         ("no credentials", "/metrics", None),
@@ -1025,6 +1025,40 @@ fn validate(files: &[PathBuf]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// tests/k8s/validate-operator.mjs, run where `cargo xtask test` installed its npm packages
+/// (Node resolves a module's imports from the module's own directory).
+fn validate_operator(files: &[PathBuf]) -> (bool, String) {
+    let home = std::env::var_os("HOME").expect("HOME");
+    let prefix = Path::new(&home).join(".local/share/collapse-trace/node");
+    assert!(
+        prefix
+            .join("node_modules/@kubernetes-models/prometheus-operator")
+            .exists(),
+        "{} lacks the npm packages: `cargo xtask test` installs them",
+        prefix.display()
+    );
+    let script = prefix.join("validate-operator.mjs");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/k8s/validate-operator.mjs"
+        ),
+        &script,
+    )
+    .unwrap();
+    let out = Command::new("node")
+        .arg(&script)
+        .args(files)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 fn yaml(path: &str) -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(
         &std::fs::read_to_string(format!("{DEPLOY}/kubernetes/{path}")).unwrap(),
@@ -1033,9 +1067,10 @@ fn yaml(path: &str) -> serde_yaml_ng::Value {
 }
 
 /// The DaemonSet and Service pass the Kubernetes schemas (strict: no unknown field); a broken
-/// copy does not (the validator really validates). The Prometheus-operator kinds have no
-/// schema in kubernetes-validate: that is asserted, and they are checked against the Service
-/// and the DaemonSet by hand (selector, port name, scheme).
+/// copy does not (the validator really validates). The Prometheus-operator kinds, which
+/// kubernetes-validate has no schema for, pass the operator's own CRD schemas (and a broken
+/// copy does not), and are checked against the Service and the DaemonSet by hand (selector,
+/// port name, scheme).
 #[test]
 fn kubernetes_manifests_validate() {
     let k = PathBuf::from(format!("{DEPLOY}/kubernetes"));
@@ -1050,8 +1085,21 @@ fn kubernetes_manifests_validate() {
     let (ok, out) = validate(&[dir.write("broken.yaml", &broken)]);
     assert!(!ok, "a misspelt field passed: {out}");
 
+    // kubernetes-validate has no schema for the Prometheus-operator kinds; the operator's own
+    // CRD schemas (npm) check them, and refuse a broken copy.
     let (_, out) = validate(&[k.join("servicemonitor.yaml"), k.join("podmonitor.yaml")]);
     assert_eq!(out.matches("Couldn't find schema").count(), 2, "{out}");
+    let (ok, out) = validate_operator(&[k.join("servicemonitor.yaml"), k.join("podmonitor.yaml")]);
+    assert!(ok, "operator schemas: {out}");
+    assert_eq!(out.matches(": passed").count(), 2, "{out}");
+    let broken = std::fs::read_to_string(k.join("servicemonitor.yaml"))
+        .unwrap()
+        .replace("endpoints:", "endpoint:");
+    let (ok, out) = validate_operator(&[dir.write("broken-sm.yaml", &broken)]);
+    assert!(
+        !ok && out.contains("FAILED"),
+        "a broken ServiceMonitor passed: {out}"
+    );
 
     // What the validator cannot check: the pieces fit together.
     let ds = yaml("daemonset.yaml");

@@ -94,6 +94,7 @@ fn main() -> Result<()> {
             setup::setup(&env)?;
             setup::ensure_debian_packages(&env, setup::TEST_PACKAGES)?;
             setup::ensure_python_tools(&env)?;
+            setup::ensure_node_tools(&env)?;
             let mut totals = test(&env, &args)?;
             println!("\n==> matrix: `cargo xtask matrix` (the release binary on each kernel)");
             let outcome = matrix::matrix(&env, matrix::MatrixArgs::from_env());

@@ -279,6 +279,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "man-db",
     "curl",
     "python3-venv",
+    // tests/web.rs: the Prometheus-operator manifests against the operator's schemas (npm).
+    "nodejs",
 ];
 
 /// Installs the missing ones of `packages` with apt-get (one `apt-get update` first).
@@ -316,6 +318,46 @@ pub fn ensure_debian_packages(env: &Env, packages: &[&str]) -> Result<()> {
 /// PyPI packages the tests run, with the version they were checked with: kubernetes-validate
 /// checks deploy/kubernetes/ against the Kubernetes API schemas it ships (tests/web.rs).
 pub const TEST_PYPI: &[(&str, &str)] = &[("kubernetes-validate", "1.37.0")];
+
+/// npm packages the tests run, with the version they were checked with: the
+/// Prometheus-operator CRD schemas (ServiceMonitor, PodMonitor) and a YAML parser for
+/// tests/k8s/validate-operator.mjs (tests/web.rs).
+pub const TEST_NPM: &[(&str, &str)] = &[
+    ("@kubernetes-models/prometheus-operator", "6.0.0"),
+    ("yaml", "2.9.1"),
+];
+
+/// Installs [`TEST_NPM`] under ~/.local/share/collapse-trace/node (never globally), once:
+/// packages already there at their version are left as they are. npm itself comes from
+/// Debian's `npm` package where no npm is installed (a NodeSource nodejs brings its own).
+pub fn ensure_node_tools(env: &Env) -> Result<()> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = Path::new(&home).join(".local/share/collapse-trace/node");
+    let missing: Vec<String> = TEST_NPM
+        .iter()
+        .filter(|(name, version)| {
+            let pkg = prefix.join("node_modules").join(name).join("package.json");
+            let text = std::fs::read_to_string(pkg).unwrap_or_default();
+            !text.contains(&format!("\"version\": \"{version}\""))
+        })
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect();
+    if missing.is_empty() {
+        println!("npm tools for the tests: present in {}", prefix.display());
+        return Ok(());
+    }
+    if output(env.command("npm").arg("--version")).is_err() {
+        ensure_debian_packages(env, &["npm"])?;
+    }
+    std::fs::create_dir_all(&prefix)?;
+    println!("npm tools for the tests: installing {}", missing.join(", "));
+    let mut install = env.command("npm");
+    install
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .args(&missing);
+    run(&mut install).with_context(|| format!("npm install {} failed", missing.join(" ")))
+}
 
 /// Installs [`TEST_PYPI`] into a venv of our own, ~/.local/share/collapse-trace/venv (never
 /// into the system's Python), once: a venv that already has them is left as it is.

@@ -953,13 +953,18 @@ mod tests {
             process_madvise: bool,
         }
         use crate::model::event::{escape, origin_name};
-        // Version 1 and 2 lines have no owner: it reads as absent.
+        // Version 1 and 2 lines have no owner and no file identity: they read as absent.
         let events: Vec<Event> = record::tests::sample_events()
             .into_iter()
             .map(|mut e| {
                 e.owner_tgid = 0;
                 e.owner_comm.clear();
                 e.owner_cgroup_id = 0;
+                e.dir.clear();
+                e.dir_cut = false;
+                e.real_name = false;
+                e.inode = 0;
+                e.dev = 0;
                 e
             })
             .collect();

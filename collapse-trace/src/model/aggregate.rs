@@ -595,17 +595,19 @@ mod tests {
         a.add(&ev(RecordKind::CollapseFile, 7, 30, b"f1"));
         a.add(&ev(RecordKind::CollapseFile, 7, 30, b"f1"));
         a.add(&ev(RecordKind::ScanFile, 7, 10, b"f1"));
-        a.add(&ev(RecordKind::CollapseFile, 8, 5, b"f2"));
+        let f2 = ev(RecordKind::CollapseFile, 8, 5, b"f2");
+        a.add(&f2);
         assert_eq!(a.delivered_total, 4);
         assert_eq!(a.delivered[&(RecordKind::CollapseFile, 30)], 2);
         let p = a.process(7).unwrap();
         assert_eq!(failures(&p.results, &a.table), 2);
         assert_eq!(dominant(&p.results, true, &a.table), Some(30));
         assert_eq!(dominant(&p.results, false, &a.table), Some(30));
-        assert_eq!(
-            a.files[&b"f2".to_vec()].results[&(RecordKind::CollapseFile, 5)],
-            1
-        );
+        // Filed under its path within the mount (the record's directories are cut).
+        assert_eq!(file_key(&f2), b".../top/sub/f2");
+        let f = &a.files[&file_key(&f2)];
+        assert_eq!(f.results[&(RecordKind::CollapseFile, 5)], 1);
+        assert_eq!((f.name.as_slice(), f.inode, f.dev), (&b"f2"[..], 16, 17));
         // pte_mapped_hugepage is a success: not in recent failures.
         assert_eq!(a.recent_failures.len(), 3);
     }
