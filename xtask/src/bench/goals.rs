@@ -367,6 +367,7 @@ mod tests {
             join_hook: overhead::JoinHook::Syscalls,
             ours_kind: Some(empty::Kind::Classic),
             floors: vec![],
+            load_average: [0.0, 0.0],
             figures: vec![floor(Range::Collapsed), floor(Range::Empty)],
             modes,
             runs: vec![],

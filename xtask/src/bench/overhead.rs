@@ -7,6 +7,11 @@
 //! range. `bpf_stats` figures (the kernel part) leave this out: the tracepoint machinery, the
 //! record a classic tracepoint builds, the syscall hooks' entry, cache effects.
 //!
+//! Time is the storm thread's own CPU time in its loop (`CLOCK_THREAD_CPUTIME_ID`; the
+//! kernel's program runs and interrupts that land on the thread count in it): on a quiet
+//! machine it is the loop's wall time, on a busy one it leaves out other tasks' turns on the
+//! CPU, which would otherwise swamp differences of tens of nanoseconds.
+//!
 //! Measured with `kernel.bpf_stats_enabled` off, as users run: with it on every program run
 //! also reads the clock twice, which lands in the workload's time.
 
@@ -160,7 +165,12 @@ pub struct Run {
     /// Calls inside the timed loop (a collapsed range's first, real collapse is before it).
     pub loop_calls: u64,
     pub loop_us: u64,
+    pub loop_cpu_ns: u64,
+    /// The storm thread's CPU time per call in the loop: the figure every overhead is
+    /// taken from (on a busy machine the wall time also holds other tasks' turns).
     pub ns_per_call: f64,
+    /// Wall time per call in the loop, for comparison.
+    pub wall_ns_per_call: f64,
 }
 
 /// One configuration's figures on one range.
@@ -205,6 +215,9 @@ pub struct Overhead {
     /// The kind of program our counting mode attaches to the huge_memory tracepoints.
     pub ours_kind: Option<Kind>,
     pub floors: Vec<Floor>,
+    /// The 1-minute load average before and after the part: other work on the machine
+    /// widens the spreads.
+    pub load_average: [f64; 2],
     pub figures: Vec<Figure>,
     pub modes: Vec<ModeFigure>,
     pub runs: Vec<Run>,
@@ -352,8 +365,9 @@ impl Bench<'_> {
         let collapsed_calls = self.args.overhead_calls;
         let rotations = self.args.reps;
         let join_hook = detect_join_hook(env);
+        let load_before = super::procs::load_average().0;
         println!(
-            "\n== workload overhead: the storm's time per call, {rotations} rotations, {} + {} calls per storm (collapsed, empty range); bpftrace's join on {join_hook:?}",
+            "\n== workload overhead: the storm's time per call, {rotations} rotations, {} + {} calls per storm (collapsed, empty range); bpftrace's join on {join_hook:?}; load average {load_before:.1}",
             calls_for(Range::Collapsed, collapsed_calls),
             calls_for(Range::Empty, collapsed_calls),
         );
@@ -425,6 +439,7 @@ impl Bench<'_> {
             join_hook,
             ours_kind,
             floors,
+            load_average: [load_before, super::procs::load_average().0],
             figures,
             modes,
             runs,
@@ -509,8 +524,11 @@ impl Bench<'_> {
             Range::Collapsed => tally.calls.saturating_sub(1),
             Range::Empty => tally.calls,
         };
+        let cpu = tally
+            .loop_cpu_ns
+            .context("the storm reports no loop_cpu_ns (an older binary?)")?;
         ensure!(
-            loop_calls > 0 && tally.loop_us > 0,
+            loop_calls > 0 && tally.loop_us > 0 && cpu > 0,
             "the storm made no timed call"
         );
         Ok((
@@ -521,7 +539,9 @@ impl Bench<'_> {
                 range,
                 loop_calls,
                 loop_us: tally.loop_us,
-                ns_per_call: tally.loop_us as f64 * 1000.0 / loop_calls as f64,
+                loop_cpu_ns: cpu,
+                ns_per_call: cpu as f64 / loop_calls as f64,
+                wall_ns_per_call: tally.loop_us as f64 * 1000.0 / loop_calls as f64,
             },
             kind,
         ))
@@ -559,6 +579,10 @@ pub fn print_lines(o: &Overhead) {
     if let Some(k) = o.ours_kind {
         println!("our counting mode attaches {} programs", k.name());
     }
+    println!(
+        "load average {:.1} before, {:.1} after",
+        o.load_average[0], o.load_average[1]
+    );
 }
 
 /// bpftrace's join hook on this machine (printed by the caller).
@@ -631,8 +655,10 @@ mod tests {
             tracer,
             range,
             loop_calls: 1000,
-            loop_us: (ns) as u64,
+            loop_us: ns as u64,
+            loop_cpu_ns: ns as u64 * 1000,
             ns_per_call: ns,
+            wall_ns_per_call: ns,
         }
     }
 

@@ -186,6 +186,8 @@ pub struct StormTally {
     pub calls: u64,
     pub ok: u64,
     pub loop_us: u64,
+    /// The looping thread's CPU time in the loop (binaries from before it was added: None).
+    pub loop_cpu_ns: Option<u64>,
 }
 
 /// `provoke storm --json` -> its tally (fails when the storm was skipped).
@@ -200,6 +202,7 @@ pub fn storm_tally(json: &str) -> Result<StormTally> {
         ok: u64,
         skipped: Option<String>,
         loop_us: Option<u64>,
+        loop_cpu_ns: Option<u64>,
     }
     let doc: Doc = serde_json::from_str(json)
         .context("`collapse-trace provoke --json` printed unexpected JSON")?;
@@ -213,6 +216,7 @@ pub fn storm_tally(json: &str) -> Result<StormTally> {
         calls: sc.calls,
         ok: sc.ok,
         loop_us: sc.loop_us.context("the storm's tally has no loop_us")?,
+        loop_cpu_ns: sc.loop_cpu_ns,
     })
 }
 
@@ -321,15 +325,18 @@ mod tests {
                 dropped: 3
             }
         );
-        let storm = r#"{"pid":1,"scenarios":[{"scenario":"storm","calls":5,"ok":5,"errnos":{},"skipped":null,"loop_us":1000}]}"#;
+        let storm = r#"{"pid":1,"scenarios":[{"scenario":"storm","calls":5,"ok":5,"errnos":{},"skipped":null,"loop_us":1000,"loop_cpu_ns":987654}]}"#;
         assert_eq!(
             storm_tally(storm).unwrap(),
             StormTally {
                 calls: 5,
                 ok: 5,
-                loop_us: 1000
+                loop_us: 1000,
+                loop_cpu_ns: Some(987_654)
             }
         );
+        let older = storm.replace(r#","loop_cpu_ns":987654"#, "");
+        assert_eq!(storm_tally(&older).unwrap().loop_cpu_ns, None);
         let skipped = storm.replace("null", "\"EINVAL\"");
         assert!(
             storm_tally(&skipped)

@@ -332,7 +332,7 @@ pub fn stretched_bound(load_average: f64, vcpus: usize) -> Duration {
 }
 
 /// The 1-minute load average and the vCPUs.
-fn load_average() -> (f64, usize) {
+pub fn load_average() -> (f64, usize) {
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
