@@ -7,7 +7,9 @@
 //! range. `bpf_stats` figures (the kernel part) leave this out: the tracepoint machinery, the
 //! record a classic tracepoint builds, the syscall hooks' entry, cache effects.
 //!
-//! Time is the storm thread's own CPU time in its loop (`CLOCK_THREAD_CPUTIME_ID`; the
+//! The storm runs `SCHED_FIFO` on a CPU of its own (`chrt --fifo 1 taskset`): on a machine
+//! busy with other work its calls are then neither preempted nor interleaved with other
+//! tasks on that CPU. Time is the storm thread's own CPU time in its loop (`CLOCK_THREAD_CPUTIME_ID`; the
 //! kernel's program runs and interrupts that land on the thread count in it): on a quiet
 //! machine it is the loop's wall time, on a busy one it leaves out other tasks' turns on the
 //! CPU, which would otherwise swamp differences of tens of nanoseconds.
@@ -241,21 +243,45 @@ impl Range {
     }
 }
 
-/// Figures and comparisons from the runs (pure: unit-tested).
+/// Figures and comparisons from the runs (pure: unit-tested). A traced run's overhead is its
+/// time minus the mean of the no-tracer runs next to it in the same rotation (the one before
+/// and the one after it; one of them at an end): the machine's speed drifts by seconds (here
+/// it halved and came back within one rotation), and neighbours share its state.
 pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
-    // (range, rotation) -> tracer -> ns/call
-    let mut by: BTreeMap<(Range, usize), BTreeMap<Tracer, f64>> = BTreeMap::new();
+    // (range, rotation) -> the runs in their order
+    let mut groups: BTreeMap<(Range, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
-        by.entry((r.range, r.rotation))
-            .or_default()
-            .insert(r.tracer, r.ns_per_call);
+        groups.entry((r.range, r.rotation)).or_default().push(r);
+    }
+    // (range, rotation) -> tracer -> overhead ns/call
+    let mut by: BTreeMap<(Range, usize), BTreeMap<Tracer, f64>> = BTreeMap::new();
+    for (key, group) in &mut groups {
+        group.sort_by_key(|r| r.position);
+        for (i, r) in group.iter().enumerate() {
+            if r.tracer == Tracer::None {
+                continue;
+            }
+            let before = group[..i].iter().rev().find(|b| b.tracer == Tracer::None);
+            let after = group[i + 1..].iter().find(|b| b.tracer == Tracer::None);
+            let base: Vec<f64> = before
+                .into_iter()
+                .chain(after)
+                .map(|b| b.ns_per_call)
+                .collect();
+            if !base.is_empty() {
+                let base = base.iter().sum::<f64>() / base.len() as f64;
+                by.entry(*key)
+                    .or_default()
+                    .insert(r.tracer, r.ns_per_call - base);
+            }
+        }
     }
     let overhead = |range: Range, rot: usize, t: Tracer| -> Option<f64> {
-        let m = by.get(&(range, rot))?;
-        Some(m.get(&t)? - m.get(&Tracer::None)?)
+        by.get(&(range, rot))?.get(&t).copied()
     };
     let rotations = |range: Range| -> Vec<usize> {
-        by.keys()
+        groups
+            .keys()
             .filter(|(r, _)| *r == range)
             .map(|(_, rot)| *rot)
             .collect()
@@ -348,6 +374,16 @@ pub fn calls_for(range: Range, collapsed_calls: u64) -> u64 {
     }
 }
 
+/// A rotation's runs: a no-tracer run first, last and between every two traced ones, so each
+/// traced run has a baseline on both sides (see [`summarize`]).
+pub fn with_baselines(order: &[Tracer]) -> Vec<Tracer> {
+    let mut v = vec![Tracer::None];
+    for &t in order {
+        v.extend([t, Tracer::None]);
+    }
+    v
+}
+
 /// The configurations of one rotation, in rotation `r`'s order: the list rotated left by r.
 pub fn rotation_order(tracers: &[Tracer], r: usize) -> Vec<Tracer> {
     let mut v = tracers.to_vec();
@@ -386,8 +422,8 @@ impl Bench<'_> {
                 f.unavailable.as_deref().unwrap_or_default()
             );
         }
+        // Rotated; a no-tracer run goes between every two (see `with_baselines`).
         let mut tracers = vec![
-            Tracer::None,
             Tracer::Counting,
             Tracer::BpftraceCounting,
             Tracer::Events,
@@ -410,7 +446,10 @@ impl Bench<'_> {
             };
             for range in ranges {
                 let mut line = Vec::new();
-                for (position, tracer) in rotation_order(&tracers, rot).into_iter().enumerate() {
+                for (position, tracer) in with_baselines(&rotation_order(&tracers, rot))
+                    .into_iter()
+                    .enumerate()
+                {
                     let calls = calls_for(range, collapsed_calls);
                     let (run, kind) = self.overhead_run(tracer, range, calls, join_hook)?;
                     ours_kind = ours_kind.or(kind);
@@ -458,8 +497,15 @@ impl Bench<'_> {
         join: JoinHook,
     ) -> Result<(Run, Option<Kind>)> {
         check_interrupted()?;
-        let mut cmd = std::process::Command::new(&self.bin);
-        cmd.args(["provoke", "storm", "--json", "--range", range.arg(), "-n"])
+        // The storm runs SCHED_FIFO on the last CPU (chrt and taskset exec it: same pid), so
+        // other tasks neither take turns on its CPU nor evict its caches between calls; the
+        // kernel's RT throttling still leaves them 5% of it. The tracers' own processes run
+        // on the other CPUs.
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let mut cmd = self.env.command("chrt");
+        cmd.args(["--fifo", "1", "taskset", "--cpu-list", &cpu.to_string()])
+            .arg(&self.bin)
+            .args(["provoke", "storm", "--json", "--range", range.arg(), "-n"])
             .arg(calls.to_string());
         let mut storm = Proc::spawn_gated("provoke storm", cmd)?;
         let pid = storm.pid();
@@ -649,9 +695,11 @@ mod tests {
     use super::*;
 
     fn run(rotation: usize, tracer: Tracer, range: Range, ns: f64) -> Run {
+        // Positions in the order the runs are made.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         Run {
             rotation,
-            position: 0,
+            position: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tracer,
             range,
             loop_calls: 1000,
@@ -717,6 +765,32 @@ mod tests {
             .find(|f| f.tracer == Counting && f.range == Range::Empty)
             .unwrap();
         assert_eq!(per_call.overhead_ns_per_call.unwrap().median, 80.0);
+    }
+
+    #[test]
+    fn a_drifting_machine_is_measured_against_the_runs_next_to_it() {
+        use Tracer::*;
+        // The machine slows from 1000 to 2000 ns/call half-way; each tracer adds 100.
+        let runs = [
+            run(0, None, Range::Collapsed, 1000.0),
+            run(0, Counting, Range::Collapsed, 1100.0),
+            run(0, None, Range::Collapsed, 1000.0),
+            run(0, BpftraceCounting, Range::Collapsed, 2100.0),
+            run(0, None, Range::Collapsed, 2000.0),
+        ];
+        let (_, modes) = summarize(&runs);
+        let c = modes
+            .iter()
+            .find(|m| m.mode == "counting" && m.range == Range::Collapsed)
+            .unwrap();
+        assert_eq!(c.ours_ns_per_event.unwrap().median, 100.0);
+        // Across the step: against the mean of 1000 and 2000, half the step's error (against
+        // the rotation's first no-tracer run alone it would read 1100).
+        assert_eq!(c.bpftrace_ns_per_event.unwrap().median, 600.0);
+        assert_eq!(
+            with_baselines(&[Counting, Events]),
+            vec![None, Counting, None, Events, None]
+        );
     }
 
     #[test]
