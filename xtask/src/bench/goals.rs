@@ -252,15 +252,19 @@ pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
     g
 }
 
-/// Met when every range has a ratio whose median is at most `limit`; not measured when a
-/// range has none, or when the peer's overhead is not above zero (noise larger than it).
+/// Met when every range has a ratio whose median is at most `limit`. Not measured when a
+/// range has none, or when the machine's noise is larger than the figures: a median
+/// overhead of ours or the peer's not above zero, or a rotation whose ratio is not (a
+/// verdict on such figures would be a coin toss, whichever way it fell).
 fn ratio_met(figs: &[&overhead::ModeFigure], limit: f64) -> Option<bool> {
     let mut met = true;
     for m in figs {
-        let (Some(r), Some(peer)) = (m.ratio, m.bpftrace_ns_per_event) else {
+        let (Some(r), Some(ours), Some(peer)) =
+            (m.ratio, m.ours_ns_per_event, m.bpftrace_ns_per_event)
+        else {
             return None;
         };
-        if peer.median <= 0.0 {
+        if ours.median <= 0.0 || peer.median <= 0.0 || r.min <= 0.0 {
             return None;
         }
         met &= r.median <= limit;
@@ -275,12 +279,20 @@ fn floor_met(diffs: &[(Range, Option<f64>, Option<f64>)], slack: f64) -> (String
     let text = diffs
         .iter()
         .map(|&(range, ours, floor)| match (ours, floor) {
-            (Some(o), Some(f)) => {
+            // Below zero, either one is lost in the machine's noise: nothing to judge.
+            (Some(o), Some(f)) if o > 0.0 && f > 0.0 => {
                 met = met.map(|m| m && o - f <= slack);
                 format!(
                     "{} range {o:.0} vs {f:.0} ns/event ({:+.0})",
                     range.arg(),
                     o - f
+                )
+            }
+            (Some(o), Some(f)) => {
+                met = None;
+                format!(
+                    "{} range {o:.0} vs {f:.0} ns/event (below the noise)",
+                    range.arg()
                 )
             }
             _ => {
@@ -320,6 +332,13 @@ mod tests {
         // bpftrace's overhead lost in the noise: nothing to judge against.
         let c = mode("counting", Range::Empty, 5.0, -3.0);
         assert_eq!(ratio_met(&[&a, &c], 0.15), None);
+        // Ours below zero: not a pass.
+        let d = mode("counting", Range::Empty, -5.0, 100.0);
+        assert_eq!(ratio_met(&[&a, &d], 0.15), None);
+        // A rotation whose ratio is below zero: the spread crosses the noise.
+        let mut e = mode("counting", Range::Empty, 5.0, 100.0);
+        e.ratio = Spread::of(&[-0.5, 0.05, 0.1]);
+        assert_eq!(ratio_met(&[&a, &e], 0.15), None);
     }
 
     #[test]
@@ -341,6 +360,9 @@ mod tests {
         let (text, met) = floor_met(&[(Range::Collapsed, Some(75.0), None)], 30.0);
         assert_eq!(met, None);
         assert!(text.contains("no floor figure"));
+        let (text, met) = floor_met(&[(Range::Collapsed, Some(-20.0), Some(40.0))], 30.0);
+        assert_eq!(met, None);
+        assert!(text.contains("below the noise"));
     }
 
     #[test]
