@@ -6,8 +6,10 @@
 //! people's tests make events too. The storm is started "gated": forked, but held before exec
 //! until the tools are attached, so its pid is known up front.
 
+mod empty;
 mod goals;
 mod merge;
+mod overhead;
 mod parse;
 mod procs;
 mod report;
@@ -24,7 +26,7 @@ use anyhow::{Context as _, Result, ensure};
 use serde::Serialize;
 
 use self::{
-    goals::goals,
+    goals::overhead_goals,
     parse::StatTotals,
     procs::{Proc, SysctlGuard, check_interrupted, sleep},
     report::{Goal, Spread, table},
@@ -62,12 +64,23 @@ pub struct BenchArgs {
     /// Kernel-cost modes to measure (all when not given), for quick comparisons.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub modes: Vec<Mode>,
+    /// MADV_COLLAPSE calls per workload-overhead storm on the collapsed range (the empty
+    /// range makes an eighth as many: each of its calls costs ~9x more).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub overhead_calls: u64,
+    /// A ~1-minute subset: the workload overhead alone (unless --only says otherwise), 3
+    /// repetitions, 200,000 calls per storm, shorter storms in any other part.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// The bench's parts, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Part {
+    /// The traced workload's time per call against no tracer and bpftrace, and the empty
+    /// program of each attach kind (0: the first figure).
+    Overhead,
     /// Kernel ns/event against bpftrace (1).
     Kernel,
     /// Start-up to attached and ready, warm and cold (2).
@@ -84,12 +97,27 @@ pub enum Part {
 
 impl BenchArgs {
     fn runs(&self, part: Part) -> bool {
-        self.only.is_empty() || self.only.contains(&part)
+        match self.only.is_empty() {
+            true => !self.quick || part == Part::Overhead,
+            false => self.only.contains(&part),
+        }
+    }
+
+    /// `--quick`'s smaller settings (never larger than asked for).
+    fn quickened(mut self) -> BenchArgs {
+        if self.quick {
+            self.reps = self.reps.min(3);
+            self.storm_secs = self.storm_secs.min(0.5);
+            self.load_secs = self.load_secs.min(2.0);
+            self.report_events = self.report_events.min(1_000_000);
+            self.overhead_calls = self.overhead_calls.min(200_000);
+        }
+        self
     }
 }
 
 /// The storm's two loops.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 enum Range {
     /// Success on an already collapsed range: 1 event per call (scan_file).
@@ -156,6 +184,7 @@ struct Doc {
     versions: BTreeMap<&'static str, String>,
     settings: BenchArgs,
     method: BTreeMap<&'static str, &'static str>,
+    overhead: Option<overhead::Overhead>,
     kernel_cost: Vec<CostSet>,
     startup: Vec<StartupSet>,
     resources: Vec<Resource>,
@@ -163,13 +192,17 @@ struct Doc {
     report: Option<ReportSpeed>,
     merge: Option<Vec<merge::MergeRow>>,
     goals: Vec<Goal>,
+    /// Tools that took longer than the first bound to stop, and how long.
+    slow_stops: Vec<procs::SlowStop>,
     wall_s: f64,
 }
 
 impl Serialize for BenchArgs {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("BenchArgs", 4)?;
+        let mut st = s.serialize_struct("BenchArgs", 6)?;
+        st.serialize_field("quick", &self.quick)?;
+        st.serialize_field("overhead_calls", &self.overhead_calls)?;
         st.serialize_field("reps", &self.reps)?;
         st.serialize_field("storm_secs", &self.storm_secs)?;
         st.serialize_field("load_secs", &self.load_secs)?;
@@ -294,9 +327,14 @@ struct Drops {
 /// Runs the whole bench.
 pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
     ensure!(
-        args.reps >= 5,
-        "--reps must be at least 5 (medians over >= 5)"
+        args.reps >= 5 || args.quick,
+        "--reps must be at least 5 (medians over >= 5; --quick takes 3)"
     );
+    ensure!(
+        args.overhead_calls >= 10_000,
+        "--overhead-calls must be at least 10000 (the storm's loop time is in microseconds)"
+    );
+    let args = args.quickened();
     ensure!(
         crate::is_root()?,
         "the bench loads BPF programs and mounts tmpfs: run it as root"
@@ -333,7 +371,16 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
     for (k, v) in &versions {
         println!("{k}: {v}");
     }
-    // From here on the guard restores the setting on every way out (error, panic, Ctrl-C).
+    // The workload overhead is measured as users run, with program statistics off (they add
+    // two clock reads to every program run); the guards restore the setting on every way out
+    // (error, panic, Ctrl-C).
+    let overhead = match args.runs(Part::Overhead) {
+        true => {
+            let _off = SysctlGuard::set("/proc/sys/kernel/bpf_stats_enabled", "0")?;
+            Some(bench.overhead()?)
+        }
+        false => None,
+    };
     let _stats = SysctlGuard::set("/proc/sys/kernel/bpf_stats_enabled", "1")?;
 
     let mut kernel_cost = Vec::new();
@@ -375,13 +422,14 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         true => Some(merge::merge_speed(env)?),
         false => None,
     };
-    let mut goals = goals(
+    let mut goals = overhead.as_ref().map(overhead_goals).unwrap_or_default();
+    goals.extend(goals::goals(
         &kernel_cost,
         &startup,
         &resources,
         drops.as_ref(),
         report_speed.as_ref(),
-    );
+    ));
     if let Some(m) = &merge_speed {
         goals.push(merge::goal(m));
     }
@@ -392,6 +440,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         versions,
         settings: args.clone(),
         method: method(),
+        overhead,
         kernel_cost,
         startup,
         resources,
@@ -399,6 +448,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         report: report_speed,
         merge: merge_speed,
         goals,
+        slow_stops: procs::slow_stops(),
         wall_s: t0.elapsed().as_secs_f64(),
     };
     print_doc(&doc);
@@ -412,6 +462,18 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
 
 fn method() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
+        (
+            "overhead",
+            "the storm's own loop time per MADV_COLLAPSE call (provoke storm -n N, loop_us / \
+             calls in the loop), with kernel.bpf_stats_enabled=0; one rotation runs every \
+             configuration once (no tracer, ours counting / events / default, bpftrace \
+             counting by result / counting plus the errno join, an empty program of each \
+             attach kind this kernel allows), each rotation's order rotated by one; overhead = \
+             time minus the no-tracer time of the same rotation and range, per event = per \
+             call / events per call (1 collapsed, 2 empty); ratio per rotation; tools filter \
+             by the storm's pid, the empty programs (r0 = 0; exit, loaded with bpf(2)) do not; \
+             every tracer's counts are checked against the storm's",
+        ),
         (
             "kernel_cost",
             "both tools attached at once, each filtered by the storm's pid (ours --pid, \

@@ -55,10 +55,12 @@ enum Command {
     },
     /// Benchmark collapse-trace against bpftrace on real MADV_COLLAPSE storms (needs root).
     ///
-    /// Kernel ns/event, start-up to attached, CPU and RSS of serve and stat, drops at rising
-    /// rates. Installs bpftrace, bpftool and linux-perf if missing; turns
-    /// kernel.bpf_stats_enabled on for the run and restores it. Prints a table and writes JSON
-    /// to target/bench/. About 5-10 minutes. Not a test: not run by `test` or CI.
+    /// The traced workload's overhead first (time per call against no tracer and bpftrace,
+    /// and the empty program of each attach kind), then kernel ns/event, start-up to
+    /// attached, CPU and RSS of serve and stat, drops at rising rates. Installs bpftrace,
+    /// bpftool and linux-perf if missing; turns kernel.bpf_stats_enabled off for the overhead
+    /// and on for the rest, and restores it. Prints a table and writes JSON to target/bench/.
+    /// About 10-15 minutes; `--quick` about one. Not a test: not run by `test` or CI.
     Bench(bench::BenchArgs),
     /// Run `setup`, build the release binary and install it with its manual pages, shell
     /// completions, systemd unit and documentation.

@@ -202,6 +202,11 @@ pub struct ScenarioTally {
     /// Storm only: wall time of the call loop in microseconds (for the achieved rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loop_us: Option<u64>,
+    /// Storm only: the looping thread's CPU time in the loop, in nanoseconds
+    /// (`CLOCK_THREAD_CPUTIME_ID`): what the calls cost it, without the time the scheduler
+    /// gave other tasks (a benchmark on a busy machine needs that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_cpu_ns: Option<u64>,
     /// Set when the kernel did not do what a kernel with the seed patch ("mm/khugepaged:
     /// skip shmem with userfaultfd") does for this scenario: what happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +222,7 @@ impl ScenarioTally {
             errnos: BTreeMap::new(),
             skipped: None,
             loop_us: None,
+            loop_cpu_ns: None,
             unexpected: None,
         }
     }
@@ -380,6 +386,12 @@ mod tests {
         assert_eq!(st.calls, 2_000);
         assert_eq!(st.errnos.get("EINVAL"), Some(&2_000), "{st:?}");
         assert!(st.loop_us.is_some());
+        // The loop's own CPU time: never more than its wall time (one thread), and not zero.
+        let cpu = st.loop_cpu_ns.unwrap();
+        assert!(
+            cpu > 0 && cpu <= st.loop_us.unwrap() * 1000 + 1000,
+            "{st:?}"
+        );
     }
 
     #[test]

@@ -156,3 +156,255 @@ pub(super) fn goals(
     }
     g
 }
+
+/// The workload-overhead goals (issue 17), judged on the overhead figures of the same run, on
+/// both ranges (each range's median ratio must meet the limit): counting <= 0.15x bpftrace
+/// counting's overhead and within 30 ns/event of an empty program of the kind it attaches;
+/// events <= 0.3x bpftrace counting's; the default mode <= 0.3x bpftrace doing the same join.
+pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
+    use overhead::Tracer;
+    let mut g = Vec::new();
+    let figure =
+        |mode: &str, range: Range| o.modes.iter().find(|m| m.mode == mode && m.range == range);
+    let ranges = [Range::Collapsed, Range::Empty];
+    for (mode, limit, what) in [
+        (
+            "counting",
+            0.15,
+            "workload overhead, counting (--no-events --no-calls): <= 0.15x bpftrace counting's",
+        ),
+        (
+            "events",
+            0.3,
+            "workload overhead, full events (--no-calls): <= 0.3x bpftrace counting's",
+        ),
+        (
+            "default",
+            0.3,
+            "workload overhead, default (events and the errno join): <= 0.3x bpftrace doing \
+             the same join",
+        ),
+    ] {
+        // The default mode's goal is against the join; its `default` line (against bpftrace
+        // counting) is printed, not judged.
+        let key = if mode == "default" { "join" } else { mode };
+        let figs: Vec<_> = ranges.iter().filter_map(|&r| figure(key, r)).collect();
+        if figs.is_empty() {
+            continue;
+        }
+        let measured = figs
+            .iter()
+            .map(|m| {
+                let ns = |s: &Option<Spread>| s.map_or("-".into(), |s| format!("{:.0}", s.median));
+                format!(
+                    "{} range {} ({} vs {} ns/event)",
+                    m.range.arg(),
+                    m.ratio.map_or("-".into(), |r| r.show(2)),
+                    ns(&m.ours_ns_per_event),
+                    ns(&m.bpftrace_ns_per_event)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        g.push(Goal::new(what, measured, ratio_met(&figs, limit)));
+    }
+    // Within 30 ns of the floor of the attach kind our counting mode uses.
+    let counting: Vec<_> = ranges
+        .iter()
+        .filter_map(|&r| figure("counting", r))
+        .collect();
+    if !counting.is_empty() {
+        let kind = o.ours_kind;
+        let floor = |range: Range| {
+            let k = kind?;
+            o.figures
+                .iter()
+                .find(|f| f.range == range && f.tracer == Tracer::Empty(k))?
+                .overhead_ns_per_event
+        };
+        let diffs: Vec<(Range, Option<f64>, Option<f64>)> = counting
+            .iter()
+            .map(|m| {
+                (
+                    m.range,
+                    m.ours_ns_per_event.map(|s| s.median),
+                    floor(m.range).map(|s| s.median),
+                )
+            })
+            .collect();
+        let (measured, met) = floor_met(&diffs, 30.0);
+        let kind_name = kind.map_or("unknown".into(), |k| k.name().to_string());
+        let why = match kind.and_then(|k| o.floors.iter().find(|f| f.kind == k)) {
+            Some(f) if f.unavailable.is_some() => {
+                format!("; no empty {kind_name} program here")
+            }
+            _ => String::new(),
+        };
+        g.push(Goal::new(
+            &format!(
+                "workload overhead, counting: within 30 ns/event of an empty program of the \
+                 kind it attaches ({kind_name})"
+            ),
+            measured + &why,
+            met,
+        ));
+    }
+    g
+}
+
+/// Met when every range has a ratio whose median is at most `limit`. Not measured when a
+/// range has none, or when the machine's noise is larger than the figures: a median
+/// overhead of ours or the peer's not above zero, or a rotation whose ratio is not (a
+/// verdict on such figures would be a coin toss, whichever way it fell).
+fn ratio_met(figs: &[&overhead::ModeFigure], limit: f64) -> Option<bool> {
+    let mut met = true;
+    for m in figs {
+        let (Some(r), Some(ours), Some(peer)) =
+            (m.ratio, m.ours_ns_per_event, m.bpftrace_ns_per_event)
+        else {
+            return None;
+        };
+        if ours.median <= 0.0 || peer.median <= 0.0 || r.min <= 0.0 {
+            return None;
+        }
+        met &= r.median <= limit;
+    }
+    Some(met)
+}
+
+/// (measured text, verdict) for "ours within `slack` ns/event of the floor", per range:
+/// (range, our median, the floor's median).
+fn floor_met(diffs: &[(Range, Option<f64>, Option<f64>)], slack: f64) -> (String, Option<bool>) {
+    let mut met = Some(true);
+    let text = diffs
+        .iter()
+        .map(|&(range, ours, floor)| match (ours, floor) {
+            // Below zero, either one is lost in the machine's noise: nothing to judge.
+            (Some(o), Some(f)) if o > 0.0 && f > 0.0 => {
+                met = met.map(|m| m && o - f <= slack);
+                format!(
+                    "{} range {o:.0} vs {f:.0} ns/event ({:+.0})",
+                    range.arg(),
+                    o - f
+                )
+            }
+            (Some(o), Some(f)) => {
+                met = None;
+                format!(
+                    "{} range {o:.0} vs {f:.0} ns/event (below the noise)",
+                    range.arg()
+                )
+            }
+            _ => {
+                met = None;
+                format!("{} range: no floor figure", range.arg())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (text, met)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overhead::{ModeFigure, Tracer};
+
+    fn mode(mode: &'static str, range: Range, ours: f64, peer: f64) -> ModeFigure {
+        ModeFigure {
+            mode,
+            range,
+            ours: Tracer::Counting,
+            peer: Tracer::BpftraceCounting,
+            ours_ns_per_event: Spread::of(&[ours]),
+            bpftrace_ns_per_event: Spread::of(&[peer]),
+            ratio: Spread::of(&[ours / peer]),
+        }
+    }
+
+    #[test]
+    fn ratio_goals_need_every_range() {
+        let a = mode("counting", Range::Collapsed, 10.0, 100.0);
+        let b = mode("counting", Range::Empty, 20.0, 100.0);
+        assert_eq!(ratio_met(&[&a, &b], 0.15), Some(false));
+        assert_eq!(ratio_met(&[&a, &b], 0.2), Some(true));
+        assert_eq!(ratio_met(&[&a], 0.1), Some(true));
+        // bpftrace's overhead lost in the noise: nothing to judge against.
+        let c = mode("counting", Range::Empty, 5.0, -3.0);
+        assert_eq!(ratio_met(&[&a, &c], 0.15), None);
+        // Ours below zero: not a pass.
+        let d = mode("counting", Range::Empty, -5.0, 100.0);
+        assert_eq!(ratio_met(&[&a, &d], 0.15), None);
+        // A rotation whose ratio is below zero: the spread crosses the noise.
+        let mut e = mode("counting", Range::Empty, 5.0, 100.0);
+        e.ratio = Spread::of(&[-0.5, 0.05, 0.1]);
+        assert_eq!(ratio_met(&[&a, &e], 0.15), None);
+    }
+
+    #[test]
+    fn floor_goal_is_within_slack_on_every_range() {
+        let (text, met) = floor_met(
+            &[
+                (Range::Collapsed, Some(60.0), Some(40.0)),
+                (Range::Empty, Some(50.0), Some(30.0)),
+            ],
+            30.0,
+        );
+        assert_eq!(met, Some(true));
+        assert_eq!(
+            text,
+            "collapsed range 60 vs 40 ns/event (+20); empty range 50 vs 30 ns/event (+20)"
+        );
+        let (_, met) = floor_met(&[(Range::Collapsed, Some(75.0), Some(40.0))], 30.0);
+        assert_eq!(met, Some(false));
+        let (text, met) = floor_met(&[(Range::Collapsed, Some(75.0), None)], 30.0);
+        assert_eq!(met, None);
+        assert!(text.contains("no floor figure"));
+        let (text, met) = floor_met(&[(Range::Collapsed, Some(-20.0), Some(40.0))], 30.0);
+        assert_eq!(met, None);
+        assert!(text.contains("below the noise"));
+    }
+
+    #[test]
+    fn overhead_goals_are_judged_and_named() {
+        let modes = ["counting", "events", "default", "join"]
+            .into_iter()
+            .flat_map(|m| {
+                [
+                    mode(m, Range::Collapsed, 50.0, 500.0),
+                    mode(m, Range::Empty, 40.0, 400.0),
+                ]
+            })
+            .collect();
+        let floor = |range| overhead::Figure {
+            tracer: Tracer::Empty(empty::Kind::Classic),
+            range,
+            ns_per_call: None,
+            overhead_ns_per_call: None,
+            overhead_ns_per_event: Spread::of(&[30.0]),
+        };
+        let o = overhead::Overhead {
+            rotations: 1,
+            calls: BTreeMap::new(),
+            join_hook: overhead::JoinHook::Syscalls,
+            ours_kind: Some(empty::Kind::Classic),
+            floors: vec![],
+            load_average: [0.0, 0.0],
+            figures: vec![floor(Range::Collapsed), floor(Range::Empty)],
+            modes,
+            runs: vec![],
+        };
+        let g = overhead_goals(&o);
+        let verdicts: Vec<_> = g.iter().map(|g| (g.goal.as_str(), g.met)).collect();
+        assert_eq!(verdicts.len(), 4);
+        // 0.1x of bpftrace everywhere: within 0.15 and 0.3.
+        assert!(verdicts.iter().take(3).all(|(_, m)| *m == Some(true)));
+        // 50 vs 30 and 40 vs 30: within 30 ns.
+        assert_eq!(verdicts[3].1, Some(true));
+        assert!(verdicts[3].0.contains("(tracepoint)"));
+        assert!(
+            g[0].measured
+                .starts_with("collapsed range 0.10 (0.10-0.10) (50 vs 500 ns/event)")
+        );
+    }
+}

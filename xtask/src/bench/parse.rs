@@ -14,6 +14,9 @@ pub struct Prog {
     pub id: u32,
     #[serde(default)]
     pub name: String,
+    /// `tracepoint`, `raw_tracepoint`, `tracing`, ...
+    #[serde(default, rename = "type")]
+    pub prog_type: String,
     /// Present only while `kernel.bpf_stats_enabled` is (or was) on.
     #[serde(default)]
     pub run_time_ns: u64,
@@ -48,6 +51,14 @@ pub fn bpftool_perf(json: &str) -> Result<Vec<PerfAttach>> {
         .into_iter()
         .filter(|a| a.fd_type == "tracepoint" && a.tracepoint.is_some())
         .collect())
+}
+
+/// How many perf-event attachments of any kind (tracepoint, kprobe, ...) `bpftool -j perf
+/// show` lists for `pid`.
+pub fn perf_attachments_of(json: &str, pid: u32) -> Result<usize> {
+    let all: Vec<PerfAttach> =
+        serde_json::from_str(json).context("`bpftool -j perf show` printed unexpected JSON")?;
+    Ok(all.iter().filter(|a| a.pid == pid).count())
 }
 
 /// The statistics of one BPF program fd, from `/proc/PID/fdinfo/FD`; `None` when the fd is not
@@ -128,6 +139,25 @@ pub fn bpftrace_maps(text: &str) -> BTreeMap<(String, i64), u64> {
     out
 }
 
+/// bpftrace's map dump at exit, each map's counts summed over its keys, whatever their shape
+/// (`@join[21, 22]: 5` has two): `join` -> 5.
+pub fn bpftrace_map_totals(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix('@') else {
+            continue;
+        };
+        let Some((key, count)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        let (Some((map, _)), Ok(count)) = (key.split_once('['), count.trim().parse::<u64>()) else {
+            continue;
+        };
+        *out.entry(map.to_string()).or_default() += count;
+    }
+    out
+}
+
 /// The totals of a `collapse-trace stat --json` document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct StatTotals {
@@ -156,6 +186,8 @@ pub struct StormTally {
     pub calls: u64,
     pub ok: u64,
     pub loop_us: u64,
+    /// The looping thread's CPU time in the loop (binaries from before it was added: None).
+    pub loop_cpu_ns: Option<u64>,
 }
 
 /// `provoke storm --json` -> its tally (fails when the storm was skipped).
@@ -170,6 +202,7 @@ pub fn storm_tally(json: &str) -> Result<StormTally> {
         ok: u64,
         skipped: Option<String>,
         loop_us: Option<u64>,
+        loop_cpu_ns: Option<u64>,
     }
     let doc: Doc = serde_json::from_str(json)
         .context("`collapse-trace provoke --json` printed unexpected JSON")?;
@@ -183,6 +216,7 @@ pub fn storm_tally(json: &str) -> Result<StormTally> {
         calls: sc.calls,
         ok: sc.ok,
         loop_us: sc.loop_us.context("the storm's tally has no loop_us")?,
+        loop_cpu_ns: sc.loop_cpu_ns,
     })
 }
 
@@ -203,6 +237,7 @@ mod tests {
             Prog {
                 id: 141,
                 name: "scan_file".into(),
+                prog_type: "tracepoint".into(),
                 run_time_ns: 9_170_443,
                 run_cnt: 61_234
             }
@@ -261,6 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn bpftrace_map_totals_take_any_key_shape() {
+        let out = "Attaching 4 probes...\n\n\n@call[4242]: 1\n@collapse[22]: 1000\n\
+                   @join[22, 22]: 999\n@join[0, 0]: 1\n@scan[10]: 7\n@scan[22]: 1000\n";
+        let t = bpftrace_map_totals(out);
+        assert_eq!(t["join"], 1000);
+        assert_eq!(t["scan"], 1007);
+        assert_eq!(t["call"], 1);
+        assert!(!t.contains_key("last"));
+    }
+
+    #[test]
+    fn perf_attachments_of_any_kind_are_counted_per_pid() {
+        assert_eq!(perf_attachments_of(PERF_SHOW, 77).unwrap(), 1);
+        assert_eq!(perf_attachments_of(PERF_SHOW, 4242).unwrap(), 1);
+        assert_eq!(perf_attachments_of(PERF_SHOW, 1).unwrap(), 0);
+    }
+
+    #[test]
     fn stat_and_storm_json_are_parsed() {
         let stat = r#"{"schema":"collapse-trace.stat/1","totals":{"events":10,"successes":4,"failures":6,"delivered":7,"dropped":3},"tracepoints":[]}"#;
         assert_eq!(
@@ -272,15 +325,18 @@ mod tests {
                 dropped: 3
             }
         );
-        let storm = r#"{"pid":1,"scenarios":[{"scenario":"storm","calls":5,"ok":5,"errnos":{},"skipped":null,"loop_us":1000}]}"#;
+        let storm = r#"{"pid":1,"scenarios":[{"scenario":"storm","calls":5,"ok":5,"errnos":{},"skipped":null,"loop_us":1000,"loop_cpu_ns":987654}]}"#;
         assert_eq!(
             storm_tally(storm).unwrap(),
             StormTally {
                 calls: 5,
                 ok: 5,
-                loop_us: 1000
+                loop_us: 1000,
+                loop_cpu_ns: Some(987_654)
             }
         );
+        let older = storm.replace(r#","loop_cpu_ns":987654"#, "");
+        assert_eq!(storm_tally(&older).unwrap().loop_cpu_ns, None);
         let skipped = storm.replace("null", "\"EINVAL\"");
         assert!(
             storm_tally(&skipped)

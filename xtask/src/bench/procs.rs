@@ -223,22 +223,25 @@ impl Proc {
         }
     }
 
-    /// Waits for the exit (Ctrl-C aware, bounded) and returns stdout; fails unless it exited 0.
-    pub fn wait(mut self, timeout: Duration) -> Result<String> {
-        let mut child = self.child.take().context("already waited")?;
+    /// Waits up to `timeout` for the exit (Ctrl-C aware); `None` if it is still running.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let child = self.child.as_mut().context("already waited")?;
         let end = Instant::now() + timeout;
-        let status = loop {
+        loop {
             if let Some(s) = child.try_wait()? {
-                break s;
+                return Ok(Some(s));
             }
-            if Instant::now() > end || check_interrupted().is_err() {
-                let _ = child.kill();
-                let _ = child.wait();
-                check_interrupted()?;
-                bail!("{} did not finish within {timeout:?}", self.name);
+            check_interrupted()?;
+            if Instant::now() > end {
+                return Ok(None);
             }
             thread::sleep(Duration::from_millis(5));
-        };
+        }
+    }
+
+    /// Stdout once the child has exited; fails unless it exited 0.
+    fn finish(mut self, status: std::process::ExitStatus) -> Result<String> {
+        self.child = None;
         let out = self
             .stdout
             .take()
@@ -253,12 +256,108 @@ impl Proc {
         Ok(out)
     }
 
-    /// SIGINT, then waits (up to 60 s: bpftrace prints its maps and detaches, which a busy
-    /// machine can stretch past 10 s) and returns stdout.
-    pub fn stop(self) -> Result<String> {
-        self.signal(libc::SIGINT);
-        self.wait(Duration::from_secs(60))
+    /// Waits for the exit (Ctrl-C aware, bounded) and returns stdout; fails unless it exited 0.
+    pub fn wait(mut self, timeout: Duration) -> Result<String> {
+        match self.wait_exit(timeout)? {
+            Some(status) => self.finish(status),
+            None => {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                bail!("{} did not finish within {timeout:?}", self.name)
+            }
+        }
     }
+
+    /// SIGINT, then waits and returns stdout. bpftrace prints its maps and detaches, which a
+    /// loaded machine can stretch past a minute (every detach waits for RCU grace periods):
+    /// after [`STOP_BOUND`] the bound is stretched by the load ([`stretched_bound`]), the wait
+    /// is reported on the spot and kept in [`slow_stops`], and only a tool that outlasts the
+    /// stretched bound fails the run.
+    pub fn stop(mut self) -> Result<String> {
+        self.signal(libc::SIGINT);
+        if let Some(status) = self.wait_exit(STOP_BOUND)? {
+            return self.finish(status);
+        }
+        let (load, vcpus) = load_average();
+        let more = stretched_bound(load, vcpus);
+        println!(
+            "  {} still stopping after {} s (load average {load:.1} on {vcpus} vCPUs): waiting up to {} s more",
+            self.name,
+            STOP_BOUND.as_secs(),
+            more.as_secs()
+        );
+        let t = Instant::now();
+        let status = self.wait_exit(more)?;
+        let slow = SlowStop {
+            tool: self.name.clone(),
+            seconds: STOP_BOUND.as_secs_f64() + t.elapsed().as_secs_f64(),
+            load_average: load,
+            vcpus,
+            bound_s: (STOP_BOUND + more).as_secs_f64(),
+            finished: status.is_some(),
+        };
+        println!(
+            "  {} {} after {:.0} s",
+            slow.tool,
+            if slow.finished {
+                "stopped"
+            } else {
+                "did NOT stop"
+            },
+            slow.seconds
+        );
+        SLOW_STOPS.lock().unwrap().push(slow);
+        match status {
+            Some(status) => self.finish(status),
+            None => bail!(
+                "{} did not stop within {} s, stretched for a load average of {load:.1} on {vcpus} vCPUs",
+                self.name,
+                (STOP_BOUND + more).as_secs()
+            ),
+        }
+    }
+}
+
+/// How long [`Proc::stop`] waits before it stretches the bound.
+pub const STOP_BOUND: Duration = Duration::from_secs(60);
+
+/// The extra time a tool slow to stop gets: the first bound again per unit of load per vCPU,
+/// at least twice it, at most 10 minutes.
+pub fn stretched_bound(load_average: f64, vcpus: usize) -> Duration {
+    let per_cpu = load_average / vcpus.max(1) as f64;
+    let factor = per_cpu.clamp(2.0, 10.0);
+    Duration::from_secs_f64(STOP_BOUND.as_secs_f64() * factor).min(Duration::from_secs(600))
+}
+
+/// The 1-minute load average and the vCPUs.
+pub fn load_average() -> (f64, usize) {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let vcpus = thread::available_parallelism().map_or(1, |n| n.get());
+    (load, vcpus)
+}
+
+/// A tool that took longer than [`STOP_BOUND`] to stop.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlowStop {
+    pub tool: String,
+    pub seconds: f64,
+    pub load_average: f64,
+    pub vcpus: usize,
+    /// The stretched bound it had.
+    pub bound_s: f64,
+    pub finished: bool,
+}
+
+static SLOW_STOPS: Mutex<Vec<SlowStop>> = Mutex::new(Vec::new());
+
+/// Every slow stop of the run so far, for the report.
+pub fn slow_stops() -> Vec<SlowStop> {
+    SLOW_STOPS.lock().unwrap().clone()
 }
 
 impl Drop for Proc {
@@ -277,5 +376,21 @@ impl Drop for Proc {
             }
             let _ = c.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_stop_gets_more_time_on_a_loaded_machine() {
+        // Idle or lightly loaded: twice the first bound.
+        assert_eq!(stretched_bound(0.3, 2), Duration::from_secs(120));
+        // Load 8 on 2 vCPUs: four times.
+        assert_eq!(stretched_bound(8.0, 2), Duration::from_secs(240));
+        // Never more than 10 minutes, and no division by zero vCPUs.
+        assert_eq!(stretched_bound(100.0, 1), Duration::from_secs(600));
+        assert_eq!(stretched_bound(1.0, 0), Duration::from_secs(120));
     }
 }

@@ -24,6 +24,64 @@ pub(super) fn print_doc(d: &Doc) {
         "bpftrace".into(),
         "ratio median (min-max)".into(),
     ]];
+    // The workload's own overhead first: what the traced task feels. (Not in the
+    // `overhead MODE:` form: those lines are printed once, when the part ends.)
+    if let Some(o) = &d.overhead {
+        let show = |s: &Option<Spread>| s.map_or("-".into(), |s| s.show(0));
+        for m in &o.modes {
+            rows.push(vec![
+                format!(
+                    "workload overhead ns/event, {} ({} vs {}), {} range",
+                    m.mode,
+                    m.ours.describe(),
+                    m.peer.describe(),
+                    m.range.arg()
+                ),
+                show(&m.ours_ns_per_event),
+                show(&m.bpftrace_ns_per_event),
+                m.ratio.map_or("-".into(), |s| s.show(2)),
+            ]);
+        }
+        for f in o
+            .figures
+            .iter()
+            .filter(|f| f.tracer != overhead::Tracer::None)
+        {
+            rows.push(vec![
+                format!(
+                    "  overhead ns/call, {}, {} range",
+                    f.tracer.describe(),
+                    f.range.arg()
+                ),
+                show(&f.overhead_ns_per_call),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for f in o
+            .figures
+            .iter()
+            .filter(|f| f.tracer == overhead::Tracer::None)
+        {
+            rows.push(vec![
+                format!(
+                    "  time per call with no tracer, ns, {} range",
+                    f.range.arg()
+                ),
+                show(&f.ns_per_call),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for f in o.floors.iter().filter(|f| f.unavailable.is_some()) {
+            rows.push(vec![
+                format!("  an empty {} program", f.kind.name()),
+                "not available here".into(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
     for c in &d.kernel_cost {
         rows.push(vec![
             format!(
@@ -138,6 +196,20 @@ pub(super) fn print_doc(d: &Doc) {
     println!("{}", table(&rows));
     if d.goals.iter().any(|g| g.met == Some(false)) {
         println!("some goals are MISSED: see docs/performance.md for the profile evidence");
+    }
+    if d.slow_stops.is_empty() {
+        println!("no tool took longer than 60 s to stop");
+    }
+    for s in &d.slow_stops {
+        println!(
+            "slow to stop: {} took {:.0} s (load average {:.1} on {} vCPUs; bound stretched to {:.0} s){}",
+            s.tool,
+            s.seconds,
+            s.load_average,
+            s.vcpus,
+            s.bound_s,
+            if s.finished { "" } else { ", killed" }
+        );
     }
     println!("bench wall time: {:.0} s", d.wall_s);
 }
