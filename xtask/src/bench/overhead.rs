@@ -42,6 +42,9 @@ pub enum Tracer {
     Counting,
     /// `stat --no-calls`: a record per event, with the file name and the owner.
     Events,
+    /// `stat --no-calls --attach classic`: the same from the classic tracepoint programs
+    /// (the record the kernel builds), to compare the two ways of reading the tracepoints.
+    EventsClassic,
     /// `stat`: records and the errno join (the call hooks).
     Default,
     /// bpftrace `@[args->result] = count()` per tracepoint, `/pid == P/`.
@@ -58,6 +61,7 @@ impl Tracer {
         match self {
             Tracer::Counting => Some(&["--no-events", "--no-calls"]),
             Tracer::Events => Some(&["--no-calls"]),
+            Tracer::EventsClassic => Some(&["--no-calls", "--attach", "classic"]),
             Tracer::Default => Some(&[]),
             _ => None,
         }
@@ -68,6 +72,9 @@ impl Tracer {
             Tracer::None => "no tracer".into(),
             Tracer::Counting => "ours, counting (stat --no-events --no-calls)".into(),
             Tracer::Events => "ours, events (stat --no-calls)".into(),
+            Tracer::EventsClassic => {
+                "ours, events from the classic programs (stat --no-calls --attach classic)".into()
+            }
             Tracer::Default => "ours, default (stat: events and the errno join)".into(),
             Tracer::BpftraceCounting => "bpftrace counting by result".into(),
             Tracer::BpftraceJoin => "bpftrace counting and joining the errno".into(),
@@ -226,9 +233,14 @@ pub struct Overhead {
 }
 
 /// The comparisons: (mode, ours, peer).
-pub const MODES: [(&str, Tracer, Tracer); 4] = [
+pub const MODES: [(&str, Tracer, Tracer); 5] = [
     ("counting", Tracer::Counting, Tracer::BpftraceCounting),
     ("events", Tracer::Events, Tracer::BpftraceCounting),
+    (
+        "events-classic",
+        Tracer::EventsClassic,
+        Tracer::BpftraceCounting,
+    ),
     ("default", Tracer::Default, Tracer::BpftraceCounting),
     ("join", Tracer::Default, Tracer::BpftraceJoin),
 ];
@@ -428,6 +440,7 @@ impl Bench<'_> {
             Tracer::BpftraceCounting,
             Tracer::Events,
             Tracer::BpftraceJoin,
+            Tracer::EventsClassic,
             Tracer::Default,
         ];
         tracers.extend(
