@@ -928,6 +928,33 @@ fn check_stat(run: &Run, truth: &KernelTruth, family: Option<&Family>) -> Result
         "stat did not read the tracepoints by their BTF-typed programs ({ATTACH_BTF}): {}",
         run.stat_stderr
     );
+    // The workload owns the memory it collapses: its owner row (mm->owner, read through the
+    // BTF-typed programs' mm argument) holds exactly ftrace's events.
+    let mut owned = BTreeMap::new();
+    for o in run.stat["owners"]
+        .as_array()
+        .context("stat has no owners[]")?
+    {
+        if o["comm"] != Value::String(run.comm.clone()) {
+            continue;
+        }
+        for r in o["results"].as_array().context("owner results")? {
+            let tp = r["tracepoint"].as_str().context("tracepoint")?;
+            if EVENTS.contains(&tp) {
+                *owned
+                    .entry((
+                        tp.to_string(),
+                        r["result"].as_str().context("result")?.to_string(),
+                    ))
+                    .or_insert(0u64) += r["count"].as_u64().context("count")?;
+            }
+        }
+    }
+    ensure!(
+        owned == run.ftrace,
+        "the workload's owner rows vs ftrace:\n  owners: {owned:?}\n  ftrace: {:?}",
+        run.ftrace
+    );
     // Every file comes with its real name and inode from the tracepoint's struct file.
     let files = run.stat["files"]
         .as_array()
