@@ -308,8 +308,9 @@ fn events_bands(width: u16, v: &View) -> Vec<Band> {
             row: vec![cell(Region::Results, width, 0)],
         },
         Band {
-            min: 6,
-            want: middle_want.clamp(6, 12),
+            // Two borders, the heads and one row: the worst offender is worth a line.
+            min: 4,
+            want: middle_want.clamp(4, 12),
             prio: 1,
             essential: false,
             fill: false,
@@ -331,14 +332,22 @@ fn events_bands(width: u16, v: &View) -> Vec<Band> {
 fn attempts_bands(width: u16, v: &View) -> Vec<Band> {
     let a = &v.attempts;
     let table = rows(a.rows.len().max(1)) + CHROME;
-    let top_row = vec![
-        cell(Region::Outcomes, OUTCOMES_MIN, 0),
+    let mut top_row = vec![
+        // Grows faster than the system context: room for what each outcome asks.
+        Cell {
+            grow: 2,
+            ..cell(Region::Outcomes, OUTCOMES_MIN, 0)
+        },
         Cell {
             grow: 0,
             ..cell(Region::Latency, LATENCY_MIN, 1)
         },
-        cell(Region::System, 36, 2),
     ];
+    // The system context only beside both: on a narrower terminal the lines are worth
+    // more to what to change.
+    if width >= OUTCOMES_MIN + LATENCY_MIN + 36 {
+        top_row.push(cell(Region::System, 36, 2));
+    }
     let alone = widths(width, &top_row).len() == 1;
     // Alone, the outcomes go in two columns of three rows.
     let outcomes = if alone { 5 } else { 8 };
@@ -361,7 +370,7 @@ fn attempts_bands(width: u16, v: &View) -> Vec<Band> {
             want: table,
             prio: 0,
             essential: true,
-            fill: true,
+            fill: false,
             row: vec![cell(Region::Attempts, width, 0)],
         },
     ];
@@ -372,7 +381,8 @@ fn attempts_bands(width: u16, v: &View) -> Vec<Band> {
             want: advice + 2,
             prio: 2,
             essential: false,
-            fill: false,
+            // What is left goes below the advice, not between the rows and it.
+            fill: true,
             row: vec![cell(Region::Advice, width, 0)],
         });
     }
@@ -443,26 +453,69 @@ pub fn pack(items: &[String], width: u16) -> Vec<String> {
     lines
 }
 
-/// The "what to change" lines of the attempts view, one per result that has advice.
-pub fn advice_texts(v: &View) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut out = Vec::new();
+/// One "what to change" of the attempts view: the results it is for, and the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdviceLine {
+    /// The results (and their origin, when they share one): `exceed_none_pte (madvise)`.
+    pub results: String,
+    /// Whether a seed case is among them.
+    pub seed: bool,
+    /// What to change.
+    pub advice: String,
+}
+
+/// The attempts view's advice, one line per distinct advice (the results that share it
+/// named together): refusals first (something must change), then errors, then the rest.
+pub fn advice_texts(v: &View) -> Vec<AdviceLine> {
+    use crate::model::outcome::Outcome;
+    let rank = |o: Outcome| match o {
+        Outcome::Refused => 0,
+        Outcome::Error => 1,
+        _ => 2,
+    };
+    let mut groups: Vec<(u8, &str, Vec<(&str, &str)>)> = Vec::new();
     for r in &v.attempts.rows {
-        if let Some(a) = &r.advice
-            && !seen.contains(&(&r.result, r.origin))
-        {
-            seen.push((&r.result, r.origin));
-            out.push(format!("{} ({}): {a}", r.result, r.origin));
+        let Some(a) = &r.advice else { continue };
+        let k = rank(r.outcome);
+        match groups.iter_mut().find(|g| g.1 == a) {
+            Some(g) => {
+                g.0 = g.0.min(k);
+                if !g.2.contains(&(r.result.as_str(), r.origin)) {
+                    g.2.push((r.result.as_str(), r.origin));
+                }
+            }
+            None => groups.push((k, a, vec![(r.result.as_str(), r.origin)])),
         }
     }
-    out
+    groups.sort_by_key(|g| g.0);
+    groups
+        .into_iter()
+        .map(|(_, advice, rs)| {
+            let mut names: Vec<&str> = Vec::new();
+            for (n, _) in &rs {
+                if !names.contains(n) {
+                    names.push(n);
+                }
+            }
+            let origin = rs
+                .iter()
+                .all(|(_, o)| *o == rs[0].1)
+                .then(|| format!(" ({})", rs[0].1))
+                .unwrap_or_default();
+            AdviceLine {
+                results: format!("{}{origin}", names.join(", ")),
+                seed: names.iter().any(|n| is_seed_result(n)),
+                advice: advice.to_string(),
+            }
+        })
+        .collect()
 }
 
 fn advice_lines(v: &View, width: u16) -> u16 {
     let w = usize::from(width.max(1));
     advice_texts(v)
         .iter()
-        .map(|t| rows(t.chars().count().div_ceil(w)))
+        .map(|t| rows((t.results.chars().count() + 2 + t.advice.chars().count()).div_ceil(w)))
         .sum()
 }
 
@@ -635,7 +688,10 @@ pub fn recent_columns(avail: u16, v: &View) -> Vec<(Col, Constraint)> {
             ),
             (Col::Pid, Keep::Always(7)),
             (Col::File, Keep::Fill(file, 0)),
-            (Col::Detail, Keep::Fixed(20, 2)),
+            (
+                Col::Detail,
+                Keep::Fixed(width_of(r.iter().map(|x| x.detail.as_str()), "DETAIL"), 2),
+            ),
         ],
     )
 }

@@ -539,7 +539,7 @@ fn outcome_hint(o: Outcome) -> &'static str {
         Outcome::AlreadyHuge => "was huge already",
         Outcome::NothingToCollapse => "nothing mapped there",
         Outcome::Transient => "a retry may work",
-        Outcome::Refused => "a setting or a userfaultfd must change",
+        Outcome::Refused => "something must change first",
         Outcome::Error => "the kernel could not",
     }
 }
@@ -573,11 +573,12 @@ fn draw_outcomes(f: &mut Frame, app: &App, area: Rect) {
     } else {
         "Outcomes of the attempts".to_string()
     };
-    let b = block(&[&title_long, "Outcomes"], area.width, false);
+    let title_mid = format!("Outcomes: {}/{} tried collapsed", a.collapsed, a.tried);
+    let b = block(&[&title_long, &title_mid, "Outcomes"], area.width, false);
     let inner = area.width.saturating_sub(2);
     if area.height >= 8 {
         // One outcome a line, with what it asks of a person when there is room.
-        let hint = inner >= 19 + 1 + count_w + 1 + 6 + 1 + 16;
+        let hint = inner >= 19 + 1 + count_w + 1 + 6 + 1 + 27;
         let rows = a.by_outcome.iter().map(|(o, n)| {
             let mut c = vec![
                 Cell::from(o.name()),
@@ -757,11 +758,9 @@ fn draw_advice(f: &mut Frame, app: &App, area: Rect) {
     let lines: Vec<Line> = layout::advice_texts(app.view())
         .into_iter()
         .map(|t| {
-            let (name, rest) = t.split_once(' ').unwrap_or((&t, ""));
-            let st = if is_seed_result(name) { SEED } else { HEAD };
             Line::from(vec![
-                Span::styled(name.to_string(), st),
-                Span::raw(format!(" {rest}")),
+                Span::styled(t.results, if t.seed { SEED } else { HEAD }),
+                Span::raw(format!(": {}", t.advice)),
             ])
         })
         .collect();
