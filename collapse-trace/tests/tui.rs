@@ -115,11 +115,12 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
 
     // The row: "collapse_file > page_filled   <count> ...". Wait for a refresh to show it.
     let row_count = |s: &str| -> Option<u64> {
-        let line = s
-            .lines()
-            .find(|l| l.contains("collapse_file > page_filled"))?;
-        let after = &line[line.find("page_filled")? + "page_filled".len()..];
-        after.split_whitespace().next()?.parse().ok()
+        s.lines().find_map(|l| {
+            let w: Vec<&str> = l.split([' ', '│', '>']).filter(|w| !w.is_empty()).collect();
+            w.windows(3)
+                .find(|x| x[0] == "collapse_file" && x[1] == "page_filled")
+                .and_then(|x| x[2].parse().ok())
+        })
     };
     let mut last = String::new();
     let start = Instant::now();
