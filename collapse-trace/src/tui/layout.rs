@@ -473,7 +473,9 @@ pub fn advice_texts(v: &View) -> Vec<AdviceLine> {
         Outcome::Error => 1,
         _ => 2,
     };
-    let mut groups: Vec<(u8, &str, Vec<(&str, &str)>)> = Vec::new();
+    /// (rank, advice, the (result, origin)s it is for).
+    type Group<'a> = (u8, &'a str, Vec<(&'a str, &'a str)>);
+    let mut groups: Vec<Group> = Vec::new();
     for r in &v.attempts.rows {
         let Some(a) = &r.advice else { continue };
         let k = rank(r.outcome);
@@ -497,11 +499,11 @@ pub fn advice_texts(v: &View) -> Vec<AdviceLine> {
                     names.push(n);
                 }
             }
-            let origin = rs
-                .iter()
-                .all(|(_, o)| *o == rs[0].1)
-                .then(|| format!(" ({})", rs[0].1))
-                .unwrap_or_default();
+            let origin = if rs.iter().all(|(_, o)| *o == rs[0].1) {
+                format!(" ({})", rs[0].1)
+            } else {
+                String::new()
+            };
             AdviceLine {
                 results: format!("{}{origin}", names.join(", ")),
                 seed: names.iter().any(|n| is_seed_result(n)),
