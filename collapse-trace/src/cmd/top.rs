@@ -83,6 +83,8 @@ pub async fn run(args: TopArgs) -> Result<()> {
         session.counters()?,
         monotonic_ns(),
     );
+    super::sysfs::prime(&mut app.agg, args.collect.precise_time);
+    app.on_system(super::sysfs::system_context());
     let demo = args.demo.then(Demo::start);
 
     let mut terminal = ratatui::try_init()?;
@@ -117,6 +119,8 @@ async fn run_ui(
             _ = tick.tick() => {
                 session.drain(|e| app.on_event(e));
                 super::name_cgroups(&mut app.agg, &mut cgroups);
+                // The views never read a file: the system context comes in from here.
+                app.on_system(super::sysfs::system_context());
                 // One read of the counters for the whole interval.
                 app.on_tick(session.counters()?, session.elapsed());
                 tui::draw(terminal, app)?;

@@ -1,6 +1,7 @@
-//! The state of `top`: the aggregation core plus what the operator chose (sort, focus,
-//! filter, pause). Pure: no terminal, no kernel. [`App::view`] turns it into the plain data
-//! that [`super::ui`] draws, so tests can script events and keys and look at the result.
+//! The state of `top`: the aggregation core plus what the operator chose (view, sort, focus,
+//! filter, pause). Pure: no terminal, no kernel, no file (the caller passes the kernel
+//! counters and the system context in). [`App::view`] turns it into the plain data that
+//! [`super::ui`] draws, so tests can script events and keys and look at the result.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -12,8 +13,11 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::model::{
     aggregate::{Aggregate, KernelCounters, ResultCounts, dominant, failures},
+    attempts::{Clock, Histogram},
     event::{Event, escape},
+    outcome::{Outcome, advice},
     results::{ResultTable, is_success, meaning},
+    system::{KHUGEPAGED_COUNTERS, SystemContext},
 };
 
 /// Seconds of history in the chart (one point per interval).
@@ -56,26 +60,65 @@ impl SortBy {
     }
 }
 
-/// Panes that Tab cycles through.
+/// The three views `v` cycles through (`1` `2` `3` pick one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMode {
+    /// What each tracepoint said: results, offenders, recent failures.
+    Events,
+    /// One attempt per range tried, by outcome and final result, with latency.
+    Attempts,
+    /// Whose memory it was (`mm->owner`), the processes that did the work, the files.
+    Owners,
+}
+
+impl ViewMode {
+    /// Every view, in the order `v` cycles and `1` `2` `3` pick.
+    pub const ALL: [ViewMode; 3] = [ViewMode::Events, ViewMode::Attempts, ViewMode::Owners];
+
+    fn next(self) -> ViewMode {
+        match self {
+            ViewMode::Events => ViewMode::Attempts,
+            ViewMode::Attempts => ViewMode::Owners,
+            ViewMode::Owners => ViewMode::Events,
+        }
+    }
+
+    /// Name in the footer's tabs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ViewMode::Events => "events",
+            ViewMode::Attempts => "attempts",
+            ViewMode::Owners => "owners",
+        }
+    }
+
+    /// The panes Tab cycles through in this view, the first focused on entry.
+    pub fn panes(self) -> &'static [Pane] {
+        match self {
+            ViewMode::Events => &[Pane::Results, Pane::Offenders, Pane::Recent],
+            ViewMode::Attempts => &[Pane::Attempts],
+            ViewMode::Owners => &[Pane::Owners, Pane::Offenders],
+        }
+    }
+}
+
+/// Panes that Tab focuses and the arrow keys scroll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
     /// Results by tracepoint.
     Results,
-    /// Files and processes by failures.
+    /// Files and processes (and, in the events view, owners) by failures.
     Offenders,
     /// Latest failure events.
     Recent,
+    /// Attempts by (origin, outcome, result).
+    Attempts,
+    /// The owners table of the owners view.
+    Owners,
 }
 
-impl Pane {
-    fn next(self) -> Pane {
-        match self {
-            Pane::Results => Pane::Offenders,
-            Pane::Offenders => Pane::Recent,
-            Pane::Recent => Pane::Results,
-        }
-    }
-}
+/// Number of [`Pane`]s (the length of [`App::scroll`]).
+pub const PANES: usize = 5;
 
 /// Fixed facts shown in the header.
 #[derive(Debug, Clone, Default)]
@@ -97,7 +140,7 @@ pub struct Header {
 /// One row of the results table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultLine {
-    /// Short tracepoint name (`scan_file`, `collapse_file`).
+    /// Short tracepoint name (`scan_file`, `collapse_huge_page`, `madvise_collapse`).
     pub tracepoint: &'static str,
     /// Result name.
     pub result: String,
@@ -120,6 +163,8 @@ pub struct ResultLine {
 pub struct Offender {
     /// File name or `comm (pid)`, escaped.
     pub name: String,
+    /// The owner's cgroup path (owners only; empty otherwise).
+    pub cgroup: String,
     /// Failure events.
     pub failures: u64,
     /// All events.
@@ -168,7 +213,102 @@ pub struct View {
     pub owners: Vec<Offender>,
     /// Newest first.
     pub recent: Vec<RecentLine>,
+    /// The attempts view's data.
+    pub attempts: AttemptsView,
+    /// khugepaged's progress and /proc/vmstat's thp_* counters, most telling first.
+    pub system: Vec<SystemItem>,
 }
+
+/// The attempts view: one attempt per range tried, as `stat` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptsView {
+    /// Attempts in all.
+    pub total: u64,
+    /// Attempts that tried to collapse something (already-huge and empty ranges left out).
+    pub tried: u64,
+    /// Attempts that collapsed their range.
+    pub collapsed: u64,
+    /// Attempts by outcome, every outcome (zeros included), in [`Outcome::ALL`] order.
+    pub by_outcome: Vec<(Outcome, u64)>,
+    /// By (origin, outcome, result), most first.
+    pub rows: Vec<AttemptLine>,
+    /// Latency of MADV_COLLAPSE attempts and whole calls.
+    pub latency: Vec<LatencyLine>,
+    /// Ranges whose call had not returned yet.
+    pub in_progress: u64,
+    /// Collapse events that never got their scan.
+    pub unjoined: u64,
+    /// Which clock the latencies came from.
+    pub clock: Clock,
+}
+
+/// Attempts of one (origin, outcome, result).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptLine {
+    /// `khugepaged`, `madvise` or `unknown`.
+    pub origin: &'static str,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Final result (a `scan_result` name, or an errno for a call without events), escaped.
+    pub result: String,
+    /// Attempts.
+    pub count: u64,
+    /// One line: what it means.
+    pub meaning: &'static str,
+    /// What to change, when something can.
+    pub advice: Option<String>,
+}
+
+/// One latency histogram, summarised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyLine {
+    /// `madvise attempt`, `MADV_COLLAPSE call`.
+    pub what: String,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Samples.
+    pub count: u64,
+    /// Mean, ns.
+    pub mean_ns: u64,
+    /// Largest, ns.
+    pub max_ns: u64,
+    /// Bucket bound under which half the samples lie (seconds; infinite above the last).
+    pub p50_s: f64,
+    /// Same for 99%.
+    pub p99_s: f64,
+}
+
+/// One figure of the system context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemItem {
+    /// The file's own name (`full_scans`, `thp_collapse_alloc`), so a person can find it.
+    pub name: String,
+    /// Its value now.
+    pub value: u64,
+    /// For counters: how much it grew since `top` started (or was reset).
+    pub delta: Option<u64>,
+}
+
+/// The order the system context is shown in (and cut from the end when space is short):
+/// whether khugepaged gets round at all, then what the kernel counted about collapses, then
+/// the knobs that decide them. Other non-zero thp_* counters follow.
+const SYSTEM_ORDER: [&str; 15] = [
+    "full_scans",
+    "pages_collapsed",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
+    "thp_scan_exceed_none_pte",
+    "thp_scan_exceed_swap_pte",
+    "thp_scan_exceed_share_pte",
+    "pages_to_scan",
+    "scan_sleep_millisecs",
+    "max_ptes_none",
+    "max_ptes_swap",
+    "max_ptes_shared",
+    "thp_split_pmd",
+    "thp_fault_alloc",
+    "thp_fault_fallback",
+];
 
 /// What a key asks the caller to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,10 +334,12 @@ pub struct App {
     pub sort: SortBy,
     /// Descending sort.
     pub descending: bool,
+    /// The view shown.
+    pub mode: ViewMode,
     /// Focused pane.
     pub focus: Pane,
     /// Scroll offset of each pane.
-    pub scroll: [usize; 3],
+    pub scroll: [usize; PANES],
     /// The `/` view filter (comm or file substring); applies to offenders and recent.
     pub filter: String,
     /// Typing a filter.
@@ -213,6 +355,8 @@ pub struct App {
     rates: BTreeMap<(RecordKind, i64), f64>,
     events_per_s: f64,
     history: VecDeque<(u64, u64)>,
+    system: SystemContext,
+    system_base: Option<SystemContext>,
     view: View,
 }
 
@@ -233,8 +377,9 @@ impl App {
             interval,
             sort: SortBy::Count,
             descending: true,
+            mode: ViewMode::Events,
             focus: Pane::Results,
-            scroll: [0; 3],
+            scroll: [0; PANES],
             filter: String::new(),
             editing: false,
             help: false,
@@ -245,6 +390,8 @@ impl App {
             rates: BTreeMap::new(),
             events_per_s: 0.0,
             history: VecDeque::new(),
+            system: SystemContext::default(),
+            system_base: None,
             view: View::default(),
         }
     }
@@ -288,14 +435,28 @@ impl App {
         }
     }
 
+    /// The system context read now (call before [`App::on_tick`]); the first one is the
+    /// baseline the counters' growth is shown against.
+    pub fn on_system(&mut self, ctx: SystemContext) {
+        if self.system_base.is_none() {
+            self.system_base = Some(ctx.clone());
+        }
+        self.system = ctx;
+    }
+
     /// Zeroes everything: counts restart from `kernel`.
     pub fn reset(&mut self, kernel: KernelCounters, now_ns: u64) {
         let table = self.agg.table.clone();
+        let (clock, knobs) = (self.agg.attempts.clock, self.agg.attempts.knobs);
         self.agg = Aggregate::new(table);
+        // What the caller primed the core with (the clock, the knobs advice quotes) stays.
+        self.agg.attempts.clock = clock;
+        self.agg.attempts.knobs = knobs;
         self.agg.set_baseline(kernel);
         self.prev.clear();
         self.rates.clear();
         self.history.clear();
+        self.system_base = Some(self.system.clone());
         self.start_ns = now_ns;
         self.view = self.build_view();
     }
@@ -327,7 +488,11 @@ impl App {
                 let name = table.name_of(tp, r);
                 let total = kernel.total(tp).max(1);
                 ResultLine {
-                    tracepoint: tp.name().trim_start_matches("mm_khugepaged_"),
+                    // Short, whole names: scan_file, collapse_huge_page, madvise_collapse.
+                    tracepoint: tp
+                        .name()
+                        .trim_start_matches("mm_khugepaged_")
+                        .trim_start_matches("mm_"),
                     meaning: meaning(&name),
                     success: is_success(&name),
                     result: name,
@@ -380,21 +545,23 @@ impl App {
                 .cmp(&a.failures)
                 .then_with(|| a.name.cmp(&b.name))
         });
+        // Every owner, not only those with failures: whose memory collapsed fine is worth
+        // seeing in the owners view.
         let mut owners: Vec<Offender> = self
             .agg
             .owners
             .iter()
             .map(|(pid, o)| {
-                let cgroup = self.agg.cgroup_name(o.cgroup_id);
-                (format!("{} ({pid}) {cgroup}", escape(&o.comm)), &o.results)
+                let mut off = offender(format!("{} ({pid})", escape(&o.comm)), &o.results, table);
+                off.cgroup = self.agg.cgroup_name(o.cgroup_id);
+                off
             })
-            .filter(|(name, _)| self.matches(name))
-            .map(|(name, r)| offender(name, r, table))
-            .filter(|o| o.failures > 0)
+            .filter(|o| self.matches(&o.name) || self.matches(&o.cgroup))
             .collect();
         owners.sort_by(|a, b| {
             b.failures
                 .cmp(&a.failures)
+                .then_with(|| b.events.cmp(&a.events))
                 .then_with(|| a.name.cmp(&b.name))
         });
 
@@ -430,7 +597,119 @@ impl App {
             processes,
             owners,
             recent,
+            attempts: self.attempts_view(),
+            system: self.system_items(),
         }
+    }
+
+    fn attempts_view(&self) -> AttemptsView {
+        let a = &self.agg.attempts;
+        let by = a.by_outcome();
+        let count = |o: Outcome| by.get(&o).copied().unwrap_or(0);
+        let tried = by
+            .iter()
+            .filter(|(o, _)| o.is_attempt())
+            .map(|(_, n)| n)
+            .sum();
+        let mut rows: Vec<AttemptLine> = a
+            .counts
+            .iter()
+            .map(|((origin, outcome, result), n)| {
+                let o = match *origin {
+                    "khugepaged" => Some(collapse_trace_common::Origin::Khugepaged),
+                    "madvise" => Some(collapse_trace_common::Origin::Madvise),
+                    _ => None,
+                };
+                AttemptLine {
+                    origin,
+                    outcome: *outcome,
+                    result: escape(result.as_bytes()),
+                    count: *n,
+                    meaning: meaning(result),
+                    advice: advice(result, o, false, &a.knobs),
+                }
+            })
+            .collect();
+        rows.sort_by(|x, y| {
+            y.count
+                .cmp(&x.count)
+                .then((x.origin, x.outcome, &x.result).cmp(&(y.origin, y.outcome, &y.result)))
+        });
+        let line = |what: String, outcome: Outcome, h: &Histogram| LatencyLine {
+            what,
+            outcome,
+            count: h.count,
+            mean_ns: h.sum_ns / h.count.max(1),
+            max_ns: h.max_ns,
+            p50_s: h.quantile_bound(0.5).unwrap_or(0.0),
+            p99_s: h.quantile_bound(0.99).unwrap_or(0.0),
+        };
+        let latency = a
+            .latency
+            .iter()
+            .map(|((origin, o), h)| line(format!("{origin} attempt"), *o, h))
+            .chain(
+                a.call_latency
+                    .iter()
+                    .map(|(o, h)| line("MADV_COLLAPSE call".into(), *o, h)),
+            )
+            .collect();
+        AttemptsView {
+            total: a.total(),
+            tried,
+            collapsed: count(Outcome::Collapsed),
+            by_outcome: Outcome::ALL.iter().map(|o| (*o, count(*o))).collect(),
+            rows,
+            latency,
+            in_progress: a.in_progress(),
+            unjoined: a.unjoined,
+            clock: a.clock,
+        }
+    }
+
+    fn system_items(&self) -> Vec<SystemItem> {
+        let base = self.system_base.as_ref();
+        let all = self
+            .system
+            .khugepaged
+            .iter()
+            .map(|(n, v)| (n, *v, KHUGEPAGED_COUNTERS.contains(&n.as_str()), false))
+            .chain(
+                self.system
+                    .vmstat_thp
+                    .iter()
+                    .map(|(n, v)| (n, *v, true, true)),
+            );
+        let mut items: Vec<(usize, SystemItem)> = all
+            .filter_map(|(name, value, counter, vmstat)| {
+                let rank = SYSTEM_ORDER.iter().position(|n| n == name);
+                // The rest of the thp_* counters only when they say something.
+                if rank.is_none() && (value == 0 || !vmstat) {
+                    return None;
+                }
+                let delta = counter.then(|| {
+                    let was = base
+                        .and_then(|b| {
+                            b.khugepaged
+                                .iter()
+                                .chain(&b.vmstat_thp)
+                                .find(|(n, _)| n == name)
+                        })
+                        .map_or(value, |(_, v)| *v);
+                    value.saturating_sub(was)
+                });
+                Some((
+                    rank.unwrap_or(SYSTEM_ORDER.len()),
+                    SystemItem {
+                        name: name.clone(),
+                        value,
+                        delta,
+                    },
+                ))
+            })
+            .collect();
+        items.sort_by_key(|(rank, _)| *rank);
+        items.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Handles a key.
@@ -480,8 +759,12 @@ impl App {
                 self.descending = !self.descending;
                 self.refresh();
             }
-            KeyCode::Tab => self.focus = self.focus.next(),
-            KeyCode::BackTab => self.focus = self.focus.next().next(),
+            KeyCode::Char('v') => self.set_mode(self.mode.next()),
+            KeyCode::Char(c @ '1'..='3') => {
+                self.set_mode(ViewMode::ALL[c as usize - '1' as usize]);
+            }
+            KeyCode::Tab => self.cycle_focus(1),
+            KeyCode::BackTab => self.cycle_focus(-1),
             KeyCode::Char('/') => {
                 self.editing = true;
                 self.filter.clear();
@@ -500,9 +783,25 @@ impl App {
     }
 }
 
+impl App {
+    /// Shows `mode`, focusing its first pane.
+    fn set_mode(&mut self, mode: ViewMode) {
+        self.mode = mode;
+        self.focus = mode.panes()[0];
+    }
+
+    /// Moves the focus `by` panes along the current view's panes.
+    fn cycle_focus(&mut self, by: isize) {
+        let panes = self.mode.panes();
+        let at = panes.iter().position(|p| *p == self.focus).unwrap_or(0);
+        self.focus = panes[(at as isize + by).rem_euclid(panes.len() as isize) as usize];
+    }
+}
+
 fn offender(name: String, results: &ResultCounts, table: &ResultTable) -> Offender {
     Offender {
         name,
+        cgroup: String::new(),
         failures: failures(results, table),
         events: results.values().sum(),
         dominant: dominant(results, true, table).map_or("-".into(), |r| table.name(r)),
@@ -510,18 +809,19 @@ fn offender(name: String, results: &ResultCounts, table: &ResultTable) -> Offend
 }
 
 /// Every key, for the help overlay (and the README).
-pub const KEYS: [(&str, &str); 11] = [
+pub const KEYS: [(&str, &str); 12] = [
     ("q  Esc  Ctrl-C", "quit (the terminal is restored)"),
     ("p  Space", "pause the display (collection goes on)"),
     ("r", "reset counters to zero"),
     ("s", "cycle the results sort column (count, rate, name)"),
     ("S", "reverse the sort direction"),
+    ("v  1 2 3", "next view / events, attempts, owners view"),
     ("Tab  Shift-Tab", "focus the next / previous pane"),
     ("Up Down  j k", "scroll the focused pane"),
     ("Home  g", "scroll the focused pane to the top"),
     (
         "/",
-        "filter offenders and recent failures by comm or file substring",
+        "filter offenders, owners and recent failures by substring",
     ),
     ("Enter  Esc", "keep / clear the filter while typing it"),
     ("?  h  F1", "this help"),

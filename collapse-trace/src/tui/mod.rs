@@ -1,10 +1,12 @@
 //! The live terminal UI of `collapse-trace top` (ratatui, crossterm backend).
 //!
-//! [`app`] holds the state and reads only the aggregation core; [`ui`] draws it;
+//! [`app`] holds the state and reads only the aggregation core; [`layout`] decides what fits
+//! where; [`ui`] draws it;
 //! [`spawn_input`] reads the keyboard. `cmd::top` wires a counting session, the keyboard and
 //! the clock together: nothing here talks to the kernel.
 
 pub mod app;
+pub mod layout;
 pub mod ui;
 
 use std::time::Duration;
