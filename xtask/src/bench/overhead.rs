@@ -696,7 +696,8 @@ fn ours_program_kind(env: &Env, pid: u32) -> Result<Option<Kind>> {
         let p = progs
             .get(&info.prog_id)
             .context("our program is not in bpftool's list")?;
-        if p.name == "scan_file" {
+        // `scan_file` (classic) or `scan_file_btf` (BTF-typed), whichever it attached.
+        if p.name == "scan_file" || p.name == "scan_file_btf" {
             return Ok(Kind::of_prog_type(&p.prog_type));
         }
     }
