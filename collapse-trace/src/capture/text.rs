@@ -2,7 +2,9 @@
 //! present): ftrace's `trace` / `trace_pipe`, `trace-cmd report` and `perf script`. Each line
 //! becomes a [`FtraceLine`]; a [`TextDecoder`] turns those into [`Event`]s for the aggregation
 //! core, joining MADV_COLLAPSE calls (syscall enter/exit on one thread) with the events
-//! inside them, as the kernel side of `record` does.
+//! inside them, as the kernel side of `record` does. [`load`] reads a whole capture this way.
+
+pub(super) mod load;
 
 use std::collections::{BTreeMap, HashMap};
 
