@@ -28,14 +28,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-pub use lines::{Line, LineReader, MAX_LINE};
-pub use sniff::sniff;
-
 use crate::model::{
     capture::{Format, Loaded},
     results::ResultTable,
 };
-use lines::memchr;
+use lines::{LineReader, memchr};
 
 /// Counts the bytes read from the file (for a progress bar).
 struct Counting<R> {
@@ -120,7 +117,7 @@ pub fn load_from(
              or ftrace, trace-cmd or perf script text"
         );
     }
-    let format = format.unwrap_or_else(|| sniff(head));
+    let format = format.unwrap_or_else(|| sniff::sniff(head));
     let lines = LineReader::new(reader);
     match format {
         Format::Record => record::read::load_record(

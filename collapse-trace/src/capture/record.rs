@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use collapse_trace_common::{NUM_KINDS, RESULT_SLOTS, RecordKind};
 use serde::{Deserialize, Serialize};
 
-pub use line::{EventLines, LineValue, Omit, RecordEvent, Text, append_event_line};
-pub use writer::{RecordWriter, SYNC_EVERY, now_ns};
+#[cfg(test)]
+pub(crate) use line::append_event_line;
+pub(crate) use line::{EventLines, RecordEvent};
+pub use writer::RecordWriter;
+pub(crate) use writer::now_ns;
 
 use crate::model::{aggregate::KernelCounters, filters::Filters, results::ResultTable};
 
@@ -33,7 +36,7 @@ pub const FORMAT: &str = "collapse-trace.record";
 pub const VERSION: u32 = 3;
 /// The oldest version this build reads (version 1 event lines hold every field, which
 /// version 2's reader takes as it is).
-pub const OLDEST_VERSION: u32 = 1;
+pub(crate) const OLDEST_VERSION: u32 = 1;
 
 /// Line 1: what the capture is and where it comes from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,7 +102,7 @@ pub struct FieldLine {
 
 /// The last line: `{"trailer":{...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrailerLine {
+pub(crate) struct TrailerLine {
     /// The trailer.
     pub trailer: Trailer,
 }
@@ -185,12 +188,12 @@ impl Trailer {
 }
 
 /// Whether a line is the trailer (the writer always puts that key first).
-pub fn is_trailer(line: &[u8]) -> bool {
+pub(crate) fn is_trailer(line: &[u8]) -> bool {
     line.starts_with(b"{\"trailer\"")
 }
 
 /// Parses line 1.
-pub fn parse_header(line: &[u8]) -> Result<Header, String> {
+pub(crate) fn parse_header(line: &[u8]) -> Result<Header, String> {
     #[derive(Deserialize)]
     struct Peek {
         format: Option<String>,

@@ -52,7 +52,7 @@ pub fn parse_line(line: &str) -> Option<FtraceLine> {
 /// Parses one line of `perf script` text; `None` for lines that are not events.
 ///
 /// Shape: `<comm> <pid>[/<tid>] [<cpu>] <ts>: <group>:<event>: k=v, k=v, ...`
-pub fn parse_perf_line(line: &str) -> Option<FtraceLine> {
+pub(crate) fn parse_perf_line(line: &str) -> Option<FtraceLine> {
     parse_dialect(line, true)
 }
 
@@ -200,7 +200,7 @@ fn hex(v: Option<&String>) -> Option<u64> {
 }
 
 /// MADV_COLLAPSE's advice number.
-pub const MADV_COLLAPSE: u64 = 25;
+pub(crate) const MADV_COLLAPSE: u64 = 25;
 
 #[derive(Debug, Clone, Copy)]
 struct OpenCall {
@@ -211,7 +211,7 @@ struct OpenCall {
 
 /// Why a text line that names one of our events did not become one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// An event for the aggregation core.
     Event(Event),
     /// An event this tool does not use (another tracepoint, a syscall that is not
@@ -224,7 +224,7 @@ pub enum Decoded {
 /// Turns text lines into [`Event`]s: result names to numbers (the table's, or new ones for
 /// names it lacks), MADV_COLLAPSE calls joined with the events inside them.
 #[derive(Debug, Default)]
-pub struct TextDecoder {
+pub(crate) struct TextDecoder {
     open: HashMap<u32, OpenCall>,
 }
 

@@ -20,6 +20,7 @@ use crate::model::event::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum Text<'a> {
     /// Raw bytes of an [`Event`], to write.
+    #[cfg(test)]
     Raw(&'a [u8]),
     /// Escaped text, as read.
     Escaped(Cow<'a, str>),
@@ -28,6 +29,7 @@ pub enum Text<'a> {
 impl Text<'_> {
     fn is_empty(&self) -> bool {
         match self {
+            #[cfg(test)]
             Text::Raw(b) => b.is_empty(),
             Text::Escaped(s) => s.is_empty(),
         }
@@ -36,6 +38,7 @@ impl Text<'_> {
     /// The raw bytes into `out` (cleared first).
     fn bytes_into(&self, out: &mut Vec<u8>) -> Result<(), UnescapeError> {
         match self {
+            #[cfg(test)]
             Text::Raw(b) => {
                 out.clear();
                 out.extend_from_slice(b);
@@ -55,6 +58,7 @@ impl Default for Text<'_> {
 impl Serialize for Text<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
+            #[cfg(test)]
             Text::Raw(b) => s.collect_str(&Escaped(b)),
             Text::Escaped(t) => s.serialize_str(t),
         }
@@ -71,7 +75,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 }
 
 /// A field's type as a record line holds it: serde's view for reading and for the test that
-/// pins the writer, and the hand-tuned writer's.
+/// pins the writer, and the hand-tuned writer's. The serde writing side (`to_line`,
+/// `RecordEvent::new`, `Text::Raw`) only exists in tests: the product writes with
+/// [`EventLines`].
 pub trait LineValue {
     /// The value in a line: the event's own on the way out (borrowed), the line's on the way
     /// in.
@@ -79,6 +85,7 @@ pub trait LineValue {
     where
         Self: 'a;
     /// The line's value for an event's.
+    #[cfg(test)]
     fn to_line(&self) -> Self::Line<'_>;
     /// The event's value for a line's, into `out` (reusing its buffer); `key` names the
     /// field in an error.
@@ -91,6 +98,7 @@ macro_rules! int_line_value {
     ($($t:ty),*) => {$(
         impl LineValue for $t {
             type Line<'a> = $t;
+            #[cfg(test)]
             fn to_line(&self) -> $t {
                 *self
             }
@@ -110,6 +118,7 @@ int_line_value!(u32, i32, u64, i64);
 
 impl LineValue for bool {
     type Line<'a> = bool;
+    #[cfg(test)]
     fn to_line(&self) -> bool {
         *self
     }
@@ -127,6 +136,7 @@ impl LineValue for bool {
 
 impl LineValue for Vec<u8> {
     type Line<'a> = Text<'a>;
+    #[cfg(test)]
     fn to_line(&self) -> Text<'_> {
         Text::Raw(self)
     }
@@ -143,6 +153,7 @@ impl LineValue for Vec<u8> {
 
 impl LineValue for Origin {
     type Line<'a> = Cow<'a, str>;
+    #[cfg(test)]
     fn to_line(&self) -> Cow<'_, str> {
         Cow::Borrowed(origin_name(*self))
     }
@@ -222,6 +233,7 @@ macro_rules! record_line {
 
         impl<'a> RecordEvent<'a> {
             /// The line for an event (borrows it: nothing is copied or allocated).
+            #[cfg(test)]
             pub fn new(e: &'a Event) -> RecordEvent<'a> {
                 RecordEvent {
                     ts_ns: e.ts_ns,
@@ -308,6 +320,7 @@ fn num(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
 
 /// Appends the line of `e` without its newline (see [`EventLines`], which is faster for a
 /// stream of events).
+#[cfg(test)]
 pub fn append_event_line(out: &mut Vec<u8>, e: &Event) {
     EventLines::default().append(out, e);
 }
