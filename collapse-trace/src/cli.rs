@@ -16,7 +16,7 @@ mod generate;
     about,
     long_about = None
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -50,7 +50,7 @@ enum Command {
 }
 
 /// Exit codes, documented in the README.
-pub mod exit {
+pub(crate) mod exit {
     /// Success.
     pub const OK: u8 = 0;
     /// Any other failure.
@@ -121,4 +121,4 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub use crate::values::UsageError;
+use crate::values::UsageError;

@@ -2,7 +2,9 @@
 //! present): ftrace's `trace` / `trace_pipe`, `trace-cmd report` and `perf script`. Each line
 //! becomes a [`FtraceLine`]; a [`TextDecoder`] turns those into [`Event`]s for the aggregation
 //! core, joining MADV_COLLAPSE calls (syscall enter/exit on one thread) with the events
-//! inside them, as the kernel side of `record` does.
+//! inside them, as the kernel side of `record` does. [`load`] reads a whole capture this way.
+
+pub(super) mod load;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,7 +52,7 @@ pub fn parse_line(line: &str) -> Option<FtraceLine> {
 /// Parses one line of `perf script` text; `None` for lines that are not events.
 ///
 /// Shape: `<comm> <pid>[/<tid>] [<cpu>] <ts>: <group>:<event>: k=v, k=v, ...`
-pub fn parse_perf_line(line: &str) -> Option<FtraceLine> {
+pub(crate) fn parse_perf_line(line: &str) -> Option<FtraceLine> {
     parse_dialect(line, true)
 }
 
@@ -198,7 +200,7 @@ fn hex(v: Option<&String>) -> Option<u64> {
 }
 
 /// MADV_COLLAPSE's advice number.
-pub const MADV_COLLAPSE: u64 = 25;
+pub(crate) const MADV_COLLAPSE: u64 = 25;
 
 #[derive(Debug, Clone, Copy)]
 struct OpenCall {
@@ -211,7 +213,7 @@ struct OpenCall {
 // Unboxed: one is made per line read, nearly all of them events; a box would allocate each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// An event for the aggregation core.
     Event(Event),
     /// An event this tool does not use (another tracepoint, a syscall that is not
@@ -224,7 +226,7 @@ pub enum Decoded {
 /// Turns text lines into [`Event`]s: result names to numbers (the table's, or new ones for
 /// names it lacks), MADV_COLLAPSE calls joined with the events inside them.
 #[derive(Debug, Default)]
-pub struct TextDecoder {
+pub(crate) struct TextDecoder {
     open: HashMap<u32, OpenCall>,
 }
 

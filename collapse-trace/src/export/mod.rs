@@ -5,7 +5,7 @@
 pub mod attempts;
 pub mod json;
 pub mod ndjson;
-pub mod prometheus;
+pub(crate) mod prometheus;
 pub mod report;
-pub mod system;
-pub mod text;
+pub(crate) mod system;
+pub(crate) mod text;

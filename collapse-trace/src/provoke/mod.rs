@@ -10,7 +10,7 @@ mod scenarios;
 mod storm;
 mod tmpfs;
 
-pub use tmpfs::NeedsPrivilege;
+pub(crate) use tmpfs::NeedsPrivilege;
 mod uffd;
 
 use std::collections::BTreeMap;
@@ -136,7 +136,7 @@ static STOP: AtomicI32 = AtomicI32::new(0);
 static HOLD_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Keeps the last try's mapping (and its userfaultfd) alive for `d` after its MADV_COLLAPSE.
-pub fn set_hold(d: Duration) {
+pub(crate) fn set_hold(d: Duration) {
     HOLD_MS.store(
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
@@ -161,12 +161,12 @@ pub(crate) fn hold(last: bool, what: &str) {
 }
 
 /// Asks a running [`run`] to stop after the current try (async-signal-safe: one atomic store).
-pub fn request_stop(signal: i32) {
+pub(crate) fn request_stop(signal: i32) {
     STOP.store(signal, Ordering::Relaxed);
 }
 
 /// The signal that asked to stop, if any.
-pub fn stop_requested() -> Option<i32> {
+pub(crate) fn stop_requested() -> Option<i32> {
     match STOP.load(Ordering::Relaxed) {
         0 => None,
         s => Some(s),

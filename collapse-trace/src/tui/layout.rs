@@ -51,6 +51,8 @@ pub struct Plan {
     pub footer: Option<Rect>,
 }
 
+// The drawing walks `regions` itself; these are the questions the layout tests ask.
+#[cfg(test)]
 impl Plan {
     /// Where `r` goes, when kept.
     pub fn get(&self, r: Region) -> Option<Rect> {
@@ -768,7 +770,8 @@ pub fn col_widths(avail: u16, cols: &[(Col, Constraint)]) -> Vec<u16> {
         .collect()
 }
 
-/// Whether `cols` kept `c`.
+/// Whether `cols` kept `c` (the layout tests' question).
+#[cfg(test)]
 pub fn has(cols: &[(Col, Constraint)], c: Col) -> bool {
     cols.iter().any(|(x, _)| *x == c)
 }

@@ -6,8 +6,8 @@
 //! the clock together: nothing here talks to the kernel.
 
 pub mod app;
-pub mod layout;
-pub mod ui;
+pub(crate) mod layout;
+pub(crate) mod ui;
 
 use std::time::Duration;
 

@@ -8,10 +8,10 @@
 //!   rate limit), refused whole at start when anything in it is wrong, re-read on SIGHUP
 //!   (a bad reload keeps the config in force, with an error in the log).
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod config;
 pub mod limits;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::{
     future::Future,
@@ -46,11 +46,11 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 /// The largest request head (request line and headers) read, in bytes; more is refused with
 /// 431. A scrape's head is ~300 bytes.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Options of `serve` for its HTTP side.
 #[derive(Debug, Args)]
-pub struct WebArgs {
+pub(crate) struct WebArgs {
     /// Prometheus exporter-toolkit web config (YAML: tls_server_config, basic_auth_users,
     /// http_server_config.headers, rate_limit), the file node_exporter takes as
     /// --web.config.file. Refused at start when anything in it is wrong (exit 2); re-read on
@@ -71,7 +71,7 @@ pub struct WebArgs {
 }
 
 /// The server's shared state: the web config in force and the open connections.
-pub struct Web {
+pub(crate) struct Web {
     path: Option<PathBuf>,
     current: RwLock<Option<Arc<Loaded>>>,
     /// Bounds concurrent bcrypt checks ([`auth::MAX_HASHING`]).
@@ -177,7 +177,7 @@ impl Web {
 /// Serves `router` on `listener` until `quit` resolves, then lets open connections finish
 /// (the caller bounds that wait). The web config's authentication, rate limit and headers
 /// wrap every route; SIGHUP re-reads the web config.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     web: Arc<Web>,
