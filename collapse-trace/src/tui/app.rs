@@ -344,6 +344,9 @@ pub struct App {
     pub filter: String,
     /// Typing a filter.
     pub editing: bool,
+    /// The `c` filter: only the memory of this cgroup (its id), in the owners and the
+    /// recent failures; `None`: every cgroup.
+    pub cgroup_filter: Option<u64>,
     /// Help overlay shown.
     pub help: bool,
     /// Display frozen (collection goes on).
@@ -382,6 +385,7 @@ impl App {
             scroll: [0; PANES],
             filter: String::new(),
             editing: false,
+            cgroup_filter: None,
             help: false,
             paused: false,
             start_ns,
@@ -473,6 +477,30 @@ impl App {
         }
     }
 
+    /// The cgroup after the current `c` filter, in order of the owners' events there (most
+    /// first), then none again.
+    fn next_cgroup(&self) -> Option<u64> {
+        let mut by_events: BTreeMap<u64, u64> = BTreeMap::new();
+        for o in self.agg.owners.values() {
+            *by_events.entry(o.cgroup_id).or_default() += o.results.values().copied().sum::<u64>();
+        }
+        let mut ids: Vec<(u64, u64)> = by_events.into_iter().collect();
+        ids.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let ids: Vec<u64> = ids.into_iter().map(|(id, _)| id).collect();
+        match self.cgroup_filter {
+            None => ids.first().copied(),
+            Some(cur) => ids
+                .iter()
+                .position(|&id| id == cur)
+                .and_then(|i| ids.get(i + 1).copied()),
+        }
+    }
+
+    /// The `c` filter's cgroup path, for the header.
+    pub fn cgroup_filter_name(&self) -> Option<String> {
+        self.cgroup_filter.map(|id| self.agg.cgroup_name(id))
+    }
+
     fn matches(&self, s: &str) -> bool {
         self.filter.is_empty() || s.contains(&self.filter)
     }
@@ -551,6 +579,7 @@ impl App {
             .agg
             .owners
             .iter()
+            .filter(|(_, o)| self.cgroup_filter.is_none_or(|c| c == o.cgroup_id))
             .map(|(pid, o)| {
                 let mut off = offender(format!("{} ({pid})", escape(&o.comm)), &o.results, table);
                 off.cgroup = self.agg.cgroup_name(o.cgroup_id);
@@ -570,6 +599,7 @@ impl App {
             .recent_failures
             .iter()
             .rev()
+            .filter(|e| self.cgroup_filter.is_none_or(|c| c == e.owner_cgroup_id))
             .filter(|e| {
                 self.filter.is_empty()
                     || self.matches(&escape(&e.comm))
@@ -765,6 +795,10 @@ impl App {
             }
             KeyCode::Tab => self.cycle_focus(1),
             KeyCode::BackTab => self.cycle_focus(-1),
+            KeyCode::Char('c') => {
+                self.cgroup_filter = self.next_cgroup();
+                self.refresh();
+            }
             KeyCode::Char('/') => {
                 self.editing = true;
                 self.filter.clear();
@@ -809,7 +843,7 @@ fn offender(name: String, results: &ResultCounts, table: &ResultTable) -> Offend
 }
 
 /// Every key, for the help overlay (and the README).
-pub const KEYS: [(&str, &str); 12] = [
+pub const KEYS: [(&str, &str); 13] = [
     ("q  Esc  Ctrl-C", "quit (the terminal is restored)"),
     ("p  Space", "pause the display (collection goes on)"),
     ("r", "reset counters to zero"),
@@ -824,5 +858,6 @@ pub const KEYS: [(&str, &str); 12] = [
         "filter offenders, owners and recent failures by substring",
     ),
     ("Enter  Esc", "keep / clear the filter while typing it"),
+    ("c", "cycle a cgroup filter (owners, recent failures)"),
     ("?  h  F1", "this help"),
 ];

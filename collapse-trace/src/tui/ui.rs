@@ -216,6 +216,13 @@ fn draw_header(f: &mut Frame, app: &App, area: Rect) {
         ));
     }
     line2.push((7, vec![format!("filters: {}", h.filters)], Style::new()));
+    if let Some(cg) = app.cgroup_filter_name() {
+        line2.push((
+            9,
+            vec![format!("cgroup: {cg}"), "cgroup".into()],
+            Style::new().fg(Color::Cyan),
+        ));
+    }
     if !app.filter.is_empty() || app.editing {
         line2.push((
             9,
@@ -1190,6 +1197,42 @@ mod tests {
         assert_eq!((app.mode, app.focus), (ViewMode::Events, Pane::Results));
         app.on_key(key('2'));
         assert_eq!(app.mode, ViewMode::Attempts);
+    }
+
+    #[test]
+    fn the_cgroup_key_cycles_through_the_owners_cgroups() {
+        let mut app = scripted(&[]);
+        // Two owners in two cgroups: the busier cgroup comes first.
+        for (owner, cgroup, n) in [(21u32, 100u64, 1), (22, 200, 3)] {
+            for _ in 0..n {
+                let mut e = Event::decode(&record(SF, 9, 30, b"khugepaged", b"f")).unwrap();
+                e.owner_tgid = owner;
+                e.owner_comm = format!("db{owner}").into_bytes();
+                e.owner_cgroup_id = cgroup;
+                app.on_event(&e);
+            }
+        }
+        app.on_tick(KernelCounters::default(), Duration::from_secs(1));
+        let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+        app.on_key(key('3'));
+        let owners = |app: &App| -> Vec<String> {
+            app.view().owners.iter().map(|o| o.name.clone()).collect()
+        };
+        assert_eq!(owners(&app).len(), 2);
+        app.on_key(key('c'));
+        assert_eq!(app.cgroup_filter, Some(200));
+        assert_eq!(owners(&app), vec!["db22 (22)".to_string()]);
+        let screen = render(&app, 200, 60);
+        assert!(
+            screen.contains("cgroup: cgroup:200"),
+            "the header says so:\n{screen}"
+        );
+        app.on_key(key('c'));
+        assert_eq!(app.cgroup_filter, Some(100));
+        assert_eq!(owners(&app), vec!["db21 (21)".to_string()]);
+        app.on_key(key('c'));
+        assert_eq!(app.cgroup_filter, None);
+        assert_eq!(owners(&app).len(), 2);
     }
 
     #[test]
