@@ -1121,6 +1121,26 @@ fn kubernetes_manifests_validate() {
     for m in c["volumeMounts"].as_sequence().unwrap() {
         assert_eq!(m["readOnly"], true, "{m:?}");
     }
+    // --pods-dir is a mount of the node's own pod log directory (pod names).
+    let pods_dir = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str().unwrap().strip_prefix("--pods-dir="))
+        .expect("serve --pods-dir in the DaemonSet");
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == pods_dir)
+        .unwrap_or_else(|| panic!("no volume mounted at {pods_dir}"));
+    let volume = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    assert_eq!(volume["hostPath"]["path"], "/var/log/pods");
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["requests"]["memory"].is_string());
     for (k, v) in svc["spec"]["selector"].as_mapping().unwrap() {

@@ -16,7 +16,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    kernel::{cgroups::CgroupResolver, probes::ProbeOptions},
+    kernel::{cgroups::CgroupResolver, pods::PodDirectory, probes::ProbeOptions},
     model::filters::Filters,
     session::{Session, Stop},
 };
@@ -126,6 +126,32 @@ pub fn name_cgroups(agg: &mut crate::model::aggregate::Aggregate, r: &mut Cgroup
     for id in agg.unnamed_cgroups() {
         let path = r.path(id);
         agg.set_cgroup_path(id, path);
+    }
+}
+
+/// Where pods get their names (`stat`, `serve`).
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    /// The kubelet's pod log directory (one `<namespace>_<name>_<uid>/` per pod): names the
+    /// Kubernetes pods whose cgroups events come from. Where it does not exist, pods are
+    /// shown by UID only.
+    #[arg(long, value_name = "DIR", default_value = crate::kernel::pods::DEFAULT_PODS_DIR)]
+    pub pods_dir: PathBuf,
+}
+
+impl PodsArgs {
+    /// The directory, not read yet.
+    pub fn directory(&self) -> PodDirectory {
+        PodDirectory::new(self.pods_dir.clone())
+    }
+}
+
+/// Names every pod UID in `agg`'s cgroup paths that has no name yet and that `pods` lists.
+pub fn name_pods(agg: &mut crate::model::aggregate::Aggregate, pods: &mut PodDirectory) {
+    for uid in agg.unnamed_pods() {
+        if let Some(name) = pods.name(&uid) {
+            agg.set_pod_name(uid, name);
+        }
     }
 }
 

@@ -64,6 +64,8 @@ pub struct ServeArgs {
     /// collapse_trace_cgroup_cardinality_capped_total.
     #[arg(long, default_value_t = CGROUP_CAP)]
     max_cgroups: usize,
+    #[command(flatten)]
+    pods: super::PodsArgs,
     /// TLS, authentication and connection limits (docs/daemon.md).
     #[command(flatten)]
     web: crate::web::WebArgs,
@@ -79,6 +81,9 @@ struct Daemon {
     started: Instant,
     last_drain: Instant,
     decode_errors: u64,
+    /// Names the pods of the cgroups in the series; kept across scrapes so that its
+    /// re-reading stays rate-limited.
+    pods: crate::kernel::pods::PodDirectory,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -135,6 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         started: Instant::now(),
         last_drain: Instant::now(),
         decode_errors: 0,
+        pods: args.pods.directory(),
     }));
 
     let app = Router::new()
@@ -235,6 +241,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let body = {
         let mut st = lock(&s);
+        let st = &mut *st;
         let ids: Vec<u64> = st
             .counts
             .cgroups
@@ -249,6 +256,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
                 st.agg.set_cgroup_path(id, path);
             }
         }
+        super::name_pods(&mut st.agg, &mut st.pods);
         prometheus::render(&Source {
             agg: &st.agg,
             counts: &st.counts,
@@ -264,10 +272,12 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 async fn json(State(s): State<Shared>) -> impl IntoResponse {
     let snap = {
         let mut st = lock(&s);
+        let st = &mut *st;
         super::name_cgroups(
             &mut st.agg,
             &mut crate::kernel::cgroups::CgroupResolver::new(),
         );
+        super::name_pods(&mut st.agg, &mut st.pods);
         Snapshot::build(
             &st.agg,
             &st.info,

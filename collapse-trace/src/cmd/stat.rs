@@ -38,6 +38,8 @@ pub struct StatArgs {
     /// Rows in the process and file tables (text output).
     #[arg(long, default_value_t = 10)]
     top: usize,
+    #[command(flatten)]
+    pods: super::PodsArgs,
 }
 
 /// Runs `stat`.
@@ -60,6 +62,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     agg.set_kernel(kernel);
     let elapsed = session.elapsed().as_secs_f64();
     super::name_cgroups(&mut agg, &mut CgroupResolver::new());
+    super::name_pods(&mut agg, &mut args.pods.directory());
 
     let snap = Snapshot::build(
         &agg,
@@ -148,6 +151,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed: Option<std::io::Error> = None;
     let mut cgroups = CgroupResolver::new();
+    let mut pods = args.pods.directory();
     loop {
         let mut due = false;
         tokio::select! {
@@ -164,6 +168,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
             // One read of the counters for the whole snapshot.
             agg.set_kernel(session.counters()?);
             super::name_cgroups(&mut agg, &mut cgroups);
+            super::name_pods(&mut agg, &mut pods);
             let snap = Snapshot::build(
                 &agg,
                 session.info(),
@@ -186,6 +191,7 @@ async fn follow(args: &StatArgs, mut session: Session, mut agg: Aggregate) -> Re
     agg.set_kernel(kernel);
     if failed.is_none() {
         super::name_cgroups(&mut agg, &mut cgroups);
+        super::name_pods(&mut agg, &mut pods);
         let snap = Snapshot::build(
             &agg,
             session.info(),

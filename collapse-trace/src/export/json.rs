@@ -11,6 +11,7 @@ use crate::{
         aggregate::{Aggregate, ResultCounts, dominant, failures},
         event::{escape, origin_name},
         outcome::{Outcome, classify_errno, describe},
+        pods::Qos,
         results::{ResultSource, is_success},
     },
     model::{filters::Filters, kernel_info::KernelInfo},
@@ -283,12 +284,55 @@ pub struct CgroupRow {
     /// The systemd unit or container id in the path, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The Kubernetes pod the path names, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRow>,
     /// Collapse events.
     pub events: u64,
     /// Of which failures.
     pub failures: u64,
     /// By tracepoint and result.
     pub results: Vec<KeyedCount>,
+}
+
+/// A Kubernetes pod, as its cgroup path and the kubelet's pod log directory tell it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodRow {
+    /// The pod's UID (`metadata.uid`).
+    pub uid: String,
+    /// Its namespace, where the pod log directory names the UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its name, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its QoS class from the cgroup's place: `Guaranteed`, `Burstable` or `BestEffort`.
+    pub qos: Qos,
+    /// The container's id, when the cgroup is a container's rather than the pod's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+impl PodRow {
+    /// The pod cgroup `id` belongs to, if its path names one.
+    pub fn of(agg: &Aggregate, id: u64) -> Option<PodRow> {
+        let (pod, name) = agg.pod_of(id)?;
+        Some(PodRow {
+            uid: pod.uid,
+            namespace: name.map(|n| n.namespace.clone()),
+            name: name.map(|n| n.name.clone()),
+            qos: pod.qos,
+            container: pod.container,
+        })
+    }
+
+    /// `namespace/name`, or the UID when the name is unknown.
+    pub fn display(&self) -> String {
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            _ => self.uid.clone(),
+        }
+    }
 }
 
 /// The systemd unit or container a cgroup path names: a docker/containerd/podman container
@@ -474,6 +518,7 @@ impl Snapshot {
                 let path = agg.cgroup_name(*id);
                 CgroupRow {
                     unit: cgroup_unit(&path),
+                    pod: PodRow::of(agg, *id),
                     path,
                     id: *id,
                     events: crate::model::aggregate::events(&c.results),
@@ -683,5 +728,52 @@ mod tests {
                 (8, "(gone)", None, 1)
             ]
         );
+    }
+
+    #[test]
+    fn cgroup_rows_name_their_pod_in_json() {
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        let uid = "0b6f4c9a-7d3e-4f21-9a8b-1c2d3e4f5a6b";
+        let cid = "cd".repeat(32);
+        for e in [ev(38, 100, 7, 1), ev(38, 200, 8, 1), ev(38, 300, 9, 1)] {
+            agg.add(&e);
+        }
+        agg.set_cgroup_path(
+            7,
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/\
+                 cri-containerd-{cid}.scope",
+                uid.replace('-', "_")
+            ),
+        );
+        let other = "11111111-2222-3333-4444-555555555555";
+        agg.set_cgroup_path(8, format!("/kubepods/pod{other}"));
+        agg.set_cgroup_path(9, "/system.slice/db.service".into());
+        agg.set_pod_name(
+            uid.into(),
+            crate::model::pods::PodName {
+                namespace: "prod".into(),
+                name: "web-0".into(),
+            },
+        );
+        let info = KernelInfo::offline("x".into(), ResultTable::builtin(), &[]);
+        let s = Snapshot::build(&agg, &info, Filters::default(), true, 1.0);
+        let row = |id: u64| {
+            let c = s.cgroups.iter().find(|c| c.id == id).unwrap();
+            serde_json::to_value(c).unwrap()["pod"].clone()
+        };
+        assert_eq!(
+            row(7),
+            serde_json::json!({"uid": uid, "namespace": "prod", "name": "web-0",
+                               "qos": "Burstable", "container": cid})
+        );
+        assert_eq!(
+            row(8),
+            serde_json::json!({"uid": other, "qos": "Guaranteed"})
+        );
+        assert_eq!(row(9), serde_json::Value::Null);
+        // And back: the document reads as it was written.
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -11,7 +11,7 @@
 //! | `collapse_trace_events_delivered_total` | tracepoint | records that reached userspace |
 //! | `collapse_trace_events_dropped_total` | tracepoint | records the event rings could not take (kernel counter) |
 //! | `collapse_trace_collapse_file_events_total` | shmem, result | delivered `mm_khugepaged_collapse_file` records, by `is_shmem` |
-//! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result, cgroup | delivered records, for at most [`COMM_CAP`] distinct comms |
+//! | `collapse_trace_process_events_total` | comm, origin, tracepoint, result, cgroup, namespace, pod | delivered records, for at most [`COMM_CAP`] distinct comms; `namespace` and `pod` name the Kubernetes pod the cgroup path names (empty otherwise; see [`pod_labels`]) |
 //! | `collapse_trace_comm_cardinality_capped_total` | | delivered records whose comm was past the cap (not itemised) |
 //! | `collapse_trace_cgroup_cardinality_capped_total` | | delivered records whose cgroup was past [`CGROUP_CAP`] (labelled `cgroup="(other)"`) |
 //! | `collapse_trace_decode_errors_total` | | ring records that did not decode (a build mismatch) |
@@ -154,6 +154,8 @@ struct ProcessLabels {
     tracepoint: String,
     result: String,
     cgroup: String,
+    namespace: String,
+    pod: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,6 +175,19 @@ pub struct Source<'a> {
     pub info: &'a KernelInfo,
     /// Ring records that did not decode.
     pub decode_errors: u64,
+}
+
+/// The `namespace` and `pod` labels of cgroup `id`: the pod's namespace and name where the
+/// pod log directory named it, else an empty namespace and its UID; both empty when the path
+/// names no pod (or is not known). A function of the cgroup alone, so these labels add no
+/// series to the cgroup label's: one more at most per pod cgroup, when a UID gets its name
+/// after a first scrape.
+pub fn pod_labels(agg: &Aggregate, id: u64) -> (String, String) {
+    match agg.pod_of(id) {
+        Some((_, Some(n))) => (escape(n.namespace.as_bytes()), escape(n.name.as_bytes())),
+        Some((pod, None)) => (String::new(), pod.uid),
+        None => (String::new(), String::new()),
+    }
 }
 
 fn result_label(agg: &Aggregate, tp: RecordKind, r: i64) -> String {
@@ -302,14 +317,24 @@ pub fn render(src: &Source<'_>) -> String {
     reg.register(
         "collapse_trace_process_events",
         "Delivered records by task comm (escaped), origin, tracepoint, result and cgroup (of the \
-         memory's owner; its path from the cgroup2 root); at most the configured number of \
+         memory's owner; its path from the cgroup2 root), with the Kubernetes namespace and pod \
+         that cgroup belongs to (empty when none; pod is the UID when its name is unknown); at most the configured number of \
          distinct comms (default 200) and cgroups (default 100, the rest cgroup=\"(other)\"), see \
          collapse_trace_comm_cardinality_capped_total and collapse_trace_cgroup_cardinality_capped_total",
         process.clone(),
     );
+    // One lookup per labelled cgroup, not per series.
+    let pods: HashMap<u64, (String, String)> = src
+        .counts
+        .cgroups
+        .iter()
+        .map(|id| (*id, pod_labels(agg, *id)))
+        .collect();
+    let no_pod = (String::new(), String::new());
     for (comm, results) in &src.counts.by_comm {
         let comm = escape(comm);
         for ((tp, origin, r, cg), n) in results {
+            let (namespace, pod) = pods.get(cg).unwrap_or(&no_pod).clone();
             process
                 .get_or_create(&ProcessLabels {
                     comm: comm.clone(),
@@ -320,6 +345,8 @@ pub fn render(src: &Source<'_>) -> String {
                         0 => OTHER_CGROUP.to_string(),
                         id => escape(agg.cgroup_name(*id).as_bytes()),
                     },
+                    namespace,
+                    pod,
                 })
                 .inc_by(*n);
         }
@@ -428,11 +455,12 @@ mod tests {
         has(
             "collapse_trace_process_events_total{comm=\"q\\\"b\\\\\\\\c\\\\x0a\\\\xff\",origin=\"madvise\",\
              tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\",\
-             cgroup=\"/system.slice/db.service\"} 2",
+             cgroup=\"/system.slice/db.service\",namespace=\"\",pod=\"\"} 2",
         );
         has(
             "collapse_trace_process_events_total{comm=\"two\",origin=\"madvise\",\
-             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\",cgroup=\"(other)\"} 1",
+             tracepoint=\"mm_khugepaged_collapse_file\",result=\"page_filled\",cgroup=\"(other)\",\
+             namespace=\"\",pod=\"\"} 1",
         );
         has("collapse_trace_cgroup_cardinality_capped_total 1");
         // Two comms itemised, the third counted as capped.
@@ -450,5 +478,80 @@ mod tests {
                 "{l:?}"
             );
         }
+    }
+
+    #[test]
+    fn pod_cgroups_label_their_namespace_and_pod() {
+        let info = info();
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        let mut counts = EventCounts::new(10, 10);
+        agg.set_baseline(KernelCounters::default());
+        let named = "0b6f4c9a-7d3e-4f21-9a8b-1c2d3e4f5a6b";
+        let unnamed = "11111111-2222-3333-4444-555555555555";
+        let paths = [
+            (
+                21,
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+                     cri-containerd-{}.scope",
+                    named.replace('-', "_"),
+                    "ab".repeat(32)
+                ),
+            ),
+            (22, format!("/kubepods/burstable/pod{unnamed}")),
+            (23, "/system.slice/db.service".to_string()),
+        ];
+        for (id, path) in &paths {
+            let mut e = ev(RecordKind::CollapseFile, 30, b"w");
+            e.owner_cgroup_id = *id;
+            agg.add(&e);
+            counts.add(&e);
+            agg.set_cgroup_path(*id, path.clone());
+        }
+        assert_eq!(
+            agg.unnamed_pods(),
+            vec![named.to_string(), unnamed.to_string()]
+        );
+        agg.set_pod_name(
+            named.to_string(),
+            crate::model::pods::PodName {
+                namespace: "prod".into(),
+                name: "web-7f9c".into(),
+            },
+        );
+        assert_eq!(agg.unnamed_pods(), vec![unnamed.to_string()]);
+        let body = render(&Source {
+            agg: &agg,
+            counts: &counts,
+            info: &info,
+            decode_errors: 0,
+        });
+        let series = |cgroup: &str| {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("collapse_trace_process_events_total{")
+                        && l.contains(&format!("cgroup=\"{cgroup}\""))
+                })
+                .collect::<Vec<_>>()
+        };
+        let pod = series(&paths[0].1);
+        assert_eq!(pod.len(), 1, "{body}");
+        assert!(
+            pod[0].ends_with(",namespace=\"prod\",pod=\"web-7f9c\"} 1"),
+            "{}",
+            pod[0]
+        );
+        let uid = series(&paths[1].1);
+        assert!(
+            uid[0].ends_with(&format!(",namespace=\"\",pod=\"{unnamed}\"}} 1")),
+            "{}",
+            uid[0]
+        );
+        let none = series(&paths[2].1);
+        assert!(
+            none[0].ends_with(",namespace=\"\",pod=\"\"} 1"),
+            "{}",
+            none[0]
+        );
     }
 }

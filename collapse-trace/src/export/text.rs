@@ -163,15 +163,26 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
     }
     if !s.cgroups.is_empty() {
         let _ = writeln!(o, "Top cgroups by events (the owner's cgroup)");
+        // A POD column only where some cgroup is a pod's (a Kubernetes node).
+        let rows: Vec<_> = s.cgroups.iter().take(top).collect();
+        let pods: Vec<Option<String>> = rows
+            .iter()
+            .map(|c| c.pod.as_ref().map(|p| p.display()))
+            .collect();
+        let pw = pods.iter().flatten().map(String::len).max();
+        let pod_head = pw.map_or(String::new(), |w| format!("{:<w$}  ", "POD", w = w.max(3)));
         let _ = writeln!(
             o,
-            "  {:>9} {:>9}  {:<24}  CGROUP",
+            "  {:>9} {:>9}  {:<24}  {pod_head}CGROUP",
             "EVENTS", "FAILURES", "UNIT"
         );
-        for c in s.cgroups.iter().take(top) {
+        for (c, pod) in rows.iter().zip(&pods) {
+            let pod = pw.map_or(String::new(), |w| {
+                format!("{:<w$}  ", pod.as_deref().unwrap_or("-"), w = w.max(3))
+            });
             let _ = writeln!(
                 o,
-                "  {:>9} {:>9}  {:<24}  {}",
+                "  {:>9} {:>9}  {:<24}  {pod}{}",
                 c.events,
                 c.failures,
                 c.unit.as_deref().unwrap_or("-"),
@@ -240,4 +251,71 @@ pub fn render_body(s: &Snapshot, top: usize, drops_known: bool) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        aggregate::Aggregate, event::Event, filters::Filters, kernel_info::KernelInfo,
+        pods::PodName, results::ResultTable,
+    };
+    use collapse_trace_common::RecordKind;
+
+    fn snapshot(paths: &[(u64, &str)], named: Option<&str>) -> Snapshot {
+        let mut agg = Aggregate::new(ResultTable::builtin());
+        for (id, path) in paths {
+            let mut e = Event::empty();
+            e.tracepoint = RecordKind::ScanFile;
+            e.result = 1;
+            e.tgid = 9;
+            e.owner_tgid = 9;
+            e.owner_cgroup_id = *id;
+            e.filename = b"f".to_vec();
+            agg.add(&e);
+            agg.set_cgroup_path(*id, path.to_string());
+        }
+        if let Some(uid) = named {
+            agg.set_pod_name(
+                uid.into(),
+                PodName {
+                    namespace: "prod".into(),
+                    name: "web-0".into(),
+                },
+            );
+        }
+        let info = KernelInfo::offline("x".into(), ResultTable::builtin(), &[]);
+        Snapshot::build(&agg, &info, Filters::default(), true, 1.0)
+    }
+
+    #[test]
+    fn the_cgroups_table_has_a_pod_column_only_on_a_kubernetes_node() {
+        let uid = "0b6f4c9a-7d3e-4f21-9a8b-1c2d3e4f5a6b";
+        let pod = format!("/kubepods/besteffort/pod{uid}");
+        let text = render_text(
+            &snapshot(&[(7, &pod), (8, "/system.slice/db.service")], Some(uid)),
+            10,
+        );
+        // In the cgroups table (the owners table shows the paths too).
+        let table = text.split("Top cgroups").nth(1).expect("a cgroups table");
+        let line = |needle: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+                .to_string()
+        };
+        assert!(line("UNIT").contains("POD"), "{text}");
+        assert!(line(&pod).contains("prod/web-0"), "{text}");
+        assert!(line("db.service").contains(" - "), "{text}");
+        // Without a name, the UID.
+        let text = render_text(&snapshot(&[(7, &pod)], None), 10);
+        assert!(
+            text.lines().any(|l| l.contains(&format!("{uid}  {pod}"))),
+            "{text}"
+        );
+        // No pod anywhere: no column.
+        let text = render_text(&snapshot(&[(8, "/system.slice/db.service")], None), 10);
+        assert!(!text.contains("POD"), "{text}");
+    }
 }

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod caps;
 pub mod cgroups;
+pub mod pods;
 pub mod probes;
 pub mod rings;
 pub mod stream;

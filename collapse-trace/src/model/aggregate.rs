@@ -13,6 +13,7 @@ use collapse_trace_common::{NUM_KINDS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOT
 use super::{
     attempts::Attempts,
     event::Event,
+    pods::{PodCgroup, PodName, pod_in_cgroup},
     results::{ResultTable, is_success},
 };
 
@@ -234,6 +235,10 @@ pub struct Aggregate {
     /// Paths of cgroup ids, filled in by whoever can read them (see
     /// [`Aggregate::set_cgroup_path`]); an id without one shows as its number.
     pub cgroup_paths: BTreeMap<u64, String>,
+    /// Namespace and name of pod UIDs in those paths, filled in by whoever can read them
+    /// (see [`Aggregate::set_pod_name`]); a pod without one shows as its UID. Kept once
+    /// learnt, so a pod's label does not change when its directory goes.
+    pub pod_names: BTreeMap<String, PodName>,
     /// By file, keyed by [`file_key`] (raw bytes).
     pub files: HashMap<Vec<u8>, FileStats>,
     /// Events for files beyond [`KEY_CAP`].
@@ -275,6 +280,7 @@ impl Aggregate {
             cgroups: HashMap::new(),
             cgroups_other: 0,
             cgroup_paths: BTreeMap::new(),
+            pod_names: BTreeMap::new(),
             files: HashMap::new(),
             files_other: 0,
             recent_failures: VecDeque::new(),
@@ -506,6 +512,32 @@ impl Aggregate {
             None if id == 0 => String::new(),
             None => format!("cgroup:{id}"),
         }
+    }
+
+    /// UIDs of the pods named in known cgroup paths that have no namespace and name yet.
+    pub fn unnamed_pods(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self
+            .cgroup_paths
+            .values()
+            .filter_map(|p| pod_in_cgroup(p))
+            .map(|p| p.uid)
+            .filter(|uid| !self.pod_names.contains_key(uid))
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        uids
+    }
+
+    /// Names pod `uid`.
+    pub fn set_pod_name(&mut self, uid: String, name: PodName) {
+        self.pod_names.insert(uid, name);
+    }
+
+    /// The pod cgroup `id`'s path names, with its namespace and name when known.
+    pub fn pod_of(&self, id: u64) -> Option<(PodCgroup, Option<&PodName>)> {
+        let pod = pod_in_cgroup(self.cgroup_paths.get(&id)?)?;
+        let name = self.pod_names.get(&pod.uid);
+        Some((pod, name))
     }
 
     /// Whether result `r` of kind `tp` means success (no allocation: called per event).

@@ -10,5 +10,6 @@ pub mod filters;
 pub mod format;
 pub mod kernel_info;
 pub mod outcome;
+pub mod pods;
 pub mod results;
 pub mod system;
