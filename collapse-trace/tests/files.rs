@@ -13,7 +13,7 @@ use std::{os::unix::fs::MetadataExt as _, path::PathBuf, process::Command, time:
 
 use collapse_trace::{
     capture::text::parse_line,
-    export::json::{FileRow, Report, Snapshot},
+    export::json::{FileRow, Snapshot},
     kernel::tracefs::Tracefs,
 };
 
@@ -186,17 +186,7 @@ fn the_real_name_path_inode_and_device_come_through_stat_record_and_report() {
     assert!(truth >= 4, "ftrace saw {truth} file events");
     assert_eq!(f.events + d.events, truth, "files[] events vs ftrace");
 
-    let out = Command::new(BIN)
-        .args(["report", "--json", recfile.to_str().unwrap()])
-        .output()
-        .expect("run report");
-    let _ = std::fs::remove_file(&recfile);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: Report = serde_json::from_slice(&out.stdout).expect("report --json parses");
+    let rep = report_json_and_remove(&recfile);
     let rf = row(&rep.snapshot.files, LONG);
     assert_eq!(
         (&rf.path, rf.inode, &rf.dev, rf.events, rf.real_name),

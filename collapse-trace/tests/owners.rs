@@ -21,7 +21,7 @@ use std::{
 
 use collapse_trace::{
     capture::text::parse_line,
-    export::json::{Report, Snapshot},
+    export::json::Snapshot,
     kernel::{cgroups::cgroup2_mount, tracefs::Tracefs},
     provoke::Tally,
 };
@@ -342,17 +342,7 @@ fn madvise_callers_own_their_memory_through_stat_record_and_report() {
     );
     assert_eq!(snap.filters.cgroup.as_deref(), Some(cg.rel.as_str()));
 
-    let out = Command::new(BIN)
-        .args(["report", "--json", file.to_str().unwrap()])
-        .output()
-        .expect("run report");
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Report = serde_json::from_slice(&out.stdout).expect("report --json");
+    let report = report_json_and_remove(&file);
     assert_eq!(
         owner_counts(&report.snapshot, tally.pid),
         truth,

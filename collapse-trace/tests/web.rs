@@ -1012,11 +1012,16 @@ fn kubernetes_validate() -> PathBuf {
 }
 
 fn validate(files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(kubernetes_validate())
-        .arg("--strict")
-        .args(files)
-        .output()
-        .unwrap();
+    status_and_text(
+        Command::new(kubernetes_validate())
+            .arg("--strict")
+            .args(files),
+    )
+}
+
+/// Runs `cmd`: whether it succeeded, and its stdout and stderr together.
+fn status_and_text(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1046,17 +1051,7 @@ fn validate_operator(files: &[PathBuf]) -> (bool, String) {
         &script,
     )
     .unwrap();
-    let out = Command::new("node")
-        .arg(&script)
-        .args(files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    status_and_text(Command::new("node").arg(&script).args(files))
 }
 
 fn yaml(path: &str) -> serde_yaml_ng::Value {

@@ -22,8 +22,7 @@ use crate::model::{
     aggregate::Aggregate,
     attempts::{Clock, Histogram, LATENCY_BOUNDS_S},
     event::escape,
-    outcome::{Outcome, advice, describe},
-    results::meaning,
+    outcome::Outcome,
 };
 
 /// Rows of [`AttemptsSection::rows`] kept (most attempts first).
@@ -140,40 +139,20 @@ impl AttemptsSection {
     pub fn build(agg: &Aggregate) -> AttemptsSection {
         let a = &agg.attempts;
         let by = a.by_outcome();
-        let tried: u64 = by
-            .iter()
-            .filter(|(o, _)| o.is_attempt())
-            .map(|(_, n)| n)
-            .sum();
+        let tried = a.tried();
         let collapsed = by.get(&Outcome::Collapsed).copied().unwrap_or(0);
         let mut rows: Vec<AttemptRow> = a
-            .counts
-            .iter()
-            .map(|((origin, outcome, result), n)| {
-                let o = match *origin {
-                    "khugepaged" => Some(collapse_trace_common::Origin::Khugepaged),
-                    "madvise" => Some(collapse_trace_common::Origin::Madvise),
-                    _ => None,
-                };
-                AttemptRow {
-                    origin: origin.to_string(),
-                    outcome: *outcome,
-                    result: escape(result.as_bytes()),
-                    count: *n,
-                    meaning: if result.starts_with('E') || result == "ok" {
-                        meaning(result).to_string()
-                    } else {
-                        describe(result).meaning.to_string()
-                    },
-                    advice: advice(result, o, false, &a.knobs),
-                }
+            .summary()
+            .into_iter()
+            .map(|r| AttemptRow {
+                origin: r.origin.to_string(),
+                outcome: r.outcome,
+                result: r.result,
+                count: r.count,
+                meaning: r.meaning.to_string(),
+                advice: r.advice,
             })
             .collect();
-        rows.sort_by(|x, y| {
-            y.count
-                .cmp(&x.count)
-                .then((&x.origin, x.outcome, &x.result).cmp(&(&y.origin, y.outcome, &y.result)))
-        });
         rows.truncate(ATTEMPT_ROWS);
         AttemptsSection {
             clock: a.clock,

@@ -460,17 +460,7 @@ impl Probes {
         config.precise_time = u32::from(opts.precise_time);
         config.filter_tgid = opts.pid.unwrap_or(0);
         config.filter_cgroup = opts.cgroup.unwrap_or(0);
-        if let Some(owner) = info.owner {
-            config.owner = owner;
-        }
-        if let Some(file) = info.file {
-            config.file = file;
-        }
-        for p in info.probes.iter() {
-            if let Some(Ok(b)) = &p.btf_variant {
-                config.file.page_is_pointer[p.probe as usize] = u8::from(b.page_is_pointer);
-            }
-        }
+        btf_offsets(&info, &mut config);
         if opts.attach_via == AttachVia::Btf
             && let Some(Err(why)) = info
                 .probes
@@ -757,13 +747,35 @@ pub fn fexit_trial(start_arg: u32) -> Result<(), String> {
     let _ = raise_memlock();
     let mut config = Config::DEFAULT;
     config.events = 0;
+    let mut ebpf = load_for_trial(&config)?;
+    attach_fexit(&mut ebpf, start_arg)
+}
+
+/// The object loaded with `config` and logging off, for a trial attach (`doctor`): its
+/// programs attach with the counting window closed, so they count nothing, and go with it.
+fn load_for_trial(config: &Config) -> Result<Ebpf, String> {
     let level: u8 = 0;
-    let mut ebpf = EbpfLoader::new()
-        .override_global(maps::CONFIG, &config, true)
+    EbpfLoader::new()
+        .override_global(maps::CONFIG, config, true)
         .override_global(aya_log::LEVEL, &level, true)
         .load(OBJECT)
-        .map_err(|e| format!("loading the object: {e}"))?;
-    attach_fexit(&mut ebpf, start_arg)
+        .map_err(|e| format!("loading the object: {e}"))
+}
+
+/// The BTF offsets the programs follow (the owner, the file) and each BTF-typed program's
+/// kind of page argument, into `config`.
+fn btf_offsets(info: &KernelInfo, config: &mut Config) {
+    if let Some(owner) = info.owner {
+        config.owner = owner;
+    }
+    if let Some(file) = info.file {
+        config.file = file;
+    }
+    for p in &info.probes {
+        if let Some(Ok(b)) = &p.btf_variant {
+            config.file.page_is_pointer[p.probe as usize] = u8::from(b.page_is_pointer);
+        }
+    }
 }
 
 /// Loads and attaches each BTF-typed program `info` says fits (with the window closed, so
@@ -782,23 +794,10 @@ pub fn btf_trial(info: &KernelInfo) -> Vec<(Probe, Result<&'static str, String>)
     let _ = raise_memlock();
     let mut config = Config::DEFAULT;
     config.events = 0;
-    if let Some(o) = info.owner {
-        config.owner = o;
-    }
-    if let Some(f) = info.file {
-        config.file = f;
-    }
-    for (p, b) in &fits {
-        config.file.page_is_pointer[*p as usize] = u8::from(b.page_is_pointer);
-    }
-    let level: u8 = 0;
-    let mut ebpf = match EbpfLoader::new()
-        .override_global(maps::CONFIG, &config, true)
-        .override_global(aya_log::LEVEL, &level, true)
-        .load(OBJECT)
-    {
+    btf_offsets(info, &mut config);
+    let mut ebpf = match load_for_trial(&config) {
         Ok(e) => e,
-        Err(e) => return all(format!("loading the object: {e}")),
+        Err(e) => return all(e),
     };
     let mut btf = None;
     fits.iter()

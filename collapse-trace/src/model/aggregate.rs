@@ -111,17 +111,22 @@ pub struct FileStats {
 /// The key a file is filed under: its path within its mount (`dir/name`, `.../dir/name`
 /// when only the nearest directories are known) where the event has one, else its name.
 pub fn file_key(e: &Event) -> Vec<u8> {
-    if e.dir.is_empty() {
-        return e.filename.clone();
-    }
-    let mut k = Vec::with_capacity(e.dir.len() + e.filename.len() + 5);
-    if e.dir_cut {
-        k.extend_from_slice(b".../");
-    }
-    k.extend_from_slice(&e.dir);
-    k.push(b'/');
-    k.extend_from_slice(&e.filename);
+    let mut k = Vec::new();
+    file_key_into(e, &mut k);
     k
+}
+
+/// [`file_key`] into `k` (cleared first), so that the per-event path reuses one buffer.
+fn file_key_into(e: &Event, k: &mut Vec<u8>) {
+    k.clear();
+    if !e.dir.is_empty() {
+        if e.dir_cut {
+            k.extend_from_slice(b".../");
+        }
+        k.extend_from_slice(&e.dir);
+        k.push(b'/');
+    }
+    k.extend_from_slice(&e.filename);
 }
 
 /// Failed collapse events in `results` (MADV_COLLAPSE call records are not events of a
@@ -243,6 +248,8 @@ pub struct Aggregate {
     pub files: HashMap<Vec<u8>, FileStats>,
     /// Events for files beyond [`KEY_CAP`].
     pub files_other: u64,
+    /// The last event's file key, a buffer reused so that filing an event allocates nothing.
+    file_key: Vec<u8>,
     /// The newest failures, oldest first.
     pub recent_failures: VecDeque<Event>,
     /// First and last event time (CLOCK_MONOTONIC ns).
@@ -283,6 +290,7 @@ impl Aggregate {
             pod_names: BTreeMap::new(),
             files: HashMap::new(),
             files_other: 0,
+            file_key: Vec::new(),
             recent_failures: VecDeque::new(),
             span_ns: None,
             callers: HashMap::new(),
@@ -371,9 +379,8 @@ impl Aggregate {
         // Anonymous events and call records have no file.
         if !e.filename.is_empty() {
             let n = self.files.len();
-            // The common case (a known file) builds no key when the event has no directory.
-            let path = (!e.dir.is_empty()).then(|| file_key(e));
-            match self.files.get_mut(path.as_ref().unwrap_or(&e.filename)) {
+            file_key_into(e, &mut self.file_key);
+            match self.files.get_mut(&self.file_key) {
                 Some(f) => *f.results.entry(key).or_default() += 1,
                 None if n < KEY_CAP => {
                     let mut f = FileStats {
@@ -384,8 +391,7 @@ impl Aggregate {
                         ..FileStats::default()
                     };
                     f.results.insert(key, 1);
-                    self.files
-                        .insert(path.unwrap_or_else(|| e.filename.clone()), f);
+                    self.files.insert(self.file_key.clone(), f);
                 }
                 None => self.files_other += 1,
             }

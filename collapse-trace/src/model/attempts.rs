@@ -23,10 +23,28 @@ use serde::{Deserialize, Serialize};
 use collapse_trace_common::{Origin, RecordKind};
 
 use super::{
-    event::{Event, origin_name},
-    outcome::{Knobs, Outcome, classify, classify_errno},
-    results::ResultTable,
+    event::{Event, escape, origin_name},
+    outcome::{Knobs, Outcome, advice, classify, classify_errno, describe},
+    results::{ResultTable, meaning},
 };
+
+/// Attempts of one (origin, outcome, result), with what the result means and what to
+/// change: the rows `stat`, `/json` and `top`'s attempts view show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptSummary {
+    /// `khugepaged`, `madvise` or `unknown`.
+    pub origin: &'static str,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Final result (a `scan_result` name, or an errno for a call without events), escaped.
+    pub result: String,
+    /// Attempts.
+    pub count: u64,
+    /// One line: what it means.
+    pub meaning: &'static str,
+    /// What to change, when something can (quoting `knobs` where known).
+    pub advice: Option<String>,
+}
 
 /// Which clock the events' times came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +372,51 @@ impl Attempts {
     /// Attempts in all.
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
+    }
+
+    /// Attempts that tried something (`already_huge` and `nothing_to_collapse` left out):
+    /// what success ratios divide by.
+    pub fn tried(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((_, o, _), _)| o.is_attempt())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every (origin, outcome, result) with its count, meaning and advice, most first (ties
+    /// by origin, outcome, result).
+    pub fn summary(&self) -> Vec<AttemptSummary> {
+        let mut rows: Vec<AttemptSummary> = self
+            .counts
+            .iter()
+            .map(|((origin, outcome, result), n)| {
+                let o = match *origin {
+                    "khugepaged" => Some(Origin::Khugepaged),
+                    "madvise" => Some(Origin::Madvise),
+                    _ => None,
+                };
+                AttemptSummary {
+                    origin,
+                    outcome: *outcome,
+                    result: escape(result.as_bytes()),
+                    count: *n,
+                    // An errno (a call without events) has the errno's meaning.
+                    meaning: if result.starts_with('E') || result == "ok" {
+                        meaning(result)
+                    } else {
+                        describe(result).meaning
+                    },
+                    advice: advice(result, o, false, &self.knobs),
+                }
+            })
+            .collect();
+        rows.sort_by(|x, y| {
+            y.count
+                .cmp(&x.count)
+                .then((x.origin, x.outcome, &x.result).cmp(&(y.origin, y.outcome, &y.result)))
+        });
+        rows
     }
 
     /// Attempts by outcome.

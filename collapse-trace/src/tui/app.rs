@@ -15,7 +15,7 @@ use crate::model::{
     aggregate::{Aggregate, KernelCounters, ResultCounts, dominant, failures},
     attempts::{Clock, Histogram},
     event::{Event, escape},
-    outcome::{Outcome, advice},
+    outcome::Outcome,
     results::{ResultTable, is_success, meaning},
     system::{KHUGEPAGED_COUNTERS, SystemContext},
 };
@@ -242,22 +242,8 @@ pub struct AttemptsView {
     pub clock: Clock,
 }
 
-/// Attempts of one (origin, outcome, result).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptLine {
-    /// `khugepaged`, `madvise` or `unknown`.
-    pub origin: &'static str,
-    /// The outcome.
-    pub outcome: Outcome,
-    /// Final result (a `scan_result` name, or an errno for a call without events), escaped.
-    pub result: String,
-    /// Attempts.
-    pub count: u64,
-    /// One line: what it means.
-    pub meaning: &'static str,
-    /// What to change, when something can.
-    pub advice: Option<String>,
-}
+/// Attempts of one (origin, outcome, result), as every view shows them.
+pub use crate::model::attempts::AttemptSummary as AttemptLine;
 
 /// One latency histogram, summarised.
 #[derive(Debug, Clone, PartialEq)]
@@ -636,35 +622,8 @@ impl App {
         let a = &self.agg.attempts;
         let by = a.by_outcome();
         let count = |o: Outcome| by.get(&o).copied().unwrap_or(0);
-        let tried = by
-            .iter()
-            .filter(|(o, _)| o.is_attempt())
-            .map(|(_, n)| n)
-            .sum();
-        let mut rows: Vec<AttemptLine> = a
-            .counts
-            .iter()
-            .map(|((origin, outcome, result), n)| {
-                let o = match *origin {
-                    "khugepaged" => Some(collapse_trace_common::Origin::Khugepaged),
-                    "madvise" => Some(collapse_trace_common::Origin::Madvise),
-                    _ => None,
-                };
-                AttemptLine {
-                    origin,
-                    outcome: *outcome,
-                    result: escape(result.as_bytes()),
-                    count: *n,
-                    meaning: meaning(result),
-                    advice: advice(result, o, false, &a.knobs),
-                }
-            })
-            .collect();
-        rows.sort_by(|x, y| {
-            y.count
-                .cmp(&x.count)
-                .then((x.origin, x.outcome, &x.result).cmp(&(y.origin, y.outcome, &y.result)))
-        });
+        let tried = a.tried();
+        let rows = a.summary();
         let line = |what: String, outcome: Outcome, h: &Histogram| LatencyLine {
             what,
             outcome,

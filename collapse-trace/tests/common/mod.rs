@@ -108,6 +108,23 @@ pub fn provoke(args: &[&str]) -> Tally {
     provoke_with(Path::new(BIN), args)
 }
 
+/// `collapse-trace report --json FILE`, which must succeed; the file is removed afterwards.
+pub fn report_json_and_remove(file: &Path) -> collapse_trace::export::json::Report {
+    let out = Command::new(BIN)
+        .arg("report")
+        .arg("--json")
+        .arg(file)
+        .output()
+        .expect("run report");
+    let _ = std::fs::remove_file(file);
+    assert!(
+        out.status.success(),
+        "report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("report --json parses")
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
