@@ -845,8 +845,34 @@ pub mod maps {
     pub const CONFIG: &str = "CONFIG";
 }
 
-/// Default size of the event rings in bytes, all CPUs together (split evenly between them).
+/// The least the default event rings take, all CPUs together: on a small machine each CPU
+/// then gets more than [`RING_BYTES_PER_CPU`].
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// What each CPU's ring gets by default, where [`DEFAULT_RING_BYTES`] split over the CPUs
+/// would give less: about 480 records, so a burst of a few hundred records on one CPU
+/// between two drains neither drops nor wakes the reader (bpftrace's default per-CPU
+/// buffer is the same 256 KiB).
+pub const RING_BYTES_PER_CPU: u32 = 256 << 10;
+
+/// The most the default event rings take, all CPUs together (reached at 256 CPUs; beyond,
+/// each CPU gets less than [`RING_BYTES_PER_CPU`]). The rings are mapped whole, so this is
+/// also what they add to the reader's resident memory.
+pub const MAX_DEFAULT_RING_BYTES: u32 = 64 << 20;
+
+/// Event ring bytes, all CPUs together, when `--ring-size` is not given: [`RING_BYTES_PER_CPU`]
+/// for each of `cpus`, at least [`DEFAULT_RING_BYTES`] and at most
+/// [`MAX_DEFAULT_RING_BYTES`].
+pub const fn default_ring_bytes(cpus: u32) -> u32 {
+    let want = (cpus as u64) * RING_BYTES_PER_CPU as u64;
+    if want < DEFAULT_RING_BYTES as u64 {
+        DEFAULT_RING_BYTES
+    } else if want > MAX_DEFAULT_RING_BYTES as u64 {
+        MAX_DEFAULT_RING_BYTES
+    } else {
+        want as u32
+    }
+}
 
 /// The fewest records a CPU's ring holds, whatever `--ring-size` says.
 pub const MIN_RING_SLOTS: u32 = 4;

@@ -348,6 +348,30 @@ fn admit(task: Task, owner: &Owner) -> Option<u64> {
     Some(pid_tgid)
 }
 
+/// Counting only, an event whose own task passes every filter: counted, without reading the
+/// memory's owner (a filter passes on the task or on the owner, so the owner could only
+/// admit what the task already did). Returns whether it was counted.
+#[inline(always)]
+fn counted_by_task(task: Task, kind: RecordKind, result: i32) -> bool {
+    if conf!(events) != 0 {
+        return false;
+    }
+    let want_tgid = conf!(filter_tgid);
+    if want_tgid != 0 && want_tgid != (task.pid_tgid() >> 32) as u32 {
+        return false;
+    }
+    if conf!(filter_comm_on) != 0 && !task.comm_is(&CONFIG.filter_comm) {
+        return false;
+    }
+    let want_cgroup = conf!(filter_cgroup);
+    // SAFETY: no preconditions.
+    if want_cgroup != 0 && want_cgroup != unsafe { bpf_get_current_cgroup_id() } {
+        return false;
+    }
+    count(kind, result);
+    true
+}
+
 /// Counting with no filter needs nothing of the task: not even the helper call that finds it.
 #[inline(always)]
 fn needs_task() -> bool {
@@ -561,6 +585,9 @@ fn collapse_event_as<const P: usize, const C: bool>(ctx: &TracePointContext) {
         return;
     }
     let task = Task::current();
+    if counted_by_task(task, kind, result) {
+        return;
+    }
     let owner = Owner::of_mm(field!(ctx, P, Field::Mm, u64));
     let Some((pid_tgid, cpu, rec)) = admit_event(ctx, kind, task, &owner, result) else {
         return;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use collapse_trace::kernel::rings::{MergeHeap, merge};
 use collapse_trace_common::{
-    DEFAULT_RING_BYTES, EventRecord, Origin, RecordKind, ring_slots as slots_per_cpu,
+    EventRecord, Origin, RecordKind, default_ring_bytes, ring_slots as slots_per_cpu,
 };
 
 /// A record's bytes with time `ts` (the only field the merge reads besides its kind).
@@ -71,8 +71,8 @@ fn main() {
         .into_iter()
         .flat_map(|c| [(c, true), (c, false)])
     {
-        // The rings as the reader has them: the default size split over `cpus`, full.
-        let per_cpu = u64::from(slots_per_cpu(DEFAULT_RING_BYTES, cpus as u32));
+        // The rings as the reader has them: the default size for `cpus`, full.
+        let per_cpu = u64::from(slots_per_cpu(default_ring_bytes(cpus as u32), cpus as u32));
         let rounds = (total / (per_cpu * cpus as u64)).max(1);
         // Interleaved times, as a storm spread over every CPU makes; a call record now and
         // then, equal times across CPUs (the tick-cached clock) to exercise the ties.

@@ -1315,3 +1315,28 @@ fn serve_runs_with_no_capability_after_attaching() {
     assert_eq!(st.code(), Some(0));
     assert_progs_gone(&progs, "serve without capabilities");
 }
+
+/// `provoke ... | head -1`: a reader that goes away is a normal end, never a panic.
+#[test]
+fn provoke_into_a_closed_pipe_ends_cleanly() {
+    require_root();
+    let _serial = serial();
+    let mut child = Command::new(BIN)
+        .args(["provoke", "collapse", "-n", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the scenario has printed anything.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(status.success(), "{status}: {err}");
+}

@@ -13,6 +13,8 @@ mod overhead;
 mod parse;
 mod procs;
 mod report;
+mod rings;
+mod stepped;
 mod table;
 
 use std::{
@@ -93,6 +95,8 @@ pub enum Part {
     Report,
     /// The ring reader's merge at 2, 64 and 256 CPUs, in memory (6).
     Merge,
+    /// Drops, CPU and RSS by ring size at this machine's and 256 simulated CPUs (7).
+    Rings,
 }
 
 impl BenchArgs {
@@ -191,6 +195,7 @@ struct Doc {
     drops: Option<Drops>,
     report: Option<ReportSpeed>,
     merge: Option<Vec<merge::MergeRow>>,
+    rings: Option<Vec<rings::RingRow>>,
     goals: Vec<Goal>,
     /// Tools that took longer than the first bound to stop, and how long.
     slow_stops: Vec<procs::SlowStop>,
@@ -418,6 +423,10 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         true => Some(bench.report_speed()?),
         false => None,
     };
+    let rings = match args.runs(Part::Rings) {
+        true => Some(bench.rings()?),
+        false => None,
+    };
     let merge_speed = match args.runs(Part::Merge) {
         true => Some(merge::merge_speed(env)?),
         false => None,
@@ -433,6 +442,9 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
     if let Some(m) = &merge_speed {
         goals.push(merge::goal(m));
     }
+    if let Some(r) = &rings {
+        goals.extend(rings::goals(r));
+    }
     let doc = Doc {
         schema: "collapse-trace.bench/1",
         started_utc: started_utc.clone(),
@@ -447,6 +459,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         drops,
         report: report_speed,
         merge: merge_speed,
+        rings,
         goals,
         slow_stops: procs::slow_stops(),
         wall_s: t0.elapsed().as_secs_f64(),

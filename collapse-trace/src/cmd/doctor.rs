@@ -176,11 +176,7 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
         }
     }
 
-    let _ = writeln!(
-        o,
-        "attach      classic tracefs-record programs (the mm pointer from the record; BTF-typed \
-         raw tracepoints, for the real file name, are not implemented yet)"
-    );
+    let _ = writeln!(o, "rings       {}", rings_line());
     let _ = writeln!(
         o,
         "cgroup2     {}",
@@ -323,6 +319,19 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
     (o, ok)
 }
 
+/// The event rings the default `--ring-size` gives this machine.
+fn rings_line() -> String {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+    let bytes = collapse_trace_common::default_ring_bytes(cpus);
+    let slots = collapse_trace_common::ring_slots(bytes, cpus);
+    format!(
+        "{} of event rings by default: {} ({slots} records) for each of {cpus} possible CPUs \
+         (--ring-size to change)",
+        crate::values::bytes_name(u64::from(bytes)),
+        crate::values::bytes_name(u64::from(bytes / cpus)),
+    )
+}
+
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
@@ -340,8 +349,13 @@ fn read_by(
         Err(why) => format!("{classic}: {why}"),
         Ok(_) => match trial.iter().find(|(p, _)| *p == t.probe).map(|(_, r)| r) {
             Some(Ok(program)) => format!(
-                "BTF-typed raw tracepoint {program} (its own arguments: the memory's owner, the \
-                 file's real name, inode and directories; --attach classic for the record)"
+                "BTF-typed raw tracepoint {program} (its own arguments: {}; --attach classic \
+                 for the record)",
+                if t.probe.kind().is_anon() {
+                    "the memory's owner"
+                } else {
+                    "the memory's owner, the file's real name, inode and directories"
+                }
             ),
             Some(Err(e)) => format!("{classic}: the BTF-typed program was refused ({e})"),
             None => classic.to_string(),

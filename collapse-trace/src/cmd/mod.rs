@@ -57,9 +57,14 @@ pub struct CollectArgs {
     #[arg(long = "attach", value_enum, default_value = "auto")]
     pub attach_via: crate::kernel::probes::AttachVia,
     /// Bytes of event rings, all CPUs together (a power of two, at least 4096): each CPU gets
-    /// an equal share in whole records of 544 bytes, at least 4.
-    #[arg(long, default_value_t = collapse_trace_common::DEFAULT_RING_BYTES, value_parser = parse_ring_size)]
-    pub ring_size: u32,
+    /// an equal share in whole records of 544 bytes, at least 4. Default: 256 KiB for each
+    /// possible CPU, at least 8 MiB and at most 64 MiB in all.
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
+    pub ring_size: Option<u32>,
+    /// Size the rings and the reader for this many possible CPUs (testing: a big machine's
+    /// ring memory and merge on a small one).
+    #[arg(long, hide = true)]
+    pub possible_cpus: Option<u32>,
     /// Read tracepoint formats from this directory instead of the mounted tracefs (testing).
     #[arg(long, hide = true, value_parser = parse_tracefs_dir)]
     pub tracefs: Option<PathBuf>,
@@ -183,17 +188,38 @@ pub fn parse_tracefs_dir(s: &str) -> Result<PathBuf, String> {
 
 pub use crate::values::parse_positive_duration;
 
+/// A warning on stderr when records were dropped: how big the rings were and what to do.
+/// The counts stay exact either way (the kernel counts every event); the tables and the
+/// recording miss the dropped records.
+pub fn warn_drops(info: &crate::model::kernel_info::KernelInfo, dropped: u64) {
+    let Some(r) = info.rings.filter(|_| dropped > 0) else {
+        return;
+    };
+    use crate::values::bytes_name;
+    let total = r.bytes_per_cpu * u64::from(r.cpus);
+    eprintln!(
+        "collapse-trace: warning: {dropped} event records were dropped: a CPU wrote more than \
+         its ring holds ({} records, {}; {} in all over {} CPUs) before the reader emptied it. \
+         Counts are still exact; the per-event tables miss them. A larger ring holds longer \
+         bursts: try --ring-size {}",
+        r.records_per_cpu,
+        bytes_name(r.bytes_per_cpu),
+        bytes_name(total),
+        r.cpus,
+        bytes_name(total.next_power_of_two() * 2).replace(' ', "")
+    );
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err(format!(
-            "{n} is not a power of two of at least 4096 (try {})",
-            n.max(4096).next_power_of_two()
-        ));
+    let n = crate::values::parse_bytes(s)?;
+    let hint = || n.clamp(4096, 1 << 31).next_power_of_two();
+    match u32::try_from(n) {
+        Ok(n) if n >= 4096 && n.is_power_of_two() => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a power of two from 4 KiB to 2 GiB (try {})",
+            crate::values::bytes_name(hint())
+        )),
     }
-    Ok(n)
 }
 
 impl CollectArgs {
@@ -206,6 +232,7 @@ impl CollectArgs {
             comm: self.comm.clone(),
             cgroup: self.cgroup.as_ref().map(|c| c.id),
             ring_bytes: self.ring_size,
+            possible_cpus: self.possible_cpus,
             kernel_log: self.kernel_log,
             tracefs: self.tracefs.clone(),
             force_probe_read: self.force_probe_read,
@@ -270,9 +297,27 @@ mod tests {
     }
 
     #[test]
+    fn default_rings_have_a_floor_per_cpu_and_a_cap() {
+        use collapse_trace_common::{default_ring_bytes, ring_slots};
+        // Small machines: 8 MiB in all.
+        assert_eq!(default_ring_bytes(1), 8 << 20);
+        assert_eq!(default_ring_bytes(2), 8 << 20);
+        assert_eq!(default_ring_bytes(32), 8 << 20);
+        // 256 KiB a CPU up to the 64 MiB cap at 256 CPUs, less a CPU beyond.
+        assert_eq!(default_ring_bytes(64), 16 << 20);
+        assert_eq!(default_ring_bytes(256), 64 << 20);
+        assert_eq!(default_ring_bytes(384), 64 << 20);
+        assert_eq!(ring_slots(default_ring_bytes(256), 256), 481);
+        assert_eq!(ring_slots(default_ring_bytes(2), 2), 7710);
+        assert_eq!(default_ring_bytes(u32::MAX), 64 << 20);
+    }
+
+    #[test]
     fn ring_sizes_are_checked() {
         assert_eq!(parse_ring_size("8192"), Ok(8192));
-        assert!(parse_ring_size("5000").unwrap_err().contains("8192"));
+        assert_eq!(parse_ring_size("64MiB"), Ok(64 << 20));
+        assert!(parse_ring_size("5000").unwrap_err().contains("try 8 KiB"));
         assert!(parse_ring_size("1k").is_err());
+        assert!(parse_ring_size("4GiB").unwrap_err().contains("2 GiB"));
     }
 }

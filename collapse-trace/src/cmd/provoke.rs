@@ -44,6 +44,10 @@ pub struct ProvokeArgs {
     /// storm: MADV_COLLAPSE calls per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
+    /// storm: make calls in steps asked for on stdin, one number of calls per line, and
+    /// print each step's times as a JSON line (benchmarks attach tracers between steps).
+    #[arg(long, hide = true)]
+    steps: bool,
     /// Keep the last try's mapping alive this long after its MADV_COLLAPSE (for `explain`
     /// tests; collapse, uffd-holes and anon).
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -121,38 +125,12 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         duration: args.duration,
         rate: args.rate,
         file_name: args.file_name.clone(),
+        storm_steps: args.steps,
     })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&tally)?);
-    } else {
-        println!(
-            "provoke (pid {}): what each MADV_COLLAPSE returned",
-            tally.pid
-        );
-        for s in &tally.scenarios {
-            if let Some(why) = &s.skipped {
-                println!("  {:<12} skipped: {why}", s.scenario);
-                continue;
-            }
-            let errs: Vec<String> = s.errnos.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let rate = s.loop_us.filter(|&us| us > 0).map_or(String::new(), |us| {
-                format!(" ({:.0} calls/s)", s.calls as f64 / (us as f64 / 1e6))
-            });
-            println!(
-                "  {:<12} {} calls: ok {}{}{}{rate}",
-                s.scenario,
-                s.calls,
-                s.ok,
-                if errs.is_empty() { "" } else { ", " },
-                errs.join(", ")
-            );
-            if let Some(what) = &s.unexpected {
-                println!("    unexpected on this kernel: {what}");
-            }
-        }
-        if let Some(sig) = &tally.interrupted {
-            println!("  (stopped early by {sig})");
-        }
+    match print_tally(&tally, args.json) {
+        // A reader that went away (`| head`) is a normal end; the tally was made whole.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => anyhow::Context::context(r, "writing the tally to stdout")?,
     }
     if let (Some(name), Some(signal)) = (tally.interrupted.clone(), provoke::stop_requested()) {
         return Err(Interrupted {
@@ -163,4 +141,45 @@ pub fn run(args: ProvokeArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The tally on stdout, as text or JSON.
+fn print_tally(tally: &provoke::Tally, json: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(tally)?)?;
+    } else {
+        writeln!(
+            out,
+            "provoke (pid {}): what each MADV_COLLAPSE returned",
+            tally.pid
+        )?;
+        for s in &tally.scenarios {
+            if let Some(why) = &s.skipped {
+                writeln!(out, "  {:<12} skipped: {why}", s.scenario)?;
+                continue;
+            }
+            let errs: Vec<String> = s.errnos.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let rate = s.loop_us.filter(|&us| us > 0).map_or(String::new(), |us| {
+                format!(" ({:.0} calls/s)", s.calls as f64 / (us as f64 / 1e6))
+            });
+            writeln!(
+                out,
+                "  {:<12} {} calls: ok {}{}{}{rate}",
+                s.scenario,
+                s.calls,
+                s.ok,
+                if errs.is_empty() { "" } else { ", " },
+                errs.join(", ")
+            )?;
+            if let Some(what) = &s.unexpected {
+                writeln!(out, "    unexpected on this kernel: {what}")?;
+            }
+        }
+        if let Some(sig) = &tally.interrupted {
+            writeln!(out, "  (stopped early by {sig})")?;
+        }
+    }
+    out.flush()
 }

@@ -142,6 +142,7 @@ pub async fn run(args: RecordArgs) -> Result<()> {
         "collapse-trace: recorded {written} events to {} ({dropped} dropped)",
         args.output.display()
     );
+    super::warn_drops(session.info(), dropped);
     if session.decode_errors() > 0 {
         bail!(
             "{} ring records did not decode: the embedded object and the binary disagree; rebuild",

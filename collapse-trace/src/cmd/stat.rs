@@ -79,6 +79,7 @@ pub async fn run(args: StatArgs) -> Result<()> {
     } else {
         write!(out, "{}", render_text(&snap, args.top)).context("writing to stdout")?;
     }
+    super::warn_drops(session.info(), snap.totals.dropped);
     if session.decode_errors() > 0 {
         anyhow::bail!(
             "{} ring records did not decode: the embedded object and the binary disagree; rebuild",

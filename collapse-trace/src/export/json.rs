@@ -67,6 +67,22 @@ pub struct Snapshot {
     /// The events joined into attempts (one per range tried) with outcomes and latency.
     #[serde(default)]
     pub attempts: super::attempts::AttemptsSection,
+    /// The event rings of a live run (`None` for a capture, or counting only).
+    #[serde(default)]
+    pub rings: Option<RingsRow>,
+}
+
+/// How big the event rings of a run were: what its drops are measured against.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RingsRow {
+    /// Possible CPUs, one ring each.
+    pub cpus: u32,
+    /// Records one CPU's ring holds.
+    pub records_per_cpu: u32,
+    /// Bytes of one CPU's ring.
+    pub bytes_per_cpu: u64,
+    /// Bytes of all rings together (mapped whole: part of the reader's resident memory).
+    pub bytes: u64,
 }
 
 /// Schema of `report --json`.
@@ -628,6 +644,12 @@ impl Snapshot {
                 cgroup_events: agg.cgroups_other,
             },
             attempts: super::attempts::AttemptsSection::build(agg),
+            rings: info.rings.map(|r| RingsRow {
+                cpus: r.cpus,
+                records_per_cpu: r.records_per_cpu,
+                bytes_per_cpu: r.bytes_per_cpu,
+                bytes: r.bytes_per_cpu * u64::from(r.cpus),
+            }),
         }
     }
 }

@@ -44,7 +44,7 @@ pub enum KernelError {
          each record); this machine is {0}. Nothing was loaded"
     )]
     UnsupportedArch(&'static str),
-    /// A bad filter value.
+    /// A bad filter or option value.
     #[error("{0}")]
     BadFilter(String),
     /// The object did not load (maps, BTF, relocation).

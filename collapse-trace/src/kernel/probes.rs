@@ -39,8 +39,12 @@ pub struct ProbeOptions {
     /// Only events whose task or memory owner is in this cgroup v2 (its id: the inode number
     /// of its directory), in the kernel.
     pub cgroup: Option<u64>,
-    /// Event ring bytes, all CPUs together (each CPU gets an equal share of whole records).
-    pub ring_bytes: u32,
+    /// Event ring bytes, all CPUs together (each CPU gets an equal share of whole records);
+    /// `None`: [`collapse_trace_common::default_ring_bytes`] for the CPU count.
+    pub ring_bytes: Option<u32>,
+    /// Size the rings and the reader for this many possible CPUs instead of the machine's
+    /// (at least as many): a big machine's ring memory and merge on a small one (testing).
+    pub possible_cpus: Option<u32>,
     /// Turn on aya-log diagnostics from the kernel side (costs per event).
     pub kernel_log: bool,
     /// tracefs location override (tests with hand-made format files).
@@ -103,7 +107,8 @@ impl Default for ProbeOptions {
             pid: None,
             comm: None,
             cgroup: None,
-            ring_bytes: collapse_trace_common::DEFAULT_RING_BYTES,
+            ring_bytes: None,
+            possible_cpus: None,
             kernel_log: false,
             tracefs: None,
             force_probe_read: false,
@@ -179,6 +184,7 @@ impl KernelInfo {
             file: kbtf.file,
             tracefs: fs.root().to_path_buf(),
             tracefs_mounted_by_us: fs.mounted_by_us,
+            rings: None,
         };
         info.derive_kinds();
         Ok(info)
@@ -445,8 +451,20 @@ impl Probes {
         }
         config.events = opts.events as u32;
         // Possible CPUs: the processor id a program sees is below this.
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
-        let slots = ring_slots(opts.ring_bytes, cpus);
+        let real_cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+        let cpus = match opts.possible_cpus {
+            Some(n) if n < real_cpus => {
+                return Err(KernelError::BadFilter(format!(
+                    "--possible-cpus {n} is fewer than this machine's {real_cpus} possible CPUs"
+                )));
+            }
+            Some(n) => n,
+            None => real_cpus,
+        };
+        let ring_bytes = opts
+            .ring_bytes
+            .unwrap_or(collapse_trace_common::default_ring_bytes(cpus));
+        let slots = ring_slots(ring_bytes, cpus);
         config.ring_slots = slots;
         // The reader paces its own drains (stream.rs); a CPU looks at the reader's position
         // every quarter ring and wakes it when half the ring is unread (the reader fell
@@ -483,8 +501,15 @@ impl Probes {
         }
         let log_level: u8 = if opts.kernel_log { 4 } else { 0 }; // aya-log: 4 = Debug, 0 = off
 
+        // The kernel's BTF, parsed once for the loader's relocations and every attach that
+        // needs it (each parse holds several MiB at once: three of them made the peak RSS).
+        // `EbpfLoader::new` parses one of its own, which cannot be reused after loading:
+        // it is dropped before ours is parsed, so that the two never take memory at once.
         let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        let kernel_btf = aya::Btf::from_sys_fs().ok();
         loader
+            .btf(kernel_btf.as_ref())
             .override_global(maps::CONFIG, &config, true)
             .override_global(aya_log::LEVEL, &log_level, true);
         loader
@@ -500,7 +525,11 @@ impl Probes {
         }
 
         if try_fexit {
-            match attach_fexit(&mut ebpf, info.fexit_start_arg.unwrap_or(2)) {
+            match attach_fexit(
+                &mut ebpf,
+                kernel_btf.as_ref(),
+                info.fexit_start_arg.unwrap_or(2),
+            ) {
                 Ok(()) => info.calls_by_fexit = true,
                 Err(e) if opts.calls_via == CallsVia::Fexit => {
                     return Err(KernelError::Fexit(e));
@@ -511,7 +540,6 @@ impl Probes {
                 ),
             }
         }
-        let mut btf_cache = None;
         for p in info.probes.iter_mut() {
             for w in &p.warnings {
                 log::warn!("{w}");
@@ -532,7 +560,7 @@ impl Probes {
                 && let Some(Ok(b)) = p.btf_variant
             {
                 let program = BTF_VARIANTS[b.variant].program;
-                match attach_btf(&mut ebpf, &mut btf_cache, program, probe.name()) {
+                match attach_btf(&mut ebpf, kernel_btf.as_ref(), program, probe.name()) {
                     Ok(()) => {
                         p.attached = true;
                         p.via_btf = true;
@@ -567,6 +595,14 @@ impl Probes {
             Some(m) => Array::try_from(m).map_err(|e| KernelError::Map(maps::WINDOW, e))?,
             None => return Err(KernelError::MissingMap(maps::WINDOW)),
         };
+        if opts.events {
+            info.rings = Some(crate::model::kernel_info::RingLayout {
+                cpus,
+                records_per_cpu: slots,
+                bytes_per_cpu: u64::from(slots)
+                    * size_of::<collapse_trace_common::EventRecord>() as u64,
+            });
+        }
         Ok(Probes {
             ebpf,
             info,
@@ -686,15 +722,15 @@ impl Probes {
 
 /// Loads and attaches the fexit on madvise_collapse; the error in words when the kernel
 /// refuses (no BPF trampolines, as on some virtual machines' kernels).
-fn attach_fexit(ebpf: &mut Ebpf, start_arg: u32) -> Result<(), String> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading BTF: {e}"))?;
+fn attach_fexit(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, start_arg: u32) -> Result<(), String> {
+    let btf = btf.ok_or("the kernel's BTF could not be read")?;
     let name = fexit_program(start_arg);
     let prog: &mut FExit = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("the object has no program {name}"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    prog.load("madvise_collapse", &btf)
+    prog.load("madvise_collapse", btf)
         .map_err(|e| format!("loading: {}", error_chain(&e)))?;
     prog.attach()
         .map_err(|e| format!("attaching: {}", error_chain(&e)))?;
@@ -702,17 +738,14 @@ fn attach_fexit(ebpf: &mut Ebpf, start_arg: u32) -> Result<(), String> {
 }
 
 /// Loads and attaches BTF-typed program `program` on tracepoint `tracepoint`; the error in
-/// words when the kernel refuses. BTF is parsed once, on the first call.
+/// words when the kernel refuses.
 fn attach_btf(
     ebpf: &mut Ebpf,
-    btf: &mut Option<aya::Btf>,
+    btf: Option<&aya::Btf>,
     program: &'static str,
     tracepoint: &str,
 ) -> Result<(), String> {
-    if btf.is_none() {
-        *btf = Some(aya::Btf::from_sys_fs().map_err(|e| format!("reading BTF: {e}"))?);
-    }
-    let btf = btf.as_ref().expect("just set");
+    let btf = btf.ok_or("the kernel's BTF could not be read")?;
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("the object has no program {program}"))?
@@ -747,19 +780,28 @@ pub fn fexit_trial(start_arg: u32) -> Result<(), String> {
     let _ = raise_memlock();
     let mut config = Config::DEFAULT;
     config.events = 0;
-    let mut ebpf = load_for_trial(&config)?;
-    attach_fexit(&mut ebpf, start_arg)
+    let (mut ebpf, btf) = load_for_trial(&config)?;
+    attach_fexit(&mut ebpf, btf.as_ref(), start_arg)
 }
 
 /// The object loaded with `config` and logging off, for a trial attach (`doctor`): its
 /// programs attach with the counting window closed, so they count nothing, and go with it.
-fn load_for_trial(config: &Config) -> Result<Ebpf, String> {
+fn load_for_trial(config: &Config) -> Result<(Ebpf, Option<aya::Btf>), String> {
     let level: u8 = 0;
-    EbpfLoader::new()
-        .override_global(maps::CONFIG, config, true)
-        .override_global(aya_log::LEVEL, &level, true)
-        .load(OBJECT)
-        .map_err(|e| format!("loading the object: {e}"))
+    let btf: Option<aya::Btf>;
+    let ebpf = {
+        let mut loader = EbpfLoader::new();
+        // The loader's own BTF goes before ours is parsed (see Probes::attach).
+        loader.btf(None);
+        btf = aya::Btf::from_sys_fs().ok();
+        loader
+            .btf(btf.as_ref())
+            .override_global(maps::CONFIG, config, true)
+            .override_global(aya_log::LEVEL, &level, true)
+            .load(OBJECT)
+            .map_err(|e| format!("loading the object: {e}"))?
+    };
+    Ok((ebpf, btf))
 }
 
 /// The BTF offsets the programs follow (the owner, the file) and each BTF-typed program's
@@ -793,19 +835,20 @@ pub fn btf_trial(info: &KernelInfo) -> Vec<(Probe, Result<&'static str, String>)
     }
     let _ = raise_memlock();
     let mut config = Config::DEFAULT;
-    config.events = 0;
+    // With events on, as `stat` loads them: the verifier skips the branches a constant
+    // configuration rules out, so a trial without events would not check the record path.
+    config.events = 1;
     btf_offsets(info, &mut config);
-    let mut ebpf = match load_for_trial(&config) {
+    let (mut ebpf, btf) = match load_for_trial(&config) {
         Ok(e) => e,
         Err(e) => return all(e),
     };
-    let mut btf = None;
     fits.iter()
         .map(|(p, b)| {
             let program = BTF_VARIANTS[b.variant].program;
             (
                 *p,
-                attach_btf(&mut ebpf, &mut btf, program, p.name()).map(|()| program),
+                attach_btf(&mut ebpf, btf.as_ref(), program, p.name()).map(|()| program),
             )
         })
         .collect()

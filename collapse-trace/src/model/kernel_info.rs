@@ -85,6 +85,19 @@ pub struct KernelInfo {
     pub tracefs: PathBuf,
     /// Whether collapse-trace mounted tracefs itself.
     pub tracefs_mounted_by_us: bool,
+    /// The event rings this run reads (`None`: not loaded, or counting only).
+    pub rings: Option<RingLayout>,
+}
+
+/// How the event rings of a run are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingLayout {
+    /// Possible CPUs, one ring each.
+    pub cpus: u32,
+    /// Records each CPU's ring holds.
+    pub records_per_cpu: u32,
+    /// Bytes of each CPU's ring.
+    pub bytes_per_cpu: u64,
 }
 
 impl KernelInfo {
@@ -146,6 +159,7 @@ impl KernelInfo {
             file: None,
             tracefs: PathBuf::new(),
             tracefs_mounted_by_us: false,
+            rings: None,
         }
     }
 

@@ -122,6 +122,8 @@ pub struct Options {
     pub rate: Option<u64>,
     /// khugepaged only: the file's name (default [`KHUGEPAGED_FILE_NAME`]).
     pub file_name: Option<String>,
+    /// Storm only: calls in steps asked for on stdin (benchmarks).
+    pub storm_steps: bool,
 }
 
 /// The default file name of the `khugepaged` scenario (62 bytes).
@@ -317,6 +319,7 @@ pub fn run(opts: &Options) -> Result<Tally> {
                     calls: iterations,
                     duration: opts.duration,
                     rate: opts.rate,
+                    steps: opts.storm_steps,
                 },
                 &mut st,
             )?,

@@ -32,7 +32,13 @@ pub(super) struct Storm {
     pub duration: Option<Duration>,
     /// Calls per second; `None`: as fast as possible.
     pub rate: Option<u64>,
+    /// Make calls in steps asked for on stdin (see [`steps`]) instead of one loop.
+    pub steps: bool,
 }
+
+/// Sub-batches a step is timed in: a step's figure is their median, which leaves out the
+/// host's occasional long interruption of a guest vCPU instead of averaging it in.
+const STEP_PARTS: u64 = 16;
 
 /// Runs the storm, counting every call in `st`; `st.loop_us` gets the loop's wall time and
 /// `st.loop_cpu_ns` the thread's CPU time in it.
@@ -61,6 +67,9 @@ pub(super) fn storm(mount: &TmpfsMount, s: Storm, st: &mut ScenarioTally) -> Res
             }
         }
         StormRange::Empty => f.set_len(0)?,
+    }
+    if s.steps {
+        return steps(&f, st);
     }
     let limit = if s.calls == 0 && s.duration.is_none() {
         DEFAULT_CALLS as u64
@@ -108,6 +117,79 @@ pub(super) fn storm(mount: &TmpfsMount, s: Storm, st: &mut ScenarioTally) -> Res
     st.loop_us = Some(start.elapsed().as_micros() as u64);
     st.loop_cpu_ns = Some(thread_cpu_ns().saturating_sub(cpu_start));
     Ok(())
+}
+
+/// The stepped storm, for benchmarks that attach a tracer between steps of one process
+/// (the same pages, caches and scheduling for every configuration, where a new process per
+/// configuration moved the time per call by a third): prints `{"ready":true}`, then for each
+/// line `N` read from stdin makes N calls and prints one JSON line with the step's CPU and
+/// wall time and each sub-batch's CPU time per call; ends at end of input.
+fn steps(f: &HugeFile, st: &mut ScenarioTally) -> Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{{\"ready\":true}}")?;
+    out.flush()?;
+    let (mut wall_total, mut cpu_total) = (Duration::ZERO, 0u64);
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let Ok(n) = line.trim().parse::<u64>() else {
+            bail!("storm steps: {line:?} is not a number of calls; give one number per line");
+        };
+        let part = (n / STEP_PARTS).max(1);
+        let mut parts = Vec::with_capacity(STEP_PARTS as usize + 1);
+        let mut calib = Vec::with_capacity(STEP_PARTS as usize + 1);
+        let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
+        let mut made = 0;
+        while made < n {
+            let k = part.min(n - made);
+            let c0 = thread_cpu_ns();
+            for _ in 0..k {
+                st.record(f.collapse());
+            }
+            parts.push((thread_cpu_ns() - c0) as f64 / k as f64);
+            made += k;
+            let c1 = thread_cpu_ns();
+            std::hint::black_box(calibration_work());
+            calib.push((thread_cpu_ns() - c1) as f64);
+        }
+        let (wall, cpu) = (start.elapsed(), thread_cpu_ns() - cpu_start);
+        wall_total += wall;
+        cpu_total += cpu;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "calls": n,
+                "cpu_ns": cpu,
+                "wall_ns": wall.as_nanos() as u64,
+                "part_cpu_ns_per_call": parts,
+                "part_calibration_ns": calib,
+            }),
+        )?;
+        writeln!(out)?;
+        out.flush()?;
+        if super::stop_requested().is_some() {
+            break;
+        }
+    }
+    st.loop_us = Some(wall_total.as_micros() as u64);
+    st.loop_cpu_ns = Some(cpu_total);
+    Ok(())
+}
+
+/// A fixed piece of work with no system call, timed after every sub-batch of a step: how
+/// fast the CPU runs the storm at that moment.
+fn calibration_work() -> u64 {
+    let mut buf = vec![0u64; 8192];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x as usize ^ i) & 8191;
+        buf[j] = buf[j].wrapping_add(x);
+        x = x.wrapping_add(buf[(j * 7) & 8191]);
+    }
+    x
 }
 
 /// This thread's CPU time in nanoseconds (user and system, interrupts that land on it

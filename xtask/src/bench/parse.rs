@@ -169,6 +169,27 @@ pub struct StatTotals {
     pub dropped: u64,
 }
 
+/// `stat --json`'s `rings`: how big the event rings were.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+pub struct Rings {
+    pub cpus: u32,
+    pub records_per_cpu: u32,
+    pub bytes_per_cpu: u64,
+    pub bytes: u64,
+}
+
+/// `stat --json` -> its rings (`None` when it had none: counting only).
+pub fn stat_rings(json: &str) -> Result<Option<Rings>> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        rings: Option<Rings>,
+    }
+    let doc: Doc = serde_json::from_str(json)
+        .context("`collapse-trace stat --json` printed unexpected JSON")?;
+    Ok(doc.rings)
+}
+
 /// `stat --json` -> its totals.
 pub fn stat_totals(json: &str) -> Result<StatTotals> {
     #[derive(Deserialize)]
