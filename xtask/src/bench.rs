@@ -1102,29 +1102,32 @@ fn attached_progs(env: &Env, pid: u32) -> Result<BTreeMap<String, u32>> {
         .filter_map(|a| Some((a.tracepoint?, a.prog_id)))
         .collect();
     // Every program of a tool counts towards its cost (bpftrace's call hooks too); only the
-    // huge_memory ones count events.
-    if found.is_empty() {
-        let ids = prog_fd_infos(pid);
-        if !ids.is_empty() {
-            let progs = prog_stats(env)?;
-            for info in ids {
-                // Every program of ours counts towards its cost: the madvise entry/exit
-                // hooks run on each call too (only the huge_memory ones count events).
-                let tp = match progs.get(&info.prog_id).map(|p| p.name.as_str()) {
-                    Some("scan_file") => SCAN,
-                    Some("collapse_file") => COLLAPSE,
-                    Some(
-                        name @ ("scan_pmd"
-                        | "collapse_huge_page"
-                        | "enter_madvise"
-                        | "exit_madvise"
-                        | "enter_process_madvise"
-                        | "exit_process_madvise"),
-                    ) => name,
-                    _ => continue,
-                };
-                found.insert(tp.to_string(), info.prog_id);
+    // huge_memory ones count events. Ours are found by name among the programs it holds: the
+    // BTF-typed ones are BPF links, which `perf show` does not list, beside its classic
+    // syscall hooks, which it does.
+    let ids = prog_fd_infos(pid);
+    if !ids.is_empty() {
+        let progs = prog_stats(env)?;
+        for info in ids {
+            // Listed by `perf show` already (under its tracepoint's name).
+            if found.values().any(|&id| id == info.prog_id) {
+                continue;
             }
+            let Some(name) = progs.get(&info.prog_id).map(|p| p.name.as_str()) else {
+                continue;
+            };
+            let tp = match name.strip_suffix("_btf").unwrap_or(name) {
+                "scan_file" => SCAN,
+                "collapse_file" => COLLAPSE,
+                "scan_pmd" | "scan_pmd_writable" => "scan_pmd",
+                "collapse_huge_page" => "collapse_huge_page",
+                "enter_madvise"
+                | "exit_madvise"
+                | "enter_process_madvise"
+                | "exit_process_madvise" => name,
+                _ => continue,
+            };
+            found.entry(tp.to_string()).or_insert(info.prog_id);
         }
     }
     Ok(found)

@@ -177,19 +177,36 @@ fn steps(f: &HugeFile, st: &mut ScenarioTally) -> Result<()> {
 }
 
 /// A fixed piece of work with no system call, timed after every sub-batch of a step: how
-/// fast the CPU runs the storm at that moment.
+/// fast the CPU runs the storm at that moment. Both kinds of work the storm's calls do:
+/// dependent loads through a buffer larger than the caches (the page-table and VMA walks)
+/// and arithmetic.
 fn calibration_work() -> u64 {
-    let mut buf = vec![0u64; 8192];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..20_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let j = (x as usize ^ i) & 8191;
-        buf[j] = buf[j].wrapping_add(x);
-        x = x.wrapping_add(buf[(j * 7) & 8191]);
+    use std::sync::OnceLock;
+    const SLOTS: usize = 1 << 20; // 8 MiB of u64
+    static CYCLE: OnceLock<Vec<u64>> = OnceLock::new();
+    let cycle = CYCLE.get_or_init(|| {
+        // One random cycle through every slot (Sattolo), so each load depends on the last.
+        let mut v: Vec<u64> = (0..SLOTS as u64).collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in (1..SLOTS).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.swap(i, (x % i as u64) as usize);
+        }
+        let mut next = vec![0u64; SLOTS];
+        for i in 0..SLOTS {
+            next[v[i] as usize] = v[(i + 1) % SLOTS];
+        }
+        next
+    });
+    let mut at = 0usize;
+    let mut sum = 0u64;
+    for _ in 0..4096 {
+        at = cycle[at] as usize;
+        sum = sum.wrapping_mul(31).wrapping_add(at as u64);
     }
-    x
+    sum
 }
 
 /// This thread's CPU time in nanoseconds (user and system, interrupts that land on it

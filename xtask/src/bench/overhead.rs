@@ -182,17 +182,63 @@ pub struct Run {
     pub ns_per_call: f64,
     /// Wall time per call in the loop, for comparison.
     pub wall_ns_per_call: f64,
-    /// How long the storm's calibration loop (fixed work, no system call) took in this step,
-    /// the median of its sub-batches: the machine's speed at the time, which the tracers do
-    /// not touch.
-    pub calibration_ns: f64,
+    /// The step's sub-batches: (the storm's CPU ns per call, the calibration loop's ns
+    /// after it). The calibration (dependent loads through 8 MiB, no system call) tells the
+    /// machine's speed at the time, which the tracers do not touch.
+    #[serde(default)]
+    pub parts: Vec<[f64; 2]>,
 }
 
-/// How far a baseline's calibration may be from its traced step's for the two to be
-/// compared: this guest's vCPU runs at one of a few speeds, changing every few seconds
-/// (the same no-tracer step took 520 or 840 ns a call, the calibration loop 1480 or 1780
-/// ns), while within one speed the calibration moves by 1-3%.
-pub const CALIBRATION_TOLERANCE: f64 = 0.05;
+/// The machine's state for a sub-batch: fast when its calibration is within this factor of
+/// the fastest ones of its range, else slow. This guest's vCPU switches every few seconds
+/// between two states (the same no-tracer calls took ~500 or ~770 ns, the calibration's
+/// 4096 dependent loads ~50 or ~700 us: the data near the CPU or not), and a traced run is
+/// compared with baselines in the same state. Where the machine holds still, all is fast.
+pub const PHASE_FACTOR: f64 = 2.0;
+
+/// Each run's time per call in each machine state, `[fast, slow]`: the median of its
+/// sub-batches in that state, where at least a quarter of them (and two) are; a run without
+/// calibration is all fast, at its own median.
+pub fn state_times(runs: &[Run]) -> Vec<([Option<f64>; 2], [usize; 2])> {
+    let mut floor: BTreeMap<Range, f64> = BTreeMap::new();
+    for range in [Range::Collapsed, Range::Empty] {
+        let mut cal: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.range == range)
+            .flat_map(|r| r.parts.iter().map(|p| p[1]))
+            .filter(|c| *c > 0.0)
+            .collect();
+        cal.sort_by(f64::total_cmp);
+        if !cal.is_empty() {
+            // The 5th percentile: the fast state, not one lucky sub-batch.
+            floor.insert(range, cal[cal.len() / 20]);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    runs.iter()
+        .map(|r| {
+            let Some(&f) = floor.get(&r.range).filter(|_| !r.parts.is_empty()) else {
+                return ([Some(r.ns_per_call), None], [1, 0]);
+            };
+            let (fast, slow): (Vec<&[f64; 2]>, Vec<&[f64; 2]>) =
+                r.parts.iter().partition(|p| p[1] <= f * PHASE_FACTOR);
+            let time = |v: Vec<&[f64; 2]>| {
+                (v.len() >= 2 && v.len() * 4 >= r.parts.len())
+                    .then(|| median(v.iter().map(|p| p[0]).collect()))
+            };
+            let counts = [fast.len(), slow.len()];
+            ([time(fast), time(slow)], counts)
+        })
+        .collect()
+}
 
 /// One configuration's figures on one range.
 #[derive(Debug, Clone, Serialize)]
@@ -272,12 +318,16 @@ impl Range {
 /// and the one after it; one of them at an end): the machine's speed drifts by seconds (here
 /// it halved and came back within one rotation), and neighbours share its state.
 pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
-    // Runs without a calibration (none is 0 when measured) compare as before.
-    fn same_speed(a: &Run, b: &Run) -> bool {
-        a.calibration_ns <= 0.0
-            || b.calibration_ns <= 0.0
-            || (a.calibration_ns / b.calibration_ns - 1.0).abs() <= CALIBRATION_TOLERANCE
-    }
+    let states = state_times(runs);
+    let time = |r: &Run, state: usize| -> Option<f64> {
+        let i = runs.iter().position(|x| std::ptr::eq(x, r))?;
+        states[i].0[state]
+    };
+    let counts = |r: &Run| -> [usize; 2] {
+        runs.iter()
+            .position(|x| std::ptr::eq(x, r))
+            .map_or([0, 0], |i| states[i].1)
+    };
     // (range, rotation) -> the runs in their order
     let mut groups: BTreeMap<(Range, usize), Vec<&Run>> = BTreeMap::new();
     for r in runs {
@@ -291,20 +341,27 @@ pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
             if r.tracer == Tracer::None {
                 continue;
             }
-            let before = group[..i].iter().rev().find(|b| b.tracer == Tracer::None);
-            let after = group[i + 1..].iter().find(|b| b.tracer == Tracer::None);
-            // Only baselines taken at the traced step's machine speed.
-            let base: Vec<f64> = before
-                .into_iter()
-                .chain(after)
-                .filter(|b| same_speed(b, r))
-                .map(|b| b.ns_per_call)
-                .collect();
-            if !base.is_empty() {
-                let base = base.iter().sum::<f64>() / base.len() as f64;
-                by.entry(*key)
-                    .or_default()
-                    .insert(r.tracer, r.ns_per_call - base);
+            // The state the run spent more of its time in first.
+            let n = counts(r);
+            let order = if n[1] > n[0] { [1, 0] } else { [0, 1] };
+            for state in order {
+                let Some(t) = time(r, state) else { continue };
+                // The nearest baseline on each side with a time in the same state.
+                let before = group[..i]
+                    .iter()
+                    .rev()
+                    .filter(|b| b.tracer == Tracer::None)
+                    .find_map(|b| time(b, state));
+                let after = group[i + 1..]
+                    .iter()
+                    .filter(|b| b.tracer == Tracer::None)
+                    .find_map(|b| time(b, state));
+                let base: Vec<f64> = before.into_iter().chain(after).collect();
+                if !base.is_empty() {
+                    let base = base.iter().sum::<f64>() / base.len() as f64;
+                    by.entry(*key).or_default().insert(r.tracer, t - base);
+                    break;
+                }
             }
         }
     }
@@ -433,7 +490,9 @@ impl Bench<'_> {
     pub(super) fn overhead(&self) -> Result<Overhead> {
         let env = self.env;
         let collapsed_calls = self.args.overhead_calls;
-        let rotations = self.args.reps;
+        // Rotations are cheap next to the other parts' repetitions, and the machine's states
+        // leave some comparisons out: about twice as many (9 by default, 5 with --quick).
+        let rotations = (self.args.reps * 2).saturating_sub(1).max(1);
         let join_hook = detect_join_hook(env);
         let load_before = super::procs::load_average().0;
         println!(
@@ -473,8 +532,14 @@ impl Bench<'_> {
         );
         // One stepped storm per range for the whole part (see stepped.rs), each warmed by an
         // untimed step first.
+        // `--quick`: the collapsed range alone, the one the goals are judged on.
+        let measured: &[Range] = if self.args.quick {
+            &[Range::Collapsed]
+        } else {
+            &[Range::Collapsed, Range::Empty]
+        };
         let mut storms = BTreeMap::new();
-        for range in [Range::Collapsed, Range::Empty] {
+        for &range in measured {
             let mut st = Stepped::spawn(self.storm_command(), range)?;
             st.step(calls_for(range, collapsed_calls))?;
             storms.insert(range.arg(), st);
@@ -482,11 +547,10 @@ impl Bench<'_> {
         let mut runs = Vec::new();
         let mut ours_kind = None;
         for rot in 0..rotations {
-            let ranges = if rot % 2 == 0 {
-                [Range::Collapsed, Range::Empty]
-            } else {
-                [Range::Empty, Range::Collapsed]
-            };
+            let mut ranges = measured.to_vec();
+            if rot % 2 == 1 {
+                ranges.reverse();
+            }
             for range in ranges {
                 let mut line = Vec::new();
                 for (position, tracer) in with_baselines(&rotation_order(&tracers, rot))
@@ -497,11 +561,12 @@ impl Bench<'_> {
                     let storm = storms.get_mut(range.arg()).expect("a storm per range");
                     let (run, kind) = self.overhead_run(storm, tracer, calls, join_hook)?;
                     ours_kind = ours_kind.or(kind);
+                    let cal = run.parts.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min);
                     line.push(format!(
                         "{:?} {:.0} ({:.2})",
                         tracer,
                         run.ns_per_call,
-                        run.calibration_ns / 1000.0
+                        cal / 1000.0
                     ));
                     runs.push(Run {
                         rotation: rot,
@@ -510,7 +575,7 @@ impl Bench<'_> {
                     });
                 }
                 println!(
-                    "  rotation {} {:?} range, ns/call (calibration us): {}",
+                    "  rotation {} {:?} range, ns/call (fastest calibration, us): {}",
                     rot + 1,
                     range,
                     line.join(", ")
@@ -639,7 +704,16 @@ impl Bench<'_> {
                 loop_cpu_ns: step.cpu_ns,
                 ns_per_call: step.ns_per_call(),
                 wall_ns_per_call: step.wall_ns as f64 / calls as f64,
-                calibration_ns: step.calibration_ns(),
+                parts: step
+                    .part_cpu_ns_per_call
+                    .iter()
+                    .zip(
+                        step.part_calibration_ns
+                            .iter()
+                            .chain(std::iter::repeat(&0.0)),
+                    )
+                    .map(|(&a, &b)| [a, b])
+                    .collect(),
             },
             kind,
         ))
@@ -760,7 +834,7 @@ mod tests {
             loop_cpu_ns: ns as u64 * 1000,
             ns_per_call: ns,
             wall_ns_per_call: ns,
-            calibration_ns: 0.0,
+            parts: vec![],
         }
     }
 
@@ -848,34 +922,41 @@ mod tests {
     }
 
     #[test]
-    fn only_baselines_at_the_same_machine_speed_count() {
+    fn traced_runs_are_compared_with_baselines_in_the_same_machine_state() {
         use Tracer::*;
-        let at = |tracer, ns, cal| Run {
-            calibration_ns: cal,
-            ..run(0, tracer, Range::Collapsed, ns)
+        // Sub-batches (ns/call, calibration): 1000 calibration = fast, 3000 = slow.
+        let at = |tracer, parts: &[[f64; 2]]| Run {
+            parts: parts.to_vec(),
+            ..run(0, tracer, Range::Collapsed, 9999.0)
         };
-        // The vCPU switches speed right after the traced step: the baseline after it (at
-        // another calibration) is left out, the one before is used.
+        let fast = |ns: f64| [ns, 1000.0];
+        let slow = |ns: f64| [ns, 3000.0];
         let runs = [
-            at(None, 500.0, 1500.0),
-            at(Counting, 530.0, 1510.0),
-            at(None, 840.0, 1780.0),
-            at(BpftraceCounting, 1000.0, 1790.0),
-            at(None, 850.0, 1770.0),
-            // Neither neighbour at its speed: no figure from this one.
-            at(Events, 900.0, 1500.0),
-            at(None, 500.0, 1780.0),
+            at(None, &[fast(500.0), fast(502.0), slow(800.0)]),
+            // Half fast: its fast sub-batches count (530 against 501 before, 500 after); the
+            // single slow sub-batch of the first baseline is too few to count.
+            at(
+                Counting,
+                &[slow(840.0), fast(530.0), slow(850.0), fast(530.0)],
+            ),
+            at(None, &[fast(500.0), fast(500.0), fast(500.0)]),
+            // All slow.
+            at(BpftraceCounting, &[slow(900.0), slow(900.0)]),
+            at(None, &[slow(800.0), slow(800.0)]),
+            at(Events, &[fast(620.0), fast(620.0)]),
+            at(None, &[fast(480.0), fast(480.0)]),
         ];
         let (figures, modes) = summarize(&runs);
         let c = modes
             .iter()
             .find(|m| m.mode == "counting" && m.range == Range::Collapsed)
             .unwrap();
-        assert_eq!(c.ours_ns_per_event.unwrap().median, 30.0);
-        assert_eq!(c.bpftrace_ns_per_event.unwrap().median, 155.0);
+        assert_eq!(c.ours_ns_per_event.unwrap().median, 29.5);
+        // All slow: against the next slow baseline (800), not the fast ones around it.
+        assert_eq!(c.bpftrace_ns_per_event.unwrap().median, 100.0);
+        // Events: against 500 (the fast baseline before the skipped one) and 480.
         let events = figures.iter().find(|f| f.tracer == Events).unwrap();
-        assert!(events.overhead_ns_per_call.is_none());
-        assert_eq!(events.ns_per_call.unwrap().median, 900.0);
+        assert_eq!(events.overhead_ns_per_call.unwrap().median, 130.0);
     }
 
     #[test]

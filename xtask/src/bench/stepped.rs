@@ -35,11 +35,6 @@ impl Step {
     pub fn ns_per_call(&self) -> f64 {
         median(&self.part_cpu_ns_per_call).unwrap_or(self.cpu_ns as f64 / self.calls.max(1) as f64)
     }
-
-    /// The calibration loop's time in this step (median of its sub-batches; 0 if none).
-    pub fn calibration_ns(&self) -> f64 {
-        median(&self.part_calibration_ns).unwrap_or(0.0)
-    }
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -181,6 +176,5 @@ mod tests {
         assert_eq!(s(vec![500.0, 2000.0, 510.0]).ns_per_call(), 510.0);
         assert_eq!(s(vec![500.0, 520.0]).ns_per_call(), 510.0);
         assert_eq!(s(vec![]).ns_per_call(), 1000.0);
-        assert_eq!(s(vec![]).calibration_ns(), 2.0);
     }
 }
