@@ -357,7 +357,15 @@ fn read_by(
                     "the memory's owner, the file's real name, inode and directories"
                 }
             ),
-            Some(Err(e)) => format!("{classic}: the BTF-typed program was refused ({e})"),
+            Some(Err(e)) => match e.strip_prefix(crate::kernel::probes::NOT_TRIED) {
+                Some(why) => format!(
+                    "the BTF-typed raw tracepoint {} fits this kernel's arguments; whether it \
+                     loads was not tried ({why})",
+                    collapse_trace_common::BTF_VARIANTS[fits.as_ref().map_or(0, |b| b.variant)]
+                        .program
+                ),
+                None => format!("{classic}: the BTF-typed program was refused ({e})"),
+            },
             None => classic.to_string(),
         },
     })

@@ -820,6 +820,9 @@ fn btf_offsets(info: &KernelInfo, config: &mut Config) {
     }
 }
 
+/// How a [`btf_trial`] result starts when the trial could not be made (no privileges).
+pub const NOT_TRIED: &str = "not tried: ";
+
 /// Loads and attaches each BTF-typed program `info` says fits (with the window closed, so
 /// they count nothing), then unloads them: whether this kernel's verifier takes them. One
 /// result per huge_memory probe that has a fitting program (`doctor`).
@@ -831,7 +834,7 @@ pub fn btf_trial(info: &KernelInfo) -> Vec<(Probe, Result<&'static str, String>)
         .collect();
     let all = |e: String| fits.iter().map(|(p, _)| (*p, Err(e.clone()))).collect();
     if let Err(e) = check_privileges() {
-        return all(e.to_string());
+        return all(format!("{NOT_TRIED}{e}"));
     }
     let _ = raise_memlock();
     let mut config = Config::DEFAULT;

@@ -62,6 +62,10 @@ impl KernelCounters {
 /// Counts by (tracepoint, result number).
 pub type ResultCounts = BTreeMap<(RecordKind, i64), u64>;
 
+/// The results of a call's events so far, before its return joins them (a short list: a
+/// call's events have few distinct results).
+type CallResults = Vec<((RecordKind, i64), u64)>;
+
 /// What one process did.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessStats {
@@ -268,7 +272,9 @@ pub struct Aggregate {
     pub timeline: BTreeMap<u64, Tick>,
     /// The events joined into attempts (one per range tried), with their outcomes.
     pub attempts: Attempts,
-    pending: HashMap<(u32, u64), ResultCounts>,
+    pending: HashMap<(u32, u64), CallResults>,
+    /// Emptied `pending` vectors, reused by the next calls (no allocation per call).
+    pending_spare: Vec<CallResults>,
     baseline: KernelCounters,
     latest: KernelCounters,
 }
@@ -300,6 +306,7 @@ impl Aggregate {
             timeline: BTreeMap::new(),
             attempts: Attempts::new(),
             pending: HashMap::new(),
+            pending_spare: Vec::new(),
             baseline: KernelCounters::default(),
             latest: KernelCounters::default(),
         }
@@ -441,23 +448,35 @@ impl Aggregate {
         let key = (e.pid, e.call_ns);
         if e.tracepoint != RecordKind::MadviseCall {
             let n = self.pending.len();
+            let k = (e.tracepoint, e.result);
             match self.pending.get_mut(&key) {
-                Some(r) => *r.entry((e.tracepoint, e.result)).or_default() += 1,
+                // A call's events have few distinct results: a short list, searched.
+                Some(r) => match r.iter_mut().find(|(x, _)| *x == k) {
+                    Some((_, n)) => *n += 1,
+                    None => r.push((k, 1)),
+                },
                 None if n < PENDING_CAP => {
-                    let mut r = BTreeMap::new();
-                    r.insert((e.tracepoint, e.result), 1);
+                    let mut r = self.pending_spare.pop().unwrap_or_default();
+                    r.push((k, 1));
                     self.pending.insert(key, r);
                 }
                 None => self.unjoined_events += 1,
             }
             return;
         }
-        let results = self.pending.remove(&key).unwrap_or_default();
+        let mut results = self.pending.remove(&key).unwrap_or_default();
         // process_madvise's ranges are in an iovec the record does not carry (start 0).
         if e.addr != 0 {
             let own = [((e.tracepoint, e.result), 1)];
-            let all: Vec<_> = results.iter().map(|(k, n)| (*k, *n)).chain(own).collect();
-            self.add_range(e.tgid, e.addr, e.index, all);
+            let all = results.iter().copied().chain(own);
+            Self::add_range_to(
+                &mut self.ranges,
+                &mut self.ranges_other,
+                e.tgid,
+                e.addr,
+                e.index,
+                all,
+            );
         }
         let caller = self.callers.entry(e.tgid).or_default();
         if caller.comm != e.comm {
@@ -465,8 +484,11 @@ impl Aggregate {
         }
         let outcome = caller.by_errno.entry(e.result).or_default();
         outcome.calls += 1;
-        for (k, n) in results {
+        for (k, n) in results.drain(..) {
             *outcome.results.entry(k).or_default() += n;
+        }
+        if results.capacity() > 0 && self.pending_spare.len() < 64 {
+            self.pending_spare.push(results);
         }
     }
 
@@ -477,12 +499,32 @@ impl Aggregate {
         len: u64,
         results: impl IntoIterator<Item = ((RecordKind, i64), u64)>,
     ) {
-        let n = self.ranges.len();
-        let r = match self.ranges.get_mut(&(tgid, start)) {
+        Self::add_range_to(
+            &mut self.ranges,
+            &mut self.ranges_other,
+            tgid,
+            start,
+            len,
+            results,
+        );
+    }
+
+    /// [`Aggregate::add_range`] on the two fields it changes (so that a caller may hold other
+    /// fields borrowed meanwhile).
+    fn add_range_to(
+        ranges: &mut HashMap<(u32, u64), RangeStats>,
+        ranges_other: &mut u64,
+        tgid: u32,
+        start: u64,
+        len: u64,
+        results: impl IntoIterator<Item = ((RecordKind, i64), u64)>,
+    ) {
+        let n = ranges.len();
+        let r = match ranges.get_mut(&(tgid, start)) {
             Some(r) => r,
-            None if n < KEY_CAP => self.ranges.entry((tgid, start)).or_default(),
+            None if n < KEY_CAP => ranges.entry((tgid, start)).or_default(),
             None => {
-                self.ranges_other += results.into_iter().map(|(_, n)| n).sum::<u64>();
+                *ranges_other += results.into_iter().map(|(_, n)| n).sum::<u64>();
                 return;
             }
         };
@@ -573,7 +615,10 @@ impl Aggregate {
     /// Call-tagged events still waiting for their call's exit record (at the end of a run:
     /// calls that had not returned yet).
     pub fn pending_events(&self) -> u64 {
-        self.pending.values().flat_map(|r| r.values()).sum()
+        self.pending
+            .values()
+            .flat_map(|r| r.iter().map(|(_, n)| n))
+            .sum()
     }
 
     /// Takes a kernel counter snapshot.

@@ -164,6 +164,9 @@ pub const RECENT_ATTEMPTS: usize = 256;
 /// Threads or calls with an attempt in progress that are tracked at once.
 pub const OPEN_CAP: usize = 16384;
 
+/// Step vectors kept for reuse.
+const SPARE_CAP: usize = 64;
+
 /// Ranges (process, 2 MiB start) whose attempts are counted one by one.
 pub const RANGE_CAP: usize = 4096;
 
@@ -203,6 +206,8 @@ pub struct Attempts {
     open: HashMap<u32, Step>,
     /// By (thread, call entry): the finished ranges of a MADV_COLLAPSE call in flight.
     calls: HashMap<(u32, u64), Vec<Step>>,
+    /// Emptied step vectors of finished calls, for the next calls.
+    spare: Vec<Vec<Step>>,
 }
 
 impl Attempts {
@@ -211,6 +216,7 @@ impl Attempts {
         Attempts {
             open: HashMap::new(),
             calls: HashMap::new(),
+            spare: Vec::new(),
             ranges: HashMap::new(),
             by_tgid: HashMap::new(),
             ..Default::default()
@@ -250,7 +256,10 @@ impl Attempts {
                         return;
                     }
                     if self.calls.len() < OPEN_CAP {
-                        self.calls.insert(key, vec![step]);
+                        // A vector handed back by an earlier call: no allocation per call.
+                        let mut steps = self.spare.pop().unwrap_or_default();
+                        steps.push(step);
+                        self.calls.insert(key, steps);
                         return;
                     }
                 }
@@ -274,7 +283,7 @@ impl Attempts {
     }
 
     fn close_call(&mut self, e: &Event, table: &ResultTable) {
-        let steps = self.calls.remove(&(e.pid, e.call_ns)).unwrap_or_default();
+        let mut steps = self.calls.remove(&(e.pid, e.call_ns)).unwrap_or_default();
         // A collapse event still open on this thread belongs to this call and never got its
         // scan.
         if self.open.remove(&e.pid).is_some() {
@@ -303,7 +312,7 @@ impl Attempts {
             let n = steps.len();
             let mut start = e.call_ns;
             let mut outcome = Outcome::Error;
-            for (i, s) in steps.into_iter().enumerate() {
+            for (i, s) in steps.drain(..).enumerate() {
                 let end = if i + 1 == n { e.ts_ns } else { s.end_ns };
                 let name = table.name(s.result);
                 outcome = classify(&name, Some(origin));
@@ -327,6 +336,9 @@ impl Attempts {
             }
             last_outcome = outcome;
         }
+        if steps.capacity() > 0 && self.spare.len() < SPARE_CAP {
+            self.spare.push(steps);
+        }
         if let Some(ns) = call_latency {
             self.call_latency
                 .entry(last_outcome)
@@ -335,12 +347,19 @@ impl Attempts {
         }
     }
 
-    fn finish(&mut self, a: Attempt) {
+    fn finish(&mut self, mut a: Attempt) {
         let origin = origin_name(a.origin);
-        *self
-            .counts
-            .entry((origin, a.outcome, a.result.clone()))
-            .or_default() += 1;
+        // The name is moved into a lookup key and back: a String per attempt only for a key
+        // seen for the first time (this runs for every attempt, hundreds of thousands a
+        // second under a storm).
+        let key = (origin, a.outcome, std::mem::take(&mut a.result));
+        match self.counts.get_mut(&key) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(key.clone(), 1);
+            }
+        }
+        a.result = key.2;
         if let Some(ns) = a.latency_ns {
             self.latency
                 .entry((origin, a.outcome))
@@ -349,7 +368,14 @@ impl Attempts {
         }
         let n = self.by_tgid.len();
         if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
-            *m.entry((a.outcome, a.result.clone())).or_default() += 1;
+            let key = (a.outcome, std::mem::take(&mut a.result));
+            match m.get_mut(&key) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert(key.clone(), 1);
+                }
+            }
+            a.result = key.1;
         } else if n < RANGE_CAP {
             self.by_tgid
                 .insert(a.tgid, BTreeMap::from([((a.outcome, a.result.clone()), 1)]));
