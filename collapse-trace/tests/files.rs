@@ -242,6 +242,21 @@ fn doctor_names_the_program_of_each_tracepoint() {
         .output()
         .expect("run doctor");
     let text = String::from_utf8_lossy(&out.stdout);
+    // The default rings for this machine's possible CPUs, as stat would make them.
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let last: u32 = cpus
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want = format!("for each of {} possible CPUs", last + 1);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rings ") && l.contains(&want)),
+        "doctor has no rings line with {want:?}:\n{text}"
+    );
     for tp in ["mm_khugepaged_scan_file", "mm_khugepaged_scan_pmd"] {
         let at = text
             .find(&format!("huge_memory:{tp}"))

@@ -321,14 +321,15 @@ pub fn report(tracefs: Option<&std::path::Path>) -> (String, bool) {
 
 /// The event rings the default `--ring-size` gives this machine.
 fn rings_line() -> String {
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
-    let bytes = collapse_trace_common::default_ring_bytes(cpus);
-    let slots = collapse_trace_common::ring_slots(bytes, cpus);
+    use crate::values::bytes_name;
+    let r = crate::kernel::probes::ring_layout(None, crate::kernel::probes::possible_cpus());
     format!(
-        "{} of event rings by default: {} ({slots} records) for each of {cpus} possible CPUs \
+        "{} of event rings by default: {} ({} records) for each of {} possible CPUs \
          (--ring-size to change)",
-        crate::values::bytes_name(u64::from(bytes)),
-        crate::values::bytes_name(u64::from(bytes / cpus)),
+        bytes_name(r.bytes_per_cpu * u64::from(r.cpus)),
+        bytes_name(r.bytes_per_cpu),
+        r.records_per_cpu,
+        r.cpus,
     )
 }
 

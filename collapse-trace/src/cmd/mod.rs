@@ -192,22 +192,30 @@ pub use crate::values::parse_positive_duration;
 /// The counts stay exact either way (the kernel counts every event); the tables and the
 /// recording miss the dropped records.
 pub fn warn_drops(info: &crate::model::kernel_info::KernelInfo, dropped: u64) {
-    let Some(r) = info.rings.filter(|_| dropped > 0) else {
-        return;
-    };
+    if let Some(w) = drop_warning(info.rings, dropped) {
+        eprintln!("collapse-trace: warning: {w}");
+    }
+}
+
+/// The words of [`warn_drops`] (`None`: nothing dropped, or no rings).
+fn drop_warning(
+    rings: Option<crate::model::kernel_info::RingLayout>,
+    dropped: u64,
+) -> Option<String> {
     use crate::values::bytes_name;
+    let r = rings.filter(|_| dropped > 0)?;
     let total = r.bytes_per_cpu * u64::from(r.cpus);
-    eprintln!(
-        "collapse-trace: warning: {dropped} event records were dropped: a CPU wrote more than \
-         its ring holds ({} records, {}; {} in all over {} CPUs) before the reader emptied it. \
-         Counts are still exact; the per-event tables miss them. A larger ring holds longer \
-         bursts: try --ring-size {}",
+    Some(format!(
+        "{dropped} event records were dropped: a CPU wrote more than its ring holds ({} \
+         records, {}; {} in all over {} CPUs) before the reader emptied it. Counts are still \
+         exact; the per-event tables miss them. A larger ring holds longer bursts: try \
+         --ring-size {}",
         r.records_per_cpu,
         bytes_name(r.bytes_per_cpu),
         bytes_name(total),
         r.cpus,
         bytes_name(total.next_power_of_two() * 2).replace(' ', "")
-    );
+    ))
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -294,6 +302,25 @@ mod tests {
         assert!(parse_positive_duration("ten").unwrap_err().contains("try"));
         assert_eq!(parse_positive_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_tracefs_dir("/nonexistent/ct").is_err());
+    }
+
+    #[test]
+    fn a_drop_warning_names_the_rings_and_a_size_to_try() {
+        use crate::model::kernel_info::RingLayout;
+        let r = RingLayout {
+            cpus: 2,
+            records_per_cpu: 7710,
+            bytes_per_cpu: 7710 * 544,
+        };
+        assert_eq!(drop_warning(Some(r), 0), None);
+        assert_eq!(drop_warning(None, 5), None);
+        let w = drop_warning(Some(r), 5).unwrap();
+        assert!(w.starts_with("5 event records were dropped"), "{w}");
+        assert!(
+            w.contains("(7710 records, 4.0 MiB; 8.0 MiB in all over 2 CPUs)"),
+            "{w}"
+        );
+        assert!(w.ends_with("try --ring-size 16MiB"), "{w}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::{KernelError, btf, caps::check_privileges, rings::RingMaps, tracefs::
 use crate::model::{
     aggregate::KernelCounters,
     format::EventFormat,
+    kernel_info::RingLayout,
     kernel_info::{BtfProgram, KernelInfo, ProbeInfo},
     results::{ResultSource, ResultTable},
 };
@@ -451,7 +452,7 @@ impl Probes {
         }
         config.events = opts.events as u32;
         // Possible CPUs: the processor id a program sees is below this.
-        let real_cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+        let real_cpus = possible_cpus();
         let cpus = match opts.possible_cpus {
             Some(n) if n < real_cpus => {
                 return Err(KernelError::BadFilter(format!(
@@ -461,10 +462,8 @@ impl Probes {
             Some(n) => n,
             None => real_cpus,
         };
-        let ring_bytes = opts
-            .ring_bytes
-            .unwrap_or(collapse_trace_common::default_ring_bytes(cpus));
-        let slots = ring_slots(ring_bytes, cpus);
+        let layout = ring_layout(opts.ring_bytes, cpus);
+        let slots = layout.records_per_cpu;
         config.ring_slots = slots;
         // The reader paces its own drains (stream.rs); a CPU looks at the reader's position
         // every quarter ring and wakes it when half the ring is unread (the reader fell
@@ -596,12 +595,7 @@ impl Probes {
             None => return Err(KernelError::MissingMap(maps::WINDOW)),
         };
         if opts.events {
-            info.rings = Some(crate::model::kernel_info::RingLayout {
-                cpus,
-                records_per_cpu: slots,
-                bytes_per_cpu: u64::from(slots)
-                    * size_of::<collapse_trace_common::EventRecord>() as u64,
-            });
+            info.rings = Some(layout);
         }
         Ok(Probes {
             ebpf,
@@ -817,6 +811,23 @@ fn btf_offsets(info: &KernelInfo, config: &mut Config) {
         if let Some(Ok(b)) = &p.btf_variant {
             config.file.page_is_pointer[p.probe as usize] = u8::from(b.page_is_pointer);
         }
+    }
+}
+
+/// Possible CPUs of this machine: every processor id a program can see is below it.
+pub fn possible_cpus() -> u32 {
+    aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32
+}
+
+/// The event rings `ring_bytes` gives over `cpus` CPUs (`None`: the default for that many,
+/// [`collapse_trace_common::default_ring_bytes`]): whole records, the same for each CPU.
+pub fn ring_layout(ring_bytes: Option<u32>, cpus: u32) -> RingLayout {
+    let bytes = ring_bytes.unwrap_or(collapse_trace_common::default_ring_bytes(cpus));
+    let slots = ring_slots(bytes, cpus);
+    RingLayout {
+        cpus,
+        records_per_cpu: slots,
+        bytes_per_cpu: u64::from(slots) * size_of::<collapse_trace_common::EventRecord>() as u64,
     }
 }
 

@@ -319,43 +319,37 @@ impl Range {
 /// it halved and came back within one rotation), and neighbours share its state.
 pub fn summarize(runs: &[Run]) -> (Vec<Figure>, Vec<ModeFigure>) {
     let states = state_times(runs);
-    let time = |r: &Run, state: usize| -> Option<f64> {
-        let i = runs.iter().position(|x| std::ptr::eq(x, r))?;
-        states[i].0[state]
-    };
-    let counts = |r: &Run| -> [usize; 2] {
-        runs.iter()
-            .position(|x| std::ptr::eq(x, r))
-            .map_or([0, 0], |i| states[i].1)
-    };
-    // (range, rotation) -> the runs in their order
-    let mut groups: BTreeMap<(Range, usize), Vec<&Run>> = BTreeMap::new();
-    for r in runs {
-        groups.entry((r.range, r.rotation)).or_default().push(r);
+    let time = |i: usize, state: usize| states[i].0[state];
+    // (range, rotation) -> the runs' indices, in their order
+    let mut groups: BTreeMap<(Range, usize), Vec<usize>> = BTreeMap::new();
+    for (i, r) in runs.iter().enumerate() {
+        groups.entry((r.range, r.rotation)).or_default().push(i);
     }
     // (range, rotation) -> tracer -> overhead ns/call
     let mut by: BTreeMap<(Range, usize), BTreeMap<Tracer, f64>> = BTreeMap::new();
     for (key, group) in &mut groups {
-        group.sort_by_key(|r| r.position);
-        for (i, r) in group.iter().enumerate() {
+        group.sort_by_key(|&i| runs[i].position);
+        for (at, &ri) in group.iter().enumerate() {
+            let r = &runs[ri];
             if r.tracer == Tracer::None {
                 continue;
             }
             // The state the run spent more of its time in first.
-            let n = counts(r);
+            let n = states[ri].1;
             let order = if n[1] > n[0] { [1, 0] } else { [0, 1] };
             for state in order {
-                let Some(t) = time(r, state) else { continue };
+                let Some(t) = time(ri, state) else { continue };
                 // The nearest baseline on each side with a time in the same state.
-                let before = group[..i]
+                let baseline = |&b: &usize| runs[b].tracer == Tracer::None;
+                let before = group[..at]
                     .iter()
                     .rev()
-                    .filter(|b| b.tracer == Tracer::None)
-                    .find_map(|b| time(b, state));
-                let after = group[i + 1..]
+                    .filter(|b| baseline(b))
+                    .find_map(|&b| time(b, state));
+                let after = group[at + 1..]
                     .iter()
-                    .filter(|b| b.tracer == Tracer::None)
-                    .find_map(|b| time(b, state));
+                    .filter(|b| baseline(b))
+                    .find_map(|&b| time(b, state));
                 let base: Vec<f64> = before.into_iter().chain(after).collect();
                 if !base.is_empty() {
                     let base = base.iter().sum::<f64>() / base.len() as f64;
