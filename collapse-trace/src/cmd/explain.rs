@@ -89,7 +89,7 @@ fn seen_from(agg: &Aggregate, pid: u32, source: &str, duration_s: Option<f64>) -
             m.iter()
                 .map(|((o, r), n)| SeenRow {
                     outcome: *o,
-                    result: r.clone(),
+                    result: r.to_string(),
                     count: *n,
                 })
                 .collect()

@@ -277,6 +277,9 @@ pub fn merge<'r>(
         if ts > watermark {
             break;
         }
+        if cursor[cpu] + 1 != head[cpu] {
+            prefetch(record(cpu, cursor[cpu] + 1));
+        }
         each(record(cpu, cursor[cpu]));
         cursor[cpu] += 1;
         n += 1;
@@ -289,6 +292,27 @@ pub fn merge<'r>(
         }
     }
     n
+}
+
+/// Asks the CPU to start loading every cache line of `r` (the record after the one being
+/// handed on): a record is ~9 lines that another CPU just wrote, and loading them while the
+/// current one is decoded and counted saves most of a miss per line (a third of the reader's
+/// time per record in `examples/aggregate_speed.rs`).
+#[inline(always)]
+fn prefetch(r: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..r.len()).step_by(64) {
+        // SAFETY: a prefetch is only a hint: it never faults and changes no memory; the
+        // address is inside `r`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                r.as_ptr().add(off).cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
 }
 
 fn page_size() -> usize {

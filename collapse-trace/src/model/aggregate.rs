@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt as _};
+use indexmap::IndexMap;
 
 use collapse_trace_common::{NUM_KINDS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RecordKind};
 
@@ -15,6 +16,7 @@ use super::{
     event::Event,
     pods::{PodCgroup, PodName, pod_in_cgroup},
     results::{ResultTable, is_success},
+    threads::Threads,
 };
 
 /// Per-tracepoint totals read from the kernel's per-CPU maps (summed over CPUs).
@@ -62,9 +64,50 @@ impl KernelCounters {
 /// Counts by (tracepoint, result number).
 pub type ResultCounts = BTreeMap<(RecordKind, i64), u64>;
 
+/// A table of keys seen (processes, owners, cgroups, files) in the order first seen. Entries
+/// are never removed, so the core remembers where the last event's entry is and finds it
+/// again without hashing: a thread's events come in runs.
+pub type Table<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+
+/// The entry of `key` in `t`, by way of `last` (where the previous lookup found its key), else
+/// a new entry from `new` while `t` holds fewer than [`KEY_CAP`]; `None` beyond that.
+fn entry_in<'t, K, V, Q>(
+    t: &'t mut Table<K, V>,
+    last: &mut usize,
+    key: &Q,
+    new: impl FnOnce() -> (K, V),
+) -> Option<&'t mut V>
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if t.get_index(*last).is_some_and(|(k, _)| k.borrow() == key) {
+        return t.get_index_mut(*last).map(|(_, v)| v);
+    }
+    if let Some(i) = t.get_index_of(key) {
+        *last = i;
+        return t.get_index_mut(i).map(|(_, v)| v);
+    }
+    if t.len() >= KEY_CAP {
+        return None;
+    }
+    let (k, v) = new();
+    let (i, _) = t.insert_full(k, v);
+    *last = i;
+    t.get_index_mut(i).map(|(_, v)| v)
+}
+
 /// The results of a call's events so far, before its return joins them (a short list: a
 /// call's events have few distinct results).
 type CallResults = Vec<((RecordKind, i64), u64)>;
+
+/// A thread's MADV_COLLAPSE call in flight: its entry time (0: none) and its events' results
+/// so far.
+#[derive(Debug, Default)]
+struct CallInFlight {
+    call_ns: u64,
+    results: CallResults,
+}
 
 /// What one process did.
 #[derive(Debug, Clone, Default)]
@@ -230,15 +273,15 @@ pub struct Aggregate {
     /// Events delivered in all.
     pub delivered_total: u64,
     /// By process id (tgid).
-    pub processes: HashMap<u32, ProcessStats>,
+    pub processes: Table<u32, ProcessStats>,
     /// Events from processes beyond [`KEY_CAP`].
     pub processes_other: u64,
     /// By owner of the memory (tgid; events without an owner are not listed).
-    pub owners: HashMap<u32, OwnerStats>,
+    pub owners: Table<u32, OwnerStats>,
     /// Events from owners beyond [`KEY_CAP`].
     pub owners_other: u64,
     /// By cgroup v2 id of the owner (of the task without one).
-    pub cgroups: HashMap<u64, CgroupStats>,
+    pub cgroups: Table<u64, CgroupStats>,
     /// Events from cgroups beyond [`KEY_CAP`].
     pub cgroups_other: u64,
     /// Paths of cgroup ids, filled in by whoever can read them (see
@@ -249,7 +292,7 @@ pub struct Aggregate {
     /// learnt, so a pod's label does not change when its directory goes.
     pub pod_names: BTreeMap<String, PodName>,
     /// By file, keyed by [`file_key`] (raw bytes).
-    pub files: HashMap<Vec<u8>, FileStats>,
+    pub files: Table<Vec<u8>, FileStats>,
     /// Events for files beyond [`KEY_CAP`].
     pub files_other: u64,
     /// The last event's file key, a buffer reused so that filing an event allocates nothing.
@@ -260,8 +303,8 @@ pub struct Aggregate {
     pub span_ns: Option<(u64, u64)>,
     /// MADV_COLLAPSE callers (from call records joined with the events inside each call).
     pub callers: HashMap<u32, CallerStats>,
-    /// Call-tagged events whose call record never came (the call was still running at the
-    /// end, or its record was dropped) or that did not fit [`PENDING_CAP`].
+    /// Call-tagged events whose call record never came (the thread's next call began first:
+    /// the record was dropped) or whose thread did not fit [`PENDING_CAP`].
     pub unjoined_events: u64,
     /// By (tgid, start address): MADV_COLLAPSE call ranges (with the events inside each
     /// call) and, for events outside a call, the PMD range of a `collapse_file` address.
@@ -272,9 +315,15 @@ pub struct Aggregate {
     pub timeline: BTreeMap<u64, Tick>,
     /// The events joined into attempts (one per range tried), with their outcomes.
     pub attempts: Attempts,
-    pending: HashMap<(u32, u64), CallResults>,
-    /// Emptied `pending` vectors, reused by the next calls (no allocation per call).
-    pending_spare: Vec<CallResults>,
+    /// By thread: the call in flight (a thread makes one call at a time).
+    pending: Threads<CallInFlight, PENDING_CAP>,
+    /// Where the last event's process, owner, cgroup and file are in their tables.
+    last: [usize; 4],
+    /// Whether each result number is a success, by number (0: not known yet, 1: failure, 2:
+    /// success), worked out once from the table's names; `success_names` is the table's
+    /// size then (names are only ever added, by text captures).
+    success: [u8; RESULT_SLOTS],
+    success_names: usize,
     baseline: KernelCounters,
     latest: KernelCounters,
 }
@@ -286,15 +335,15 @@ impl Aggregate {
             table,
             delivered: BTreeMap::new(),
             delivered_total: 0,
-            processes: HashMap::new(),
+            processes: Table::default(),
             processes_other: 0,
-            owners: HashMap::new(),
+            owners: Table::default(),
             owners_other: 0,
-            cgroups: HashMap::new(),
+            cgroups: Table::default(),
             cgroups_other: 0,
             cgroup_paths: BTreeMap::new(),
             pod_names: BTreeMap::new(),
-            files: HashMap::new(),
+            files: Table::default(),
             files_other: 0,
             file_key: Vec::new(),
             recent_failures: VecDeque::new(),
@@ -305,8 +354,10 @@ impl Aggregate {
             ranges_other: 0,
             timeline: BTreeMap::new(),
             attempts: Attempts::new(),
-            pending: HashMap::new(),
-            pending_spare: Vec::new(),
+            pending: Threads::default(),
+            last: [0; 4],
+            success: [0; RESULT_SLOTS],
+            success_names: 0,
             baseline: KernelCounters::default(),
             latest: KernelCounters::default(),
         }
@@ -322,8 +373,15 @@ impl Aggregate {
             Some((a, b)) => (a.min(e.ts_ns), b.max(e.ts_ns)),
         });
 
-        let n = self.processes.len();
-        match self.processes.get_mut(&e.tgid) {
+        let [lp, lo, lc, lf] = &mut self.last;
+        let new_process = || {
+            let p = ProcessStats {
+                comm: e.comm.clone(),
+                ..Default::default()
+            };
+            (e.tgid, p)
+        };
+        match entry_in(&mut self.processes, lp, &e.tgid, new_process) {
             Some(p) => {
                 *p.results.entry(key).or_default() += 1;
                 if p.comm != e.comm {
@@ -331,36 +389,24 @@ impl Aggregate {
                 }
                 p.origin = Some(e.origin);
             }
-            None if n < KEY_CAP => {
-                let mut p = ProcessStats {
-                    comm: e.comm.clone(),
-                    origin: Some(e.origin),
-                    ..Default::default()
-                };
-                p.results.insert(key, 1);
-                self.processes.insert(e.tgid, p);
-            }
             None => self.processes_other += 1,
         }
 
         if e.owner_tgid != 0 {
-            let n = self.owners.len();
-            match self.owners.get_mut(&e.owner_tgid) {
+            let new_owner = || {
+                let o = OwnerStats {
+                    comm: e.owner_comm.clone(),
+                    ..Default::default()
+                };
+                (e.owner_tgid, o)
+            };
+            match entry_in(&mut self.owners, lo, &e.owner_tgid, new_owner) {
                 Some(o) => {
                     *o.results.entry(key).or_default() += 1;
                     if o.comm != e.owner_comm {
                         o.comm.clone_from(&e.owner_comm);
                     }
                     o.cgroup_id = e.owner_cgroup_id;
-                }
-                None if n < KEY_CAP => {
-                    let mut o = OwnerStats {
-                        comm: e.owner_comm.clone(),
-                        cgroup_id: e.owner_cgroup_id,
-                        ..Default::default()
-                    };
-                    o.results.insert(key, 1);
-                    self.owners.insert(e.owner_tgid, o);
                 }
                 None => self.owners_other += 1,
             }
@@ -371,35 +417,30 @@ impl Aggregate {
             e.cgroup_id
         };
         if cgroup != 0 {
-            let n = self.cgroups.len();
-            match self.cgroups.get_mut(&cgroup) {
+            match entry_in(&mut self.cgroups, lc, &cgroup, || {
+                (cgroup, CgroupStats::default())
+            }) {
                 Some(c) => *c.results.entry(key).or_default() += 1,
-                None if n < KEY_CAP => {
-                    let mut c = CgroupStats::default();
-                    c.results.insert(key, 1);
-                    self.cgroups.insert(cgroup, c);
-                }
                 None => self.cgroups_other += 1,
             }
         }
 
         // Anonymous events and call records have no file.
         if !e.filename.is_empty() {
-            let n = self.files.len();
             file_key_into(e, &mut self.file_key);
-            match self.files.get_mut(&self.file_key) {
+            let k = &self.file_key;
+            let new_file = || {
+                let f = FileStats {
+                    name: e.filename.clone(),
+                    inode: e.inode,
+                    dev: e.dev,
+                    real_name: e.real_name,
+                    ..FileStats::default()
+                };
+                (k.clone(), f)
+            };
+            match entry_in(&mut self.files, lf, k.as_slice(), new_file) {
                 Some(f) => *f.results.entry(key).or_default() += 1,
-                None if n < KEY_CAP => {
-                    let mut f = FileStats {
-                        name: e.filename.clone(),
-                        inode: e.inode,
-                        dev: e.dev,
-                        real_name: e.real_name,
-                        ..FileStats::default()
-                    };
-                    f.results.insert(key, 1);
-                    self.files.insert(self.file_key.clone(), f);
-                }
                 None => self.files_other += 1,
             }
         }
@@ -407,14 +448,19 @@ impl Aggregate {
         self.join_call(e);
         self.attempts.add(e, &self.table);
 
-        let success = self.is_success(e.tracepoint, e.result);
+        let success = self.success_of(e.tracepoint, e.result);
         if e.tracepoint.is_scan() || e.tracepoint == RecordKind::MadviseCall {
-            let n = self.timeline.len();
             let sec = e.ts_ns / 1_000_000_000;
-            let tick = match self.timeline.get_mut(&sec) {
-                Some(t) => Some(t),
-                None if n < TIMELINE_CAP => Some(self.timeline.entry(sec).or_default()),
-                None => None,
+            // Events come in time order: nearly always the newest second, reached down the
+            // tree's right edge without comparing keys.
+            let n = self.timeline.len();
+            let tick = match self.timeline.last_entry() {
+                Some(t) if *t.key() == sec => Some(t.into_mut()),
+                _ => match self.timeline.get_mut(&sec) {
+                    Some(t) => Some(t),
+                    None if n < TIMELINE_CAP => Some(self.timeline.entry(sec).or_default()),
+                    None => None,
+                },
             };
             if let Some(t) = tick {
                 if e.tracepoint == RecordKind::MadviseCall {
@@ -445,26 +491,35 @@ impl Aggregate {
         if e.call_ns == 0 {
             return;
         }
-        let key = (e.pid, e.call_ns);
+        let idle = |c: &CallInFlight| c.results.is_empty();
         if e.tracepoint != RecordKind::MadviseCall {
-            let n = self.pending.len();
             let k = (e.tracepoint, e.result);
-            match self.pending.get_mut(&key) {
-                // A call's events have few distinct results: a short list, searched.
-                Some(r) => match r.iter_mut().find(|(x, _)| *x == k) {
-                    Some((_, n)) => *n += 1,
-                    None => r.push((k, 1)),
-                },
-                None if n < PENDING_CAP => {
-                    let mut r = self.pending_spare.pop().unwrap_or_default();
-                    r.push((k, 1));
-                    self.pending.insert(key, r);
-                }
-                None => self.unjoined_events += 1,
+            let Some(c) = self.pending.get_or_insert(e.pid, idle) else {
+                self.unjoined_events += 1;
+                return;
+            };
+            if c.call_ns != e.call_ns {
+                // The thread's previous call never got its record (dropped): its events
+                // stay unjoined.
+                self.unjoined_events += c.results.iter().map(|(_, n)| n).sum::<u64>();
+                c.results.clear();
+                c.call_ns = e.call_ns;
+            }
+            // A call's events have few distinct results: a short list, searched.
+            match c.results.iter_mut().find(|(x, _)| *x == k) {
+                Some((_, n)) => *n += 1,
+                None => c.results.push((k, 1)),
             }
             return;
         }
-        let mut results = self.pending.remove(&key).unwrap_or_default();
+        // The vector goes back to the thread's entry once filed: no allocation per call.
+        let mut results = match self.pending.get_mut(e.pid) {
+            Some(c) if c.call_ns == e.call_ns => {
+                c.call_ns = 0;
+                std::mem::take(&mut c.results)
+            }
+            _ => Vec::new(),
+        };
         // process_madvise's ranges are in an iovec the record does not carry (start 0).
         if e.addr != 0 {
             let own = [((e.tracepoint, e.result), 1)];
@@ -487,8 +542,11 @@ impl Aggregate {
         for (k, n) in results.drain(..) {
             *outcome.results.entry(k).or_default() += n;
         }
-        if results.capacity() > 0 && self.pending_spare.len() < 64 {
-            self.pending_spare.push(results);
+        if results.capacity() > 0
+            && let Some(c) = self.pending.get_mut(e.pid)
+            && c.results.capacity() == 0
+        {
+            c.results = results;
         }
     }
 
@@ -597,6 +655,24 @@ impl Aggregate {
         }
     }
 
+    /// [`Aggregate::is_success`] by way of the per-number cache (called per event).
+    fn success_of(&mut self, tp: RecordKind, r: i64) -> bool {
+        if tp == RecordKind::MadviseCall {
+            return r == 0;
+        }
+        let Some(slot) = usize::try_from(r).ok().filter(|s| *s < RESULT_SLOTS) else {
+            return self.is_success(tp, r);
+        };
+        if self.success_names != self.table.names.len() {
+            self.success = [0; RESULT_SLOTS];
+            self.success_names = self.table.names.len();
+        }
+        if self.success[slot] == 0 {
+            self.success[slot] = 1 + u8::from(self.is_success(tp, r));
+        }
+        self.success[slot] == 2
+    }
+
     /// Kernel counters equal to the delivered events: for captures whose kernel counts are
     /// unknown (text captures, a record cut short), where no drop is known either.
     pub fn counters_from_delivered(&self) -> KernelCounters {
@@ -617,7 +693,7 @@ impl Aggregate {
     pub fn pending_events(&self) -> u64 {
         self.pending
             .values()
-            .flat_map(|r| r.iter().map(|(_, n)| n))
+            .flat_map(|c| c.results.iter().map(|(_, n)| n))
             .sum()
     }
 

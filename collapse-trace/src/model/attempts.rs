@@ -15,7 +15,10 @@
 //! begins), so they carry no latency. Times are the events' `ts_ns`: with the default
 //! tick-cached clock they are exact to one kernel tick only (see [`Clock`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+};
 
 use foldhash::{HashMap, HashMapExt as _};
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,7 @@ use super::{
     event::{Event, escape, origin_name},
     outcome::{Knobs, Outcome, advice, classify, classify_errno, describe},
     results::{ResultTable, meaning},
+    threads::Threads,
 };
 
 /// Attempts of one (origin, outcome, result), with what the result means and what to
@@ -80,6 +84,17 @@ pub const LATENCY_BOUNDS_S: [f64; 16] = [
     0.25, 0.5, 1.0, 5.0,
 ];
 
+/// [`LATENCY_BOUNDS_S`] in ns (compared per sample without a division).
+const LATENCY_BOUNDS_NS: [u64; LATENCY_BOUNDS_S.len()] = {
+    let mut ns = [0; LATENCY_BOUNDS_S.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BOUNDS_S[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    ns
+};
+
 /// A latency histogram with the fixed [`LATENCY_BOUNDS_S`] buckets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Histogram {
@@ -99,11 +114,10 @@ impl Histogram {
         if self.buckets.is_empty() {
             self.buckets = vec![0; LATENCY_BOUNDS_S.len() + 1];
         }
-        let s = ns as f64 / 1e9;
-        let i = LATENCY_BOUNDS_S
+        let i = LATENCY_BOUNDS_NS
             .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BOUNDS_S.len());
+            .position(|b| ns <= *b)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
         self.buckets[i] += 1;
         self.count += 1;
         self.sum_ns = self.sum_ns.saturating_add(ns);
@@ -138,8 +152,8 @@ pub struct Attempt {
     /// Who tried.
     pub origin: Origin,
     /// The final result's name (a `scan_result` name, or a call's errno when the call
-    /// produced no event).
-    pub result: String,
+    /// produced no event), shared with the counts' keys.
+    pub result: Arc<str>,
     /// What it means.
     pub outcome: Outcome,
     /// Start of the range when known (a collapse_file address, or a MADV_COLLAPSE call's
@@ -156,7 +170,10 @@ pub struct Attempt {
 }
 
 /// Key of the attempt counts: (origin name, outcome, result name).
-pub type AttemptKey = (&'static str, Outcome, String);
+pub type AttemptKey = (&'static str, Outcome, Arc<str>);
+
+/// Key of the names cache: (an errno, not a `scan_result`; the number; who tried).
+type NameKey = (bool, i64, Option<Origin>);
 
 /// Recent attempts kept for views.
 pub const RECENT_ATTEMPTS: usize = 256;
@@ -164,14 +181,27 @@ pub const RECENT_ATTEMPTS: usize = 256;
 /// Threads or calls with an attempt in progress that are tracked at once.
 pub const OPEN_CAP: usize = 16384;
 
-/// Step vectors kept for reuse.
-const SPARE_CAP: usize = 64;
-
 /// Ranges (process, 2 MiB start) whose attempts are counted one by one.
 pub const RANGE_CAP: usize = 4096;
 
 /// The 2 MiB range size.
 const PMD: u64 = 2 << 20;
+
+/// What one thread has in progress.
+#[derive(Debug, Default)]
+struct InProgress {
+    /// A collapse event waiting for the scan that ends its attempt.
+    open: Option<Step>,
+    /// The MADV_COLLAPSE call in flight (its entry time; 0: none) and its finished ranges.
+    call_ns: u64,
+    steps: Vec<Step>,
+}
+
+impl InProgress {
+    fn idle(&self) -> bool {
+        self.open.is_none() && self.steps.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct Step {
@@ -199,24 +229,22 @@ pub struct Attempts {
     /// By (tgid, 2 MiB range start): attempts by outcome.
     pub ranges: HashMap<(u32, u64), BTreeMap<Outcome, u64>>,
     /// By process (tgid): attempts by (outcome, result), for at most [`RANGE_CAP`] processes.
-    pub by_tgid: HashMap<u32, BTreeMap<(Outcome, String), u64>>,
-    /// Collapse events whose scan never came, or that did not fit the caps.
+    pub by_tgid: HashMap<u32, BTreeMap<(Outcome, Arc<str>), u64>>,
+    /// Collapse events whose scan never came, ranges of a call whose record never came (the
+    /// thread's next call began first), or that did not fit the caps.
     pub unjoined: u64,
-    /// By thread: a collapse event waiting for the scan that ends its attempt.
-    open: HashMap<u32, Step>,
-    /// By (thread, call entry): the finished ranges of a MADV_COLLAPSE call in flight.
-    calls: HashMap<(u32, u64), Vec<Step>>,
-    /// Emptied step vectors of finished calls, for the next calls.
-    spare: Vec<Vec<Step>>,
+    /// By thread: what it has in progress (its entry stays between calls).
+    threads: Threads<InProgress, OPEN_CAP>,
+    /// Each (errno or not, result number, origin) seen, named and classified once: an
+    /// attempt then costs a reference count, not a name copy and a string match.
+    named: HashMap<NameKey, (Arc<str>, Outcome)>,
 }
 
 impl Attempts {
     /// Empty.
     pub fn new() -> Attempts {
         Attempts {
-            open: HashMap::new(),
-            calls: HashMap::new(),
-            spare: Vec::new(),
+            named: HashMap::new(),
             ranges: HashMap::new(),
             by_tgid: HashMap::new(),
             ..Default::default()
@@ -234,42 +262,39 @@ impl Attempts {
                     addr: (e.tracepoint == RecordKind::CollapseFile && e.addr != 0)
                         .then_some(e.addr & !(PMD - 1)),
                 };
-                if self.open.len() >= OPEN_CAP && !self.open.contains_key(&e.pid) {
-                    self.unjoined += 1;
-                } else if self.open.insert(e.pid, step).is_some() {
+                match self.threads.get_or_insert(e.pid, InProgress::idle) {
                     // Two collapse events without a scan between them: the first is lost.
-                    self.unjoined += 1;
+                    Some(t) => self.unjoined += u64::from(t.open.replace(step).is_some()),
+                    None => self.unjoined += 1,
                 }
             }
             RecordKind::ScanFile | RecordKind::ScanPmd => {
-                let open = self.open.remove(&e.pid);
+                let open = self.threads.get_mut(e.pid).and_then(|t| t.open.take());
                 let step = Step {
                     collapse: open.is_some(),
                     result: e.result,
                     end_ns: e.ts_ns,
                     addr: open.and_then(|s| s.addr),
                 };
-                if e.call_ns != 0 {
-                    let key = (e.pid, e.call_ns);
-                    if let Some(steps) = self.calls.get_mut(&key) {
-                        steps.push(step);
-                        return;
+                if e.call_ns != 0
+                    && let Some(t) = self.threads.get_or_insert(e.pid, InProgress::idle)
+                {
+                    if t.call_ns != e.call_ns {
+                        // The thread's previous call never got its record (dropped).
+                        self.unjoined += t.steps.len() as u64;
+                        t.steps.clear();
+                        t.call_ns = e.call_ns;
                     }
-                    if self.calls.len() < OPEN_CAP {
-                        // A vector handed back by an earlier call: no allocation per call.
-                        let mut steps = self.spare.pop().unwrap_or_default();
-                        steps.push(step);
-                        self.calls.insert(key, steps);
-                        return;
-                    }
+                    t.steps.push(step);
+                    return;
                 }
                 // khugepaged, or a call we cannot follow: the attempt ends here.
-                let name = table.name(step.result);
+                let (name, outcome) = self.name(table, false, step.result, Some(e.origin));
                 self.finish(Attempt {
                     tgid: e.tgid,
                     pid: e.pid,
                     origin: e.origin,
-                    outcome: classify(&name, Some(e.origin)),
+                    outcome,
                     result: name,
                     addr: step.addr,
                     errno: None,
@@ -283,18 +308,22 @@ impl Attempts {
     }
 
     fn close_call(&mut self, e: &Event, table: &ResultTable) {
-        let mut steps = self.calls.remove(&(e.pid, e.call_ns)).unwrap_or_default();
-        // A collapse event still open on this thread belongs to this call and never got its
-        // scan.
-        if self.open.remove(&e.pid).is_some() {
-            self.unjoined += 1;
+        // The vector goes back to the thread's entry once filed: no allocation per call.
+        let mut steps = Vec::new();
+        if let Some(t) = self.threads.get_mut(e.pid) {
+            if t.call_ns == e.call_ns {
+                t.call_ns = 0;
+                steps = std::mem::take(&mut t.steps);
+            }
+            // A collapse event still open on this thread belongs to this call and never got
+            // its scan.
+            self.unjoined += u64::from(t.open.take().is_some());
         }
         let call_latency = (e.call_ns != 0).then(|| e.ts_ns.saturating_sub(e.call_ns));
         let origin = e.origin;
         let last_outcome;
         if steps.is_empty() {
-            let name = table.name_of(RecordKind::MadviseCall, e.result);
-            let outcome = classify_errno(&name);
+            let (name, outcome) = self.name(table, true, e.result, None);
             last_outcome = outcome;
             self.finish(Attempt {
                 tgid: e.tgid,
@@ -314,8 +343,8 @@ impl Attempts {
             let mut outcome = Outcome::Error;
             for (i, s) in steps.drain(..).enumerate() {
                 let end = if i + 1 == n { e.ts_ns } else { s.end_ns };
-                let name = table.name(s.result);
-                outcome = classify(&name, Some(origin));
+                let name;
+                (name, outcome) = self.name(table, false, s.result, Some(origin));
                 let addr = s.addr.or_else(|| {
                     (e.addr != 0 && (i as u64) * PMD < e.index.max(PMD))
                         .then(|| (e.addr & !(PMD - 1)) + i as u64 * PMD)
@@ -336,8 +365,11 @@ impl Attempts {
             }
             last_outcome = outcome;
         }
-        if steps.capacity() > 0 && self.spare.len() < SPARE_CAP {
-            self.spare.push(steps);
+        if steps.capacity() > 0
+            && let Some(t) = self.threads.get_mut(e.pid)
+            && t.steps.capacity() == 0
+        {
+            t.steps = steps;
         }
         if let Some(ns) = call_latency {
             self.call_latency
@@ -347,35 +379,66 @@ impl Attempts {
         }
     }
 
-    fn finish(&mut self, mut a: Attempt) {
+    /// The name and outcome of result `r` (an errno when `errno`) for `origin`, from the
+    /// cache; a number the table does not name is not cached (a text capture may name it
+    /// later).
+    fn name(
+        &mut self,
+        table: &ResultTable,
+        errno: bool,
+        r: i64,
+        origin: Option<Origin>,
+    ) -> (Arc<str>, Outcome) {
+        if let Some((n, o)) = self.named.get(&(errno, r, origin)) {
+            return (n.clone(), *o);
+        }
+        let (name, outcome) = if errno {
+            let name = table.name_of(RecordKind::MadviseCall, r);
+            let outcome = classify_errno(&name);
+            (name, outcome)
+        } else {
+            let name = table.name(r);
+            let outcome = classify(&name, origin);
+            (name, outcome)
+        };
+        let name: Arc<str> = name.into();
+        if errno || table.names.contains_key(&r) {
+            self.named
+                .insert((errno, r, origin), (name.clone(), outcome));
+        }
+        (name, outcome)
+    }
+
+    fn finish(&mut self, a: Attempt) {
         let origin = origin_name(a.origin);
-        // The name is moved into a lookup key and back: a String per attempt only for a key
-        // seen for the first time (this runs for every attempt, hundreds of thousands a
-        // second under a storm).
-        let key = (origin, a.outcome, std::mem::take(&mut a.result));
+        // Keys share the attempt's name: no allocation per attempt once a key is known (this
+        // runs for every attempt, hundreds of thousands a second under a storm).
+        let key = (origin, a.outcome, a.result.clone());
         match self.counts.get_mut(&key) {
             Some(n) => *n += 1,
             None => {
-                self.counts.insert(key.clone(), 1);
+                self.counts.insert(key, 1);
             }
         }
-        a.result = key.2;
         if let Some(ns) = a.latency_ns {
-            self.latency
-                .entry((origin, a.outcome))
-                .or_default()
-                .observe(ns);
+            match self.latency.get_mut(&(origin, a.outcome)) {
+                Some(h) => h.observe(ns),
+                None => self
+                    .latency
+                    .entry((origin, a.outcome))
+                    .or_default()
+                    .observe(ns),
+            }
         }
         let n = self.by_tgid.len();
         if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
-            let key = (a.outcome, std::mem::take(&mut a.result));
+            let key = (a.outcome, a.result.clone());
             match m.get_mut(&key) {
                 Some(n) => *n += 1,
                 None => {
-                    m.insert(key.clone(), 1);
+                    m.insert(key, 1);
                 }
             }
-            a.result = key.1;
         } else if n < RANGE_CAP {
             self.by_tgid
                 .insert(a.tgid, BTreeMap::from([((a.outcome, a.result.clone()), 1)]));
@@ -428,7 +491,7 @@ impl Attempts {
                     result: escape(result.as_bytes()),
                     count: *n,
                     // An errno (a call without events) has the errno's meaning.
-                    meaning: if result.starts_with('E') || result == "ok" {
+                    meaning: if result.starts_with('E') || &**result == "ok" {
                         meaning(result)
                     } else {
                         describe(result).meaning
@@ -457,7 +520,10 @@ impl Attempts {
     /// Attempts still in progress (collapse events waiting for their scan, calls waiting
     /// for their return).
     pub fn in_progress(&self) -> u64 {
-        self.open.len() as u64 + self.calls.values().map(|s| s.len() as u64).sum::<u64>()
+        self.threads
+            .values()
+            .map(|t| u64::from(t.open.is_some()) + t.steps.len() as u64)
+            .sum()
     }
 }
 

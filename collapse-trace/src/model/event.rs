@@ -177,11 +177,22 @@ struct UpPath<'r>(&'r [u8]);
 impl FromRing<UpPath<'_>> for Vec<u8> {
     fn set(&mut self, v: UpPath<'_>) {
         self.clear();
-        for name in v.0.split(|&c| c == b'/').filter(|n| !n.is_empty()).rev() {
+        // From the end (the outermost name) back, a name at a time (every record of a file
+        // event passes here).
+        let mut rest = v.0;
+        loop {
+            while let [head @ .., b'/'] = rest {
+                rest = head;
+            }
+            if rest.is_empty() {
+                break;
+            }
+            let start = memchr::memrchr(b'/', rest).map_or(0, |i| i + 1);
             if !self.is_empty() {
                 self.push(b'/');
             }
-            self.extend_from_slice(name);
+            self.extend_from_slice(&rest[start..]);
+            rest = &rest[..start];
         }
     }
 }
@@ -226,7 +237,7 @@ pub enum DecodeError {
 }
 
 fn until_nul(b: &[u8]) -> &[u8] {
-    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+    &b[..memchr::memchr(0, b).unwrap_or(b.len())]
 }
 
 impl Event {
@@ -489,6 +500,21 @@ pub(crate) mod tests {
         assert_eq!(e.comm, b"prov");
         assert_eq!(e.filename, b"f");
         assert_eq!(e.origin, Origin::Madvise);
+    }
+
+    #[test]
+    fn directories_come_outermost_first() {
+        let mut d = b"stale".to_vec();
+        for (up, want) in [
+            (&b"sub/top/"[..], &b"top/sub"[..]),
+            (b"one/", b"one"),
+            (b"", b""),
+            (b"c//b/a/", b"a/b/c"),
+            (b"no-slash", b"no-slash"),
+        ] {
+            d.set(UpPath(up));
+            assert_eq!(d, want, "{}", escape(up));
+        }
     }
 
     #[test]

@@ -13,3 +13,4 @@ pub mod outcome;
 pub mod pods;
 pub mod results;
 pub mod system;
+mod threads;
