@@ -238,18 +238,24 @@ impl Rings {
     }
 }
 
-/// The merge key of a record: its time, whether it is a call record (at equal times a
-/// MADV_COLLAPSE call record goes after events, so that it follows the events of its call).
-fn key(r: &[u8]) -> (u64, bool) {
-    let ts_at = std::mem::offset_of!(EventRecord, ts_ns);
-    let ts = u64::from_ne_bytes(r[ts_at..ts_at + 8].try_into().expect("8 bytes"));
+/// The merge key of a record: its time, then its call's id (`call_ns`, 0 outside a call),
+/// then whether it is a MADV_COLLAPSE call record. The tick-cached clock gives a tick's
+/// records one time on every CPU, so a thread that moves to another CPU between two calls
+/// leaves two runs with equal times. A thread's call ids only grow, so at equal times its
+/// records go by call (the previous call's return before the next call's events), and within
+/// a call the events before its return.
+fn key(r: &[u8]) -> (u64, u64) {
+    let at = |off: usize| u64::from_ne_bytes(r[off..off + 8].try_into().expect("8 bytes"));
+    let ts = at(std::mem::offset_of!(EventRecord, ts_ns));
+    let call_ns = at(std::mem::offset_of!(EventRecord, call_ns));
     let call = r[std::mem::offset_of!(EventRecord, tracepoint)] == RecordKind::MadviseCall as u8;
-    (ts, call)
+    // Ids are ns since boot: far below 2^63, so the shift loses nothing.
+    (ts, call_ns << 1 | u64::from(call))
 }
 
 /// The merge's heap: the next record of each CPU that has one, smallest key first (ties by
 /// CPU number, so the order is deterministic).
-pub type MergeHeap = BinaryHeap<Reverse<((u64, bool), usize)>>;
+pub type MergeHeap = BinaryHeap<Reverse<((u64, u64), usize)>>;
 
 /// Merges the CPUs' runs (each in time order already) from `cursor` up to `head`, handing
 /// each record of time at most `watermark` to `each` in time order, and advances `cursor`;
@@ -319,4 +325,60 @@ fn page_size() -> usize {
     // SAFETY: no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).unwrap_or(4096).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ts_ns: u64, call_ns: u64, kind: RecordKind, pid: u32) -> Vec<u8> {
+        // SAFETY: EventRecord is plain old data, and all zeroes is a valid value of it.
+        let mut r: EventRecord = unsafe { std::mem::zeroed() };
+        (r.ts_ns, r.call_ns, r.pid, r.tracepoint) = (ts_ns, call_ns, pid, kind as u8);
+        // SAFETY: EventRecord is plain old data (repr(C), no pointers).
+        unsafe { std::slice::from_raw_parts((&raw const r).cast::<u8>(), size_of::<EventRecord>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn a_thread_that_moved_cpu_within_a_tick_keeps_its_calls_in_order() {
+        use RecordKind::*;
+        // One tick (time 100). Thread 7's call 50 ran on CPU 1 (an event, then its return);
+        // the thread then moved to CPU 0 for call 60. Thread 8's khugepaged-like event
+        // (no call) is on CPU 0 too.
+        let cpus = [
+            vec![rec(100, 60, ScanFile, 7), rec(100, 60, MadviseCall, 7)],
+            vec![
+                rec(100, 50, ScanFile, 7),
+                rec(100, 50, MadviseCall, 7),
+                rec(100, 0, ScanPmd, 8),
+            ],
+        ];
+        let head = [2, 3];
+        let mut cursor = [0, 0];
+        let mut seen = Vec::new();
+        let n = merge(
+            &head,
+            &mut cursor,
+            u64::MAX,
+            |cpu, i| &cpus[cpu][i as usize],
+            &mut |b: &[u8]| {
+                let at = |off: usize| u64::from_ne_bytes(b[off..off + 8].try_into().unwrap());
+                let call = b[std::mem::offset_of!(EventRecord, tracepoint)] == MadviseCall as u8;
+                seen.push((at(std::mem::offset_of!(EventRecord, call_ns)), call));
+            },
+            &mut MergeHeap::default(),
+        );
+        assert_eq!(n, 5);
+        assert_eq!(cursor, head);
+        // Within each CPU's run the order is kept; across them call 50 ends before call 60
+        // begins.
+        let call_50: Vec<_> = seen.iter().filter(|(c, _)| *c == 50).collect();
+        let call_60: Vec<_> = seen.iter().filter(|(c, _)| *c == 60).collect();
+        assert_eq!(call_50, [&(50, false), &(50, true)]);
+        assert_eq!(call_60, [&(60, false), &(60, true)]);
+        let ret_50 = seen.iter().position(|x| *x == (50, true)).unwrap();
+        let first_60 = seen.iter().position(|x| *x == (60, false)).unwrap();
+        assert!(ret_50 < first_60, "{seen:?}");
+    }
 }

@@ -10,7 +10,7 @@
 //! once they are [`reorder_window`] old: a record still being written on another CPU carries
 //! a time at most one tick old (the tick-cached clock), so nothing older can arrive later.
 //! The errno join relies on it: a call record never comes before the events of its call,
-//! whichever CPUs the thread ran on.
+//! nor after the events of the thread's next call, whichever CPUs the thread ran on.
 
 use std::{
     os::fd::{AsRawFd, RawFd},

@@ -7,16 +7,15 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt as _};
-use indexmap::IndexMap;
 
 use collapse_trace_common::{NUM_KINDS, Origin, RESULT_OVERFLOW_SLOT, RESULT_SLOTS, RecordKind};
 
 use super::{
     attempts::Attempts,
     event::Event,
+    indexed::{Table, Threads, find},
     pods::{PodCgroup, PodName, pod_in_cgroup},
     results::{ResultTable, is_success},
-    threads::Threads,
 };
 
 /// Per-tracepoint totals read from the kernel's per-CPU maps (summed over CPUs).
@@ -64,11 +63,6 @@ impl KernelCounters {
 /// Counts by (tracepoint, result number).
 pub type ResultCounts = BTreeMap<(RecordKind, i64), u64>;
 
-/// A table of keys seen (processes, owners, cgroups, files) in the order first seen. Entries
-/// are never removed, so the core remembers where the last event's entry is and finds it
-/// again without hashing: a thread's events come in runs.
-pub type Table<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
-
 /// The entry of `key` in `t`, by way of `last` (where the previous lookup found its key), else
 /// a new entry from `new` while `t` holds fewer than [`KEY_CAP`]; `None` beyond that.
 fn entry_in<'t, K, V, Q>(
@@ -81,11 +75,7 @@ where
     K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
     Q: std::hash::Hash + Eq + ?Sized,
 {
-    if t.get_index(*last).is_some_and(|(k, _)| k.borrow() == key) {
-        return t.get_index_mut(*last).map(|(_, v)| v);
-    }
-    if let Some(i) = t.get_index_of(key) {
-        *last = i;
+    if let Some(i) = find(t, last, key) {
         return t.get_index_mut(i).map(|(_, v)| v);
     }
     if t.len() >= KEY_CAP {
@@ -803,6 +793,38 @@ mod tests {
         assert_eq!(events(&p.results), 5);
         assert_eq!(failures(&p.results, &a.table), 3);
         assert_eq!(a.files.len(), 2);
+    }
+
+    #[test]
+    fn a_call_whose_record_never_came_is_unjoined_when_the_next_call_begins() {
+        let mut a = Aggregate::new(ResultTable::builtin());
+        let with_call = |tp, result, call_ns| {
+            let name: &[u8] = if tp == RecordKind::MadviseCall {
+                b""
+            } else {
+                b"f"
+            };
+            let mut e = ev(tp, 7, result, name);
+            e.call_ns = call_ns;
+            e
+        };
+        // Call 100's two events; its record was dropped. Call 200 begins on the same thread.
+        a.add(&with_call(RecordKind::CollapseFile, 30, 100));
+        a.add(&with_call(RecordKind::ScanFile, 30, 100));
+        assert_eq!((a.pending_events(), a.unjoined_events), (2, 0));
+        a.add(&with_call(RecordKind::ScanFile, 10, 200));
+        assert_eq!((a.pending_events(), a.unjoined_events), (1, 2));
+        a.add(&with_call(RecordKind::MadviseCall, 0, 200));
+        // Call 200 is filed with its own event only.
+        let c = &a.callers[&7];
+        assert_eq!(c.by_errno.len(), 1);
+        assert_eq!(c.by_errno[&0].calls, 1);
+        let joined: Vec<_> = c.by_errno[&0].results.iter().collect();
+        assert_eq!(joined, [(&(RecordKind::ScanFile, 10), &1)]);
+        assert_eq!((a.pending_events(), a.unjoined_events), (0, 2));
+        // A record of call 100 arriving late joins nothing and is counted as a call.
+        a.add(&with_call(RecordKind::MadviseCall, 11, 100));
+        assert!(a.callers[&7].by_errno[&11].results.is_empty());
     }
 
     #[test]

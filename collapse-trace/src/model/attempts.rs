@@ -27,9 +27,9 @@ use collapse_trace_common::{Origin, RecordKind};
 
 use super::{
     event::{Event, escape, origin_name},
+    indexed::Threads,
     outcome::{Knobs, Outcome, advice, classify, classify_errno, describe},
     results::{ResultTable, meaning},
-    threads::Threads,
 };
 
 /// Attempts of one (origin, outcome, result), with what the result means and what to
@@ -600,6 +600,29 @@ mod tests {
         assert_eq!(a.total(), 5);
         assert_eq!(a.in_progress(), 0);
         assert_eq!(a.unjoined, 0);
+    }
+
+    #[test]
+    fn a_call_whose_record_never_came_is_unjoined_when_the_next_call_begins() {
+        let t = ResultTable::builtin();
+        let mut a = Attempts::new();
+        use RecordKind::*;
+        let m = Origin::Madvise;
+        // Call 1_000 finishes one range (page_filled); its return record was dropped.
+        a.add(&ev(CollapseFile, 7, 30, 1_100, 1_000, m), &t);
+        a.add(&ev(ScanFile, 7, 30, 1_200, 1_000, m), &t);
+        assert_eq!((a.in_progress(), a.unjoined), (1, 0));
+        // The thread's next call begins: the old range is unjoined, not filed under it.
+        a.add(&ev(ScanFile, 7, 3, 2_100, 2_000, m), &t);
+        assert_eq!((a.in_progress(), a.unjoined), (1, 1));
+        a.add(&ev(MadviseCall, 7, 22, 2_200, 2_000, m), &t);
+        assert_eq!(a.total(), 1);
+        assert_eq!(
+            a.counts[&("madvise", Outcome::NothingToCollapse, "pmd_none".into())],
+            1
+        );
+        assert_eq!(a.recent[0].errno, Some(22));
+        assert_eq!((a.in_progress(), a.unjoined), (0, 1));
     }
 
     #[test]

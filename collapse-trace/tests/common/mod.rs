@@ -134,11 +134,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A tmux server of this test binary's own: the default one is shared with anything else
-/// running tmux on the machine, and its exit when another user's last session closes would
-/// race with ours.
+/// A tmux server of this test's own (one per test thread): a shared server exits when its
+/// last session closes, and a `new-session` from a test running in parallel that reaches it
+/// while it exits fails with "server exited unexpectedly".
 pub fn tmux_socket() -> String {
-    format!("collapse-trace-test-{}", std::process::id())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    thread_local! {
+        static SOCKET: String = format!(
+            "collapse-trace-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+    }
+    SOCKET.with(Clone::clone)
 }
 
 /// Runs `tmux ARGS` on this binary's server; it must succeed.

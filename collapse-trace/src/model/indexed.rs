@@ -1,17 +1,33 @@
-//! State kept per thread while the core joins its events (the events of a MADV_COLLAPSE call
-//! with its return, a collapse event with the scan that ends its attempt).
+//! Tables whose entries are found again by where the last lookup found its key.
 //!
-//! A thread's events come in runs, and a thread makes one call after another: its entry
-//! stays between calls and is found again by where the last lookup found it, so a call
-//! costs no insert, remove or hash. Entries that hold nothing are dropped only when the
-//! table is full.
+//! The core's events come in runs: a thread's events follow one another, and a thread makes
+//! one call after another. So each table remembers the index of the last hit and checks it
+//! before hashing, and entries stay where they are (no remove, no re-insert per call).
 
 use indexmap::IndexMap;
 
-/// Per-thread entries by thread id, at most `CAP` of them.
+/// A table of keys in the order first seen.
+pub type Table<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
+
+/// The index of `key` in `t`, trying `*last` first; a hit moves `*last` to it.
+pub fn find<K, V, Q>(t: &Table<K, V>, last: &mut usize, key: &Q) -> Option<usize>
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if t.get_index(*last).is_some_and(|(k, _)| k.borrow() == key) {
+        return Some(*last);
+    }
+    let i = t.get_index_of(key)?;
+    *last = i;
+    Some(i)
+}
+
+/// Per-thread state (the join of a thread's events) by thread id, at most `CAP` entries.
+/// Entries that hold nothing are dropped only when the table is full.
 #[derive(Debug)]
 pub struct Threads<T, const CAP: usize> {
-    map: IndexMap<u32, T, foldhash::fast::RandomState>,
+    map: Table<u32, T>,
     last: usize,
 }
 
@@ -27,32 +43,26 @@ impl<T, const CAP: usize> Default for Threads<T, CAP> {
 impl<T: Default, const CAP: usize> Threads<T, CAP> {
     /// The entry of thread `pid`, if it has one.
     pub fn get_mut(&mut self, pid: u32) -> Option<&mut T> {
-        if self
-            .map
-            .get_index(self.last)
-            .is_some_and(|(k, _)| *k == pid)
-        {
-            return self.map.get_index_mut(self.last).map(|(_, v)| v);
-        }
-        let i = self.map.get_index_of(&pid)?;
-        self.last = i;
+        let i = find(&self.map, &mut self.last, &pid)?;
         self.map.get_index_mut(i).map(|(_, v)| v)
     }
 
     /// The entry of thread `pid`, a new empty one if it has none; `None` when `CAP` threads
     /// hold something (`idle` says which entries hold nothing and may go).
     pub fn get_or_insert(&mut self, pid: u32, idle: impl Fn(&T) -> bool) -> Option<&mut T> {
-        if self.get_mut(pid).is_some() {
-            return self.map.get_index_mut(self.last).map(|(_, v)| v);
-        }
-        if self.map.len() >= CAP {
-            self.map.retain(|_, v| !idle(v));
-            if self.map.len() >= CAP {
-                return None;
+        let i = match find(&self.map, &mut self.last, &pid) {
+            Some(i) => i,
+            None => {
+                if self.map.len() >= CAP {
+                    self.map.retain(|_, v| !idle(v));
+                    if self.map.len() >= CAP {
+                        return None;
+                    }
+                }
+                self.last = self.map.insert_full(pid, T::default()).0;
+                self.last
             }
-        }
-        let (i, _) = self.map.insert_full(pid, T::default());
-        self.last = i;
+        };
         self.map.get_index_mut(i).map(|(_, v)| v)
     }
 
