@@ -337,7 +337,7 @@ pub const MADV_COLLAPSE: u64 = 25;
 
 /// Who caused the event.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Origin {
     /// The kernel could not tell (BTF offset of `task_struct.flags` unknown).
     #[default]

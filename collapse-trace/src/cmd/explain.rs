@@ -95,7 +95,12 @@ fn seen_from(agg: &Aggregate, pid: u32, source: &str, duration_s: Option<f64>) -
                 .collect()
         })
         .unwrap_or_default();
-    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.result.cmp(&b.result)));
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.result.cmp(&b.result))
+            .then(a.outcome.cmp(&b.outcome))
+    });
     Seen {
         source: source.to_string(),
         duration_s,

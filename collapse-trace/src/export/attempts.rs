@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     aggregate::Aggregate,
     attempts::{Clock, Histogram, LATENCY_BOUNDS_S},
-    event::escape,
+    event::{escape, origin_name},
     outcome::Outcome,
 };
 
@@ -169,7 +169,7 @@ impl AttemptsSection {
             latency: a
                 .latency
                 .iter()
-                .map(|((origin, o), h)| latency_row(origin, *o, h))
+                .map(|((origin, o), h)| latency_row(origin_name(*origin), *o, h))
                 .collect(),
             call_latency: a
                 .call_latency
@@ -391,7 +391,7 @@ pub fn register_metrics(reg: &mut Registry, agg: &Aggregate) {
     for ((origin, outcome), h) in &a.latency {
         latency
             .get_or_create(&LatencyLabels {
-                origin: origin.to_string(),
+                origin: origin_name(*origin).to_string(),
                 outcome: outcome.name().to_string(),
             })
             .set(h);

@@ -24,9 +24,9 @@
 
 use std::collections::BTreeMap;
 
-use foldhash::{HashMap, HashMapExt as _};
+use foldhash::HashMap;
 
-use collapse_trace_common::RecordKind;
+use collapse_trace_common::{Origin, RecordKind};
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
@@ -38,6 +38,7 @@ use crate::{
     model::{
         aggregate::Aggregate,
         event::{Event, escape, origin_name},
+        indexed::{Table, find},
     },
 };
 
@@ -60,7 +61,8 @@ pub const OTHER_CGROUP: &str = "(other)";
 
 /// Key of one per-comm count: (tracepoint, origin, result number, cgroup id of the memory's
 /// owner, or of the task without one; 0: past the cgroup cap or unknown).
-type CommKey = (RecordKind, &'static str, i64, u64);
+/// (The origin as the enum: a string key would cost a `memcmp` per comparison, per event.)
+type CommKey = (RecordKind, Origin, i64, u64);
 
 /// Counts the aggregation core does not keep, fed the same [`Event`] values as the core.
 #[derive(Debug)]
@@ -68,7 +70,9 @@ pub struct EventCounts {
     /// `mm_khugepaged_collapse_file` records by (is_shmem, result number).
     pub by_shmem: BTreeMap<(bool, i64), u64>,
     /// By raw comm, then (tracepoint, origin, result).
-    pub by_comm: HashMap<Vec<u8>, BTreeMap<CommKey, u64>>,
+    pub by_comm: Table<Vec<u8>, BTreeMap<CommKey, u64>>,
+    /// Where the last event's comm is in `by_comm` (a thread's events come in runs).
+    last_comm: usize,
     /// Records whose comm was not itemised because `cap` comms were tracked already.
     pub comm_capped: u64,
     cap: usize,
@@ -85,7 +89,8 @@ impl EventCounts {
     pub fn new(cap: usize, cgroup_cap: usize) -> EventCounts {
         EventCounts {
             by_shmem: BTreeMap::new(),
-            by_comm: HashMap::new(),
+            by_comm: Table::default(),
+            last_comm: 0,
             comm_capped: 0,
             cap,
             cgroups: std::collections::BTreeSet::new(),
@@ -113,12 +118,14 @@ impl EventCounts {
             self.cgroup_capped += 1;
             0
         };
-        let key = (e.tracepoint, origin_name(e.origin), e.result, cgroup);
-        if let Some(c) = self.by_comm.get_mut(&e.comm) {
-            *c.entry(key).or_default() += 1;
+        let key = (e.tracepoint, e.origin, e.result, cgroup);
+        if let Some(i) = find(&self.by_comm, &mut self.last_comm, e.comm.as_slice()) {
+            *self.by_comm[i].entry(key).or_default() += 1;
         } else if self.by_comm.len() < self.cap {
-            self.by_comm
-                .insert(e.comm.clone(), BTreeMap::from([(key, 1)]));
+            self.last_comm = self
+                .by_comm
+                .insert_full(e.comm.clone(), BTreeMap::from([(key, 1)]))
+                .0;
         } else {
             self.comm_capped += 1;
         }
@@ -338,7 +345,7 @@ pub fn render(src: &Source<'_>) -> String {
             process
                 .get_or_create(&ProcessLabels {
                     comm: comm.clone(),
-                    origin: (*origin).to_string(),
+                    origin: origin_name(*origin).to_string(),
                     tracepoint: tp.name().to_string(),
                     result: result_label(agg, *tp, *r),
                     cgroup: match cg {

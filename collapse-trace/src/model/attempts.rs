@@ -27,7 +27,7 @@ use collapse_trace_common::{Origin, RecordKind};
 
 use super::{
     event::{Event, escape, origin_name},
-    indexed::Threads,
+    indexed::{Table, Threads, find},
     outcome::{Knobs, Outcome, advice, classify, classify_errno, describe},
     results::{ResultTable, meaning},
 };
@@ -178,6 +178,9 @@ type NameKey = (bool, i64, Option<Origin>);
 /// Recent attempts kept for views.
 pub const RECENT_ATTEMPTS: usize = 256;
 
+/// One process's attempts by (outcome, result), in the order first seen.
+pub type ProcessAttempts = Vec<((Outcome, Arc<str>), u64)>;
+
 /// Threads or calls with an attempt in progress that are tracked at once.
 pub const OPEN_CAP: usize = 16384;
 
@@ -218,18 +221,23 @@ pub struct Attempts {
     pub clock: Clock,
     /// The khugepaged knobs advice quotes (read by the command that collects).
     pub knobs: Knobs,
-    /// Attempts by (origin, outcome, result).
-    pub counts: BTreeMap<AttemptKey, u64>,
+    /// Attempts by (origin, outcome, result), in the order first seen (a storm's attempts
+    /// all have one key: found again by the last index, no string compared).
+    pub counts: Table<AttemptKey, u64>,
+    /// Where the last attempt's key is in `counts`.
+    last_count: usize,
     /// Latency by (origin, outcome), for the attempts whose start is known.
-    pub latency: BTreeMap<(&'static str, Outcome), Histogram>,
+    /// (Keyed by the origin's enum: a string key costs a comparison of bytes per attempt.)
+    pub latency: BTreeMap<(Origin, Outcome), Histogram>,
     /// Whole MADV_COLLAPSE calls, entry to return, by the outcome of their last attempt.
     pub call_latency: BTreeMap<Outcome, Histogram>,
     /// The newest attempts, oldest first.
     pub recent: VecDeque<Attempt>,
     /// By (tgid, 2 MiB range start): attempts by outcome.
     pub ranges: HashMap<(u32, u64), BTreeMap<Outcome, u64>>,
-    /// By process (tgid): attempts by (outcome, result), for at most [`RANGE_CAP`] processes.
-    pub by_tgid: HashMap<u32, BTreeMap<(Outcome, Arc<str>), u64>>,
+    /// By process (tgid): attempts by (outcome, result), for at most [`RANGE_CAP`] processes
+    /// (a short list each, searched: a process's attempts have few distinct results).
+    pub by_tgid: HashMap<u32, ProcessAttempts>,
     /// Collapse events whose scan never came, ranges of a call whose record never came (the
     /// thread's next call began first), or that did not fit the caps.
     pub unjoined: u64,
@@ -414,34 +422,33 @@ impl Attempts {
         // Keys share the attempt's name: no allocation per attempt once a key is known (this
         // runs for every attempt, hundreds of thousands a second under a storm).
         let key = (origin, a.outcome, a.result.clone());
-        match self.counts.get_mut(&key) {
-            Some(n) => *n += 1,
-            None => {
-                self.counts.insert(key, 1);
-            }
+        match find(&self.counts, &mut self.last_count, &key) {
+            Some(i) => self.counts[i] += 1,
+            None => self.last_count = self.counts.insert_full(key, 1).0,
         }
         if let Some(ns) = a.latency_ns {
-            match self.latency.get_mut(&(origin, a.outcome)) {
+            match self.latency.get_mut(&(a.origin, a.outcome)) {
                 Some(h) => h.observe(ns),
                 None => self
                     .latency
-                    .entry((origin, a.outcome))
+                    .entry((a.origin, a.outcome))
                     .or_default()
                     .observe(ns),
             }
         }
         let n = self.by_tgid.len();
         if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
-            let key = (a.outcome, a.result.clone());
-            match m.get_mut(&key) {
-                Some(n) => *n += 1,
-                None => {
-                    m.insert(key, 1);
-                }
+            // Names are interned: equal names are one Arc, compared by address first.
+            match m
+                .iter_mut()
+                .find(|((o, r), _)| *o == a.outcome && *r == a.result)
+            {
+                Some((_, n)) => *n += 1,
+                None => m.push(((a.outcome, a.result.clone()), 1)),
             }
         } else if n < RANGE_CAP {
             self.by_tgid
-                .insert(a.tgid, BTreeMap::from([((a.outcome, a.result.clone()), 1)]));
+                .insert(a.tgid, vec![((a.outcome, a.result.clone()), 1)]);
         }
         if let Some(addr) = a.addr {
             let key = (a.tgid, addr & !(PMD - 1));

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 pub type Table<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
 /// The index of `key` in `t`, trying `*last` first; a hit moves `*last` to it.
+#[inline]
 pub fn find<K, V, Q>(t: &Table<K, V>, last: &mut usize, key: &Q) -> Option<usize>
 where
     K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
@@ -42,6 +43,7 @@ impl<T, const CAP: usize> Default for Threads<T, CAP> {
 
 impl<T: Default, const CAP: usize> Threads<T, CAP> {
     /// The entry of thread `pid`, if it has one.
+    #[inline]
     pub fn get_mut(&mut self, pid: u32) -> Option<&mut T> {
         let i = find(&self.map, &mut self.last, &pid)?;
         self.map.get_index_mut(i).map(|(_, v)| v)
@@ -49,6 +51,7 @@ impl<T: Default, const CAP: usize> Threads<T, CAP> {
 
     /// The entry of thread `pid`, a new empty one if it has none; `None` when `CAP` threads
     /// hold something (`idle` says which entries hold nothing and may go).
+    #[inline]
     pub fn get_or_insert(&mut self, pid: u32, idle: impl Fn(&T) -> bool) -> Option<&mut T> {
         let i = match find(&self.map, &mut self.last, &pid) {
             Some(i) => i,

@@ -14,7 +14,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crate::model::{
     aggregate::{Aggregate, KernelCounters, ResultCounts, dominant, failures},
     attempts::{Clock, Histogram},
-    event::{Event, escape},
+    event::{Event, escape, origin_name},
     outcome::Outcome,
     results::{ResultTable, is_success, meaning},
     system::{KHUGEPAGED_COUNTERS, SystemContext},
@@ -636,7 +636,7 @@ impl App {
         let latency = a
             .latency
             .iter()
-            .map(|((origin, o), h)| line(format!("{origin} attempt"), *o, h))
+            .map(|((origin, o), h)| line(format!("{} attempt", origin_name(*origin)), *o, h))
             .chain(
                 a.call_latency
                     .iter()
