@@ -373,7 +373,7 @@ pub fn register_metrics(reg: &mut Registry, agg: &Aggregate) {
     for ((origin, outcome, result), n) in &a.counts {
         attempts
             .get_or_create(&AttemptLabels {
-                origin: origin.to_string(),
+                origin: origin_name(*origin).to_string(),
                 outcome: outcome.name().to_string(),
                 result: escape(result.as_bytes()),
             })

@@ -169,8 +169,9 @@ pub struct Attempt {
     pub end_ns: u64,
 }
 
-/// Key of the attempt counts: (origin name, outcome, result name).
-pub type AttemptKey = (&'static str, Outcome, Arc<str>);
+/// Key of the attempt counts: (origin, outcome, result name). The origin is the enum, not
+/// its name: the key is compared for every attempt.
+pub type AttemptKey = (Origin, Outcome, Arc<str>);
 
 /// Key of the names cache: (an errno, not a `scan_result`; the number; who tried).
 type NameKey = (bool, i64, Option<Origin>);
@@ -418,10 +419,9 @@ impl Attempts {
     }
 
     fn finish(&mut self, a: Attempt) {
-        let origin = origin_name(a.origin);
         // Keys share the attempt's name: no allocation per attempt once a key is known (this
         // runs for every attempt, hundreds of thousands a second under a storm).
-        let key = (origin, a.outcome, a.result.clone());
+        let key = (a.origin, a.outcome, a.result.clone());
         match find(&self.counts, &mut self.last_count, &key) {
             Some(i) => self.counts[i] += 1,
             None => self.last_count = self.counts.insert_full(key, 1).0,
@@ -487,13 +487,9 @@ impl Attempts {
             .counts
             .iter()
             .map(|((origin, outcome, result), n)| {
-                let o = match *origin {
-                    "khugepaged" => Some(Origin::Khugepaged),
-                    "madvise" => Some(Origin::Madvise),
-                    _ => None,
-                };
+                let o = (*origin != Origin::Unknown).then_some(*origin);
                 AttemptSummary {
-                    origin,
+                    origin: origin_name(*origin),
                     outcome: *outcome,
                     result: escape(result.as_bytes()),
                     count: *n,
@@ -570,11 +566,15 @@ mod tests {
         ret.index = 4 << 20;
         a.add(&ret, &t);
         assert_eq!(
-            a.counts[&("madvise", Outcome::Collapsed, "pte_mapped_hugepage".into())],
+            a.counts[&(
+                Origin::Madvise,
+                Outcome::Collapsed,
+                "pte_mapped_hugepage".into()
+            )],
             1
         );
         assert_eq!(
-            a.counts[&("madvise", Outcome::Transient, "page_filled".into())],
+            a.counts[&(Origin::Madvise, Outcome::Transient, "page_filled".into())],
             1
         );
         assert_eq!(a.total(), 2);
@@ -591,11 +591,15 @@ mod tests {
         a.add(&ev(CollapseHugePage, 50, 1, 2_100, 0, k), &t);
         a.add(&ev(ScanPmd, 50, 1, 2_200, 0, k), &t);
         assert_eq!(
-            a.counts[&("khugepaged", Outcome::NothingToCollapse, "pmd_none".into())],
+            a.counts[&(
+                Origin::Khugepaged,
+                Outcome::NothingToCollapse,
+                "pmd_none".into()
+            )],
             1
         );
         assert_eq!(
-            a.counts[&("khugepaged", Outcome::Collapsed, "succeeded".into())],
+            a.counts[&(Origin::Khugepaged, Outcome::Collapsed, "succeeded".into())],
             1
         );
         assert!(a.recent.back().unwrap().collapsed_step);
@@ -603,7 +607,10 @@ mod tests {
 
         // A call with no event at all: one attempt named by its errno.
         a.add(&ev(MadviseCall, 9, 22, 3_000, 2_500, m), &t);
-        assert_eq!(a.counts[&("madvise", Outcome::Refused, "EINVAL".into())], 1);
+        assert_eq!(
+            a.counts[&(Origin::Madvise, Outcome::Refused, "EINVAL".into())],
+            1
+        );
         assert_eq!(a.total(), 5);
         assert_eq!(a.in_progress(), 0);
         assert_eq!(a.unjoined, 0);
@@ -625,7 +632,11 @@ mod tests {
         a.add(&ev(MadviseCall, 7, 22, 2_200, 2_000, m), &t);
         assert_eq!(a.total(), 1);
         assert_eq!(
-            a.counts[&("madvise", Outcome::NothingToCollapse, "pmd_none".into())],
+            a.counts[&(
+                Origin::Madvise,
+                Outcome::NothingToCollapse,
+                "pmd_none".into()
+            )],
             1
         );
         assert_eq!(a.recent[0].errno, Some(22));
