@@ -246,14 +246,15 @@ pub struct Attempts {
     threads: Threads<InProgress, OPEN_CAP>,
     /// Each (errno or not, result number, origin) seen, named and classified once: an
     /// attempt then costs a reference count, not a name copy and a string match.
-    named: HashMap<NameKey, (Arc<str>, Outcome)>,
+    named: Table<NameKey, (Arc<str>, Outcome)>,
+    /// Where the last name looked up is in `named` (a storm's attempts share one).
+    last_name: usize,
 }
 
 impl Attempts {
     /// Empty.
     pub fn new() -> Attempts {
         Attempts {
-            named: HashMap::new(),
             ranges: HashMap::new(),
             by_tgid: HashMap::new(),
             ..Default::default()
@@ -398,7 +399,9 @@ impl Attempts {
         r: i64,
         origin: Option<Origin>,
     ) -> (Arc<str>, Outcome) {
-        if let Some((n, o)) = self.named.get(&(errno, r, origin)) {
+        let key = (errno, r, origin);
+        if let Some(i) = find(&self.named, &mut self.last_name, &key) {
+            let (n, o) = &self.named[i];
             return (n.clone(), *o);
         }
         let (name, outcome) = if errno {
@@ -412,8 +415,7 @@ impl Attempts {
         };
         let name: Arc<str> = name.into();
         if errno || table.names.contains_key(&r) {
-            self.named
-                .insert((errno, r, origin), (name.clone(), outcome));
+            self.last_name = self.named.insert_full(key, (name.clone(), outcome)).0;
         }
         (name, outcome)
     }
