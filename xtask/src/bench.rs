@@ -195,6 +195,8 @@ struct Doc {
     drops: Option<Drops>,
     report: Option<ReportSpeed>,
     merge: Option<Vec<merge::MergeRow>>,
+    /// The reader's decode and aggregation per record (with the merge part).
+    aggregate: Option<merge::AggregateSpeed>,
     rings: Option<Vec<rings::RingRow>>,
     goals: Vec<Goal>,
     /// Tools that took longer than the first bound to stop, and how long.
@@ -431,6 +433,10 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         true => Some(merge::merge_speed(env)?),
         false => None,
     };
+    let aggregate_speed = match args.runs(Part::Merge) {
+        true => Some(merge::aggregate_speed(env)?),
+        false => None,
+    };
     let mut goals = overhead.as_ref().map(overhead_goals).unwrap_or_default();
     goals.extend(goals::goals(
         &kernel_cost,
@@ -459,6 +465,7 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
         drops,
         report: report_speed,
         merge: merge_speed,
+        aggregate: aggregate_speed,
         rings,
         goals,
         slow_stops: procs::slow_stops(),

@@ -1,6 +1,7 @@
 //! The ring reader's merge alone (the `merge_speed` example: rings filled in memory, no
 //! kernel) at 2, 64 and 256 CPUs, the heap merge against the linear scan it replaced in the
-//! same run, and the default ring memory per CPU.
+//! same run, and the default ring memory per CPU; and the reader's work per record after
+//! the merge (the `aggregate_speed` example: decoding, and the aggregation core).
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,45 @@ pub fn merge_speed(env: &Env) -> Result<Vec<MergeRow>> {
         );
     }
     Ok(rows)
+}
+
+/// The reader's work per record on a storm's records, no kernel (best of five runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AggregateSpeed {
+    pub records: u64,
+    /// Merge and decode.
+    pub decode_ns: f64,
+    /// Merge, decode and the aggregation core (what `stat`, `serve` and `top` run).
+    pub aggregate_ns: f64,
+    pub records_per_s: f64,
+}
+
+/// Builds and runs the `aggregate_speed` example.
+pub fn aggregate_speed(env: &Env) -> Result<AggregateSpeed> {
+    println!("\n== reader per record: decode and aggregation on a storm's records, no kernel");
+    run(env.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "collapse-trace",
+        "--example",
+        "aggregate_speed",
+    ]))?;
+    let bin = env.root.join("target/release/examples/aggregate_speed");
+    let out = output(&mut std::process::Command::new(&bin))?;
+    let line = out
+        .lines()
+        .last()
+        .context("aggregate_speed printed nothing")?;
+    let a: AggregateSpeed =
+        serde_json::from_str(line).with_context(|| format!("aggregate_speed printed {line:?}"))?;
+    println!(
+        "  decode {:.0} ns/record, decode + aggregate {:.0} ns/record ({:.2} M records/s)",
+        a.decode_ns,
+        a.aggregate_ns,
+        a.records_per_s / 1e6
+    );
+    Ok(a)
 }
 
 /// The scale goal: >= 3 M records/s merged at 256 CPUs with the default clock.

@@ -143,6 +143,16 @@ pub(super) fn print_doc(d: &Doc) {
         ]);
     }
     println!("{}", table(&rows));
+    if let Some(a) = &d.aggregate {
+        println!(
+            "reader per record, no kernel (aggregate_speed): decode {:.0} ns, decode + aggregate \
+             {:.0} ns ({:.2} M records/s; at the storm's 400,000 records/s each 100 ns is 4% \
+             of a core)",
+            a.decode_ns,
+            a.aggregate_ns,
+            a.records_per_s / 1e6
+        );
+    }
     let mut rows = vec![vec![
         "storms".to_string(),
         "storm target".into(),
