@@ -761,19 +761,22 @@ mod tests {
         assert_eq!(a.recent_failures.len(), 3);
     }
 
+    /// An event of thread 7 inside the MADV_COLLAPSE call `call_ns` (the call's own record
+    /// when `tp` is `MadviseCall`: it has no file).
+    fn with_call(tp: RecordKind, result: i32, call_ns: u64) -> Event {
+        let name: &[u8] = if tp == RecordKind::MadviseCall {
+            b""
+        } else {
+            b"f"
+        };
+        let mut e = ev(tp, 7, result, name);
+        e.call_ns = call_ns;
+        e
+    }
+
     #[test]
     fn calls_are_joined_with_the_results_inside_them() {
         let mut a = Aggregate::new(ResultTable::builtin());
-        let with_call = |tp, result, call_ns| {
-            let name: &[u8] = if tp == RecordKind::MadviseCall {
-                b""
-            } else {
-                b"f"
-            };
-            let mut e = ev(tp, 7, result, name);
-            e.call_ns = call_ns;
-            e
-        };
         // Call 100: page_filled then EAGAIN. Call 200: success. A khugepaged event (no call).
         a.add(&with_call(RecordKind::CollapseFile, 30, 100));
         a.add(&with_call(RecordKind::ScanFile, 30, 100));
@@ -798,16 +801,6 @@ mod tests {
     #[test]
     fn a_call_whose_record_never_came_is_unjoined_when_the_next_call_begins() {
         let mut a = Aggregate::new(ResultTable::builtin());
-        let with_call = |tp, result, call_ns| {
-            let name: &[u8] = if tp == RecordKind::MadviseCall {
-                b""
-            } else {
-                b"f"
-            };
-            let mut e = ev(tp, 7, result, name);
-            e.call_ns = call_ns;
-            e
-        };
         // Call 100's two events; its record was dropped. Call 200 begins on the same thread.
         a.add(&with_call(RecordKind::CollapseFile, 30, 100));
         a.add(&with_call(RecordKind::ScanFile, 30, 100));

@@ -25,18 +25,23 @@ pub struct MergeRow {
     pub ring_kib_per_cpu: u64,
 }
 
-/// Builds and runs the example; one row per CPU count and clock.
-pub fn merge_speed(env: &Env) -> Result<Vec<MergeRow>> {
-    println!("\n== reader merge: rings filled in memory at 2, 64 and 256 CPUs");
+/// Builds collapse-trace's example `name` (release) and returns its path.
+fn example(env: &Env, name: &str) -> Result<std::path::PathBuf> {
     run(env.cargo().args([
         "build",
         "--release",
         "-p",
         "collapse-trace",
         "--example",
-        "merge_speed",
+        name,
     ]))?;
-    let bin = env.root.join("target/release/examples/merge_speed");
+    Ok(env.root.join("target/release/examples").join(name))
+}
+
+/// Builds and runs the example; one row per CPU count and clock.
+pub fn merge_speed(env: &Env) -> Result<Vec<MergeRow>> {
+    println!("\n== reader merge: rings filled in memory at 2, 64 and 256 CPUs");
+    let bin = example(env, "merge_speed")?;
     let out = output(std::process::Command::new(&bin).arg(RECORDS.to_string()))?;
     let rows: Vec<MergeRow> = out
         .lines()
@@ -72,15 +77,7 @@ pub struct AggregateSpeed {
 /// Builds and runs the `aggregate_speed` example.
 pub fn aggregate_speed(env: &Env) -> Result<AggregateSpeed> {
     println!("\n== reader per record: decode and aggregation on a storm's records, no kernel");
-    run(env.cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "collapse-trace",
-        "--example",
-        "aggregate_speed",
-    ]))?;
-    let bin = env.root.join("target/release/examples/aggregate_speed");
+    let bin = example(env, "aggregate_speed")?;
     let out = output(&mut std::process::Command::new(&bin))?;
     let line = out
         .lines()
