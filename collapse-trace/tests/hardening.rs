@@ -649,29 +649,12 @@ fn top_on_signals_restores_the_terminal() {
             exit_file.display(),
             stty_file.display()
         );
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &cmd,
-        ]);
-        let session = Session(name.clone());
+        let session = Session::start(&name, 120, 40, &cmd);
         wait_until("top to draw", Duration::from_secs(30), || {
-            tmux(&["capture-pane", "-p", "-t", &session.0]).contains("collapse-trace top")
+            session.screen().contains("collapse-trace top")
         });
-        assert_eq!(
-            tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim(),
-            "1"
-        );
-        let shell: u32 = tmux(&["display", "-p", "-t", &name, "#{pane_pid}"])
-            .trim()
-            .parse()
-            .unwrap();
+        assert_eq!(session.display("#{alternate_on}"), "1");
+        let shell: u32 = session.display("#{pane_pid}").parse().unwrap();
         let top = children(shell)
             .into_iter()
             .find(|&p| {
@@ -689,12 +672,12 @@ fn top_on_signals_restores_the_terminal() {
         let code = std::fs::read_to_string(&exit_file).unwrap();
         assert_eq!(code.trim(), "0", "top's exit code on signal {sig}");
         assert_eq!(
-            tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim(),
+            session.display("#{alternate_on}"),
             "0",
             "top left the alternate screen on"
         );
         assert_eq!(
-            tmux(&["display", "-p", "-t", &name, "#{cursor_flag}"]).trim(),
+            session.display("#{cursor_flag}"),
             "1",
             "top left the cursor hidden"
         );
@@ -1148,22 +1131,10 @@ fn hostile_file_names_and_comms_survive_every_output() {
         "attached to",
     );
     // top in a real terminal: hostile names must reach the screen escaped.
-    let session = format!("ct-harden-hostile-{me}");
     let top_cmd = format!("{BIN} top --pid {me} --interval 200ms; sleep 60");
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        &top_cmd,
-    ]);
-    let _session = Session(session.clone());
+    let session = Session::start(&format!("ct-harden-hostile-{me}"), 200, 50, &top_cmd);
     wait_until("top to start", Duration::from_secs(30), || {
-        tmux(&["capture-pane", "-p", "-t", &session]).contains("collapse-trace top")
+        session.screen().contains("collapse-trace top")
     });
 
     for n in &names {
@@ -1182,7 +1153,7 @@ fn hostile_file_names_and_comms_survive_every_output() {
     // The recent-failures pane shows this thread's comm and the short names, escaped.
     let mut screen = String::new();
     wait_until("top to show the failures", Duration::from_secs(10), || {
-        screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        screen = session.screen();
         screen.contains(&escape(comm)) && screen.contains("truncated")
     });
     assert!(
@@ -1196,7 +1167,7 @@ fn hostile_file_names_and_comms_survive_every_output() {
             escape(n)
         );
     }
-    tmux(&["send-keys", "-t", &session, "q"]);
+    session.send_keys("q");
     let (st, _) = record.signal_and_wait(libc::SIGINT);
     assert!(st.success(), "record: {st}");
     let (code, metrics) = http_get(&addr, "/metrics").unwrap();

@@ -66,19 +66,8 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
         workload_comm(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &name,
-        "-x",
-        "150",
-        "-y",
-        "45",
-        &cmd,
-    ]);
-    let session = Session(name.clone());
-    let screen = || tmux(&["capture-pane", "-p", "-t", &session.0]);
+    let session = Session::start(&name, 150, 45, &cmd);
+    let screen = || session.screen();
     wait_for("top to start", Duration::from_secs(30), || {
         screen().contains("collapse-trace top")
     });
@@ -129,9 +118,9 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
         last = screen();
     }
     assert_eq!(row_count(&last), Some(want), "top's screen:\n{last}");
-    assert!(tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim() == "1");
+    assert!(session.display("#{alternate_on}") == "1");
 
-    tmux(&["send-keys", "-t", &name, "q"]);
+    session.send_keys("q");
     wait_for("top to exit", Duration::from_secs(15), || {
         exit_file.exists()
     });
@@ -142,7 +131,7 @@ fn top_shows_the_same_page_filled_count_as_stat_and_quits_cleanly() {
     let _ = std::fs::remove_file(&exit_file);
     assert_eq!(code.trim(), "0", "top's exit code");
     assert_eq!(
-        tmux(&["display", "-p", "-t", &name, "#{alternate_on}"]).trim(),
+        session.display("#{alternate_on}"),
         "0",
         "top left the terminal in the alternate screen"
     );
@@ -194,21 +183,10 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
         .map(|&(w, h)| {
             let name = format!("ct-top-{w}x{h}-{}", std::process::id());
             let cmd = format!("{BIN} top --comm {comm} --interval 500ms; sleep 60");
-            tmux(&[
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                &w.to_string(),
-                "-y",
-                &h.to_string(),
-                &cmd,
-            ]);
-            (Session(name), (w, h))
+            (Session::start(&name, w, h, &cmd), (w, h))
         })
         .collect();
-    let screen = |s: &Session| tmux(&["capture-pane", "-p", "-t", &s.0]);
+    let screen = |s: &Session| s.screen();
     for (s, _) in &sessions {
         wait_for("top to start", Duration::from_secs(30), || {
             screen(s).contains("collapse-trace top")
@@ -287,7 +265,7 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
 
     // `?`: the help lists every key with what it does.
     for (s, (w, h)) in &sessions {
-        tmux(&["send-keys", "-t", &s.0, "?"]);
+        s.send_keys("?");
         let mut last = String::new();
         wait_for("the help overlay", Duration::from_secs(5), || {
             last = screen(s);
@@ -300,7 +278,7 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
                 "{w}x{h}: the help lacks {k:?} {what:?}:\n{last}"
             );
         }
-        tmux(&["send-keys", "-t", &s.0, "x"]);
+        s.send_keys("x");
         wait_for("the help to close", Duration::from_secs(5), || {
             !screen(s).contains("any key closes this help")
         });
@@ -327,7 +305,7 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
         "{attempts:?}"
     );
     for (s, (w, h)) in &sessions {
-        tmux(&["send-keys", "-t", &s.0, "v"]);
+        s.send_keys("v");
         let mut last = String::new();
         let all = |scr: &str| {
             attempts
@@ -357,7 +335,7 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
     // `v` again: the owners view names the workload as the memory's owner.
     let owner = format!("{comm} ({})", tally.pid);
     for (s, (w, h)) in &sessions {
-        tmux(&["send-keys", "-t", &s.0, "v"]);
+        s.send_keys("v");
         let mut last = String::new();
         let start = Instant::now();
         while !(last.contains("Owners of the memory") && last.contains(&owner))
@@ -373,11 +351,11 @@ fn top_at_three_sizes_shows_every_result_whole_help_and_views() {
             !last.contains("Outcomes"),
             "{w}x{h}: still the attempts view:\n{last}"
         );
-        tmux(&["send-keys", "-t", &s.0, "q"]);
+        s.send_keys("q");
     }
     for (s, (w, h)) in &sessions {
         wait_for("top to quit", Duration::from_secs(15), || {
-            tmux(&["display", "-p", "-t", &s.0, "#{alternate_on}"]).trim() == "0"
+            s.display("#{alternate_on}") == "0"
         });
         let _ = (w, h);
     }

@@ -134,44 +134,72 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A tmux server of this test's own (one per test thread): a shared server exits when its
-/// last session closes, and a `new-session` from a test running in parallel that reaches it
-/// while it exits fails with "server exited unexpectedly".
-pub fn tmux_socket() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    thread_local! {
-        static SOCKET: String = format!(
-            "collapse-trace-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+/// A tmux session on a server of its own. A shared server exits when its last session
+/// closes, and a `new-session` that reaches it while it exits (the next session of the
+/// same test, or a test running in parallel) fails with "server exited unexpectedly".
+/// Killed, with its server, however the test ends.
+pub struct Session {
+    /// The session's name, for `-t`.
+    pub name: String,
+    /// The socket name (`tmux -L`) of this session's own server.
+    socket: String,
+}
+
+impl Session {
+    /// Starts `cmd` detached in a `width` x `height` terminal.
+    pub fn start(name: &str, width: u16, height: u16, cmd: &str) -> Session {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let session = Session {
+            name: name.to_owned(),
+            socket: format!(
+                "collapse-trace-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        session.tmux(&["new-session", "-d", "-s", name, "-x", &w, "-y", &h, cmd]);
+        session
     }
-    SOCKET.with(Clone::clone)
-}
 
-/// Runs `tmux ARGS` on this binary's server; it must succeed.
-pub fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(["-L", &tmux_socket()])
-        .args(args)
-        .output()
-        .expect("tmux is installed (`cargo xtask test` installs it)");
-    assert!(
-        out.status.success(),
-        "tmux {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+    /// Runs `tmux ARGS` on this session's server; it must succeed.
+    pub fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (`cargo xtask test` installs it)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 
-/// Kills the tmux session however the test ends.
-pub struct Session(pub String);
+    /// The pane's text now.
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.name])
+    }
+
+    /// A format variable of the pane (`#{alternate_on}` and the like), trimmed.
+    pub fn display(&self, format: &str) -> String {
+        self.tmux(&["display", "-p", "-t", &self.name, format])
+            .trim()
+            .to_owned()
+    }
+
+    /// Types `keys` into the pane.
+    pub fn send_keys(&self, keys: &str) {
+        self.tmux(&["send-keys", "-t", &self.name, keys]);
+    }
+}
 
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &tmux_socket(), "kill-session", "-t", &self.0])
+            .args(["-L", &self.socket, "kill-server"])
             .output();
     }
 }
