@@ -308,6 +308,26 @@ struct Resource {
     cpu_pct_of_one_core: f64,
     peak_rss_kib: u64,
     totals: Option<StatTotals>,
+    /// `record` only: what writing its file's bytes alone costs on this machine.
+    write_floor: Option<WriteFloor>,
+}
+
+/// Writing a recording's bytes with nothing else to do: the page-cache copy and the syncs
+/// any recorder pays for that volume (on a VM whose freed memory goes back to the host, each
+/// new page-cache page is a fault on the host's side too: 0.1-1.7 s of kernel time per
+/// 512 MB were seen on one machine).
+#[derive(Debug, Serialize)]
+struct WriteFloor {
+    bytes: u64,
+    /// CPU seconds of the writing thread (user + sys) in the first try: right after the
+    /// recorder stopped, its file still there, the nearest to the state it wrote in (later
+    /// tries reuse the pages the try before freed, which a recorder writing a new file does
+    /// not get; they show the spread).
+    cpu_s: f64,
+    /// Each try's CPU seconds, in order.
+    tries_s: Vec<f64>,
+    /// The same seconds over the recorder's wall time, in % of one core.
+    cpu_pct_of_one_core: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -969,9 +989,14 @@ impl<'a> Bench<'a> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))?;
         let peak = parse::status_kib(&status, "VmHWM").context("no VmHWM")?;
         let out = p.stop()?;
-        if let Some(f) = record_file {
-            let _ = std::fs::remove_file(f);
-        }
+        let write_floor = match &record_file {
+            Some(f) => {
+                let floor = write_floor(f, wall);
+                let _ = std::fs::remove_file(f);
+                Some(floor?)
+            }
+            None => None,
+        };
         let totals = if tool == "stat" {
             Some(parse::stat_totals(&out)?)
         } else {
@@ -990,6 +1015,7 @@ impl<'a> Bench<'a> {
             cpu_pct_of_one_core: (user + sys) / wall * 100.0,
             peak_rss_kib: peak,
             totals,
+            write_floor,
         };
         println!(
             "  {:.1}% of one core ({:.2} s user, {:.2} s sys over {:.1} s), peak RSS {:.1} MiB{}",
@@ -1002,6 +1028,20 @@ impl<'a> Bench<'a> {
                 ", storm achieved {a:.0} events/s"
             ))
         );
+        if let Some(f) = &r.write_floor {
+            println!(
+                "  writing its {:.0} MB alone, the same way, right after: {:.2} s of CPU (tries: \
+                 {}), {:.1}% of one core over the same time",
+                f.bytes as f64 / 1e6,
+                f.cpu_s,
+                f.tries_s
+                    .iter()
+                    .map(|t| format!("{t:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                f.cpu_pct_of_one_core
+            );
+        }
         Ok(r)
     }
 
@@ -1236,6 +1276,73 @@ fn fd_info(pid: u32, fd: &str) -> PathBuf {
         .join(pid.to_string())
         .join("fdinfo")
         .join(fd)
+}
+
+/// Tries of [`write_floor`]: the same write moves by 10x on a VM (see [`WriteFloor`]).
+const FLOOR_TRIES: usize = 3;
+
+/// Writes as many bytes as `recording` holds (its first lines over and over) into a new file
+/// beside it, as `record` writes (256 KiB writes, as many `fdatasync`s as it made over
+/// `wall_s`), and times the writing thread's CPU, [`FLOOR_TRIES`] times.
+fn write_floor(recording: &Path, wall_s: f64) -> Result<WriteFloor> {
+    let tries_s = (0..FLOOR_TRIES)
+        .map(|_| write_once(recording, wall_s))
+        .collect::<Result<Vec<f64>>>()?;
+    let cpu_s = tries_s[0];
+    Ok(WriteFloor {
+        bytes: std::fs::metadata(recording)?.len(),
+        cpu_s,
+        tries_s,
+        cpu_pct_of_one_core: cpu_s / wall_s * 100.0,
+    })
+}
+
+/// One try of [`write_floor`]: CPU seconds.
+fn write_once(recording: &Path, wall_s: f64) -> Result<f64> {
+    use std::io::{Read as _, Write as _};
+    const CHUNK: usize = 256 * 1024;
+    let bytes = std::fs::metadata(recording)?.len();
+    let mut sample = Vec::with_capacity(CHUNK);
+    std::fs::File::open(recording)?
+        .take(CHUNK as u64)
+        .read_to_end(&mut sample)?;
+    ensure!(!sample.is_empty(), "{} is empty", recording.display());
+    let chunk: Vec<u8> = sample.iter().copied().cycle().take(CHUNK).collect();
+    let path = recording.with_extension("floor");
+    let syncs = (wall_s.floor() as u64).max(1);
+    let every = (bytes / syncs).max(1);
+    let cpu_s = std::thread::scope(|s| {
+        s.spawn(|| -> Result<f64> {
+            let mut f = std::fs::File::create(&path)?;
+            let t0 = thread_cpu_s();
+            let (mut done, mut synced) = (0u64, 0u64);
+            while done < bytes {
+                let n = (bytes - done).min(CHUNK as u64) as usize;
+                f.write_all(&chunk[..n])?;
+                done += n as u64;
+                if done - synced >= every {
+                    f.sync_data()?;
+                    synced = done;
+                }
+            }
+            Ok(thread_cpu_s() - t0)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the write-floor thread panicked"))?
+    });
+    let _ = std::fs::remove_file(&path);
+    cpu_s.with_context(|| format!("writing {}", path.display()))
+}
+
+/// This thread's CPU time (user + sys), in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {

@@ -15,9 +15,10 @@ use thiserror::Error;
 /// kernel's store (collapse-trace-common's `EventRecord` and the eBPF program).
 ///
 /// Each entry: docs, `name "key": type = |record, kind| value from the ring`. `key` is the
-/// name in record lines. Three groups: `pre` (before the task), `who` (the task and its
-/// cgroup: a thread's events repeat them, so the record writer caches their text) and
-/// `what` (the rest). `ts_ns` and the kind are not listed: every line starts with them.
+/// name in record lines. Four groups: `pre` (before the task), `who` (the task and its
+/// cgroup: a thread's events repeat them, so the record writer caches their text), `owner`
+/// (the owner of the memory: cached with `who`, and left out of a line where it repeats the
+/// caller's field, see [`owner_caller`]) and `what` (the rest). `ts_ns` and the kind are not listed: every line starts with them.
 macro_rules! event_fields {
     ($generate:ident) => {
         $generate! {
@@ -37,6 +38,9 @@ macro_rules! event_fields {
                 origin "origin": Origin = |r, _| Origin::from_u8(r.origin),
                 /// cgroup v2 id.
                 cgroup_id "cgroup_id": u64 = |r, _| r.cgroup_id,
+            }
+            // Each owner field has its caller's counterpart in `owner_caller`.
+            owner {
                 /// Process id of the owner of the memory (`mm->owner`): the workload behind
                 /// khugepaged's work, normally the caller itself for MADV_COLLAPSE; 0 when
                 /// the kernel gave none.
@@ -101,6 +105,22 @@ macro_rules! event_fields {
     };
 }
 pub(crate) use event_fields;
+
+/// The caller's field that each `owner` field of [`event_fields`] repeats when the owner of
+/// the memory is the caller itself (a MADV_COLLAPSE call on its own memory, the usual case):
+/// `owner_caller!(e.owner_comm)` is `e.comm`. A record line leaves such fields out.
+macro_rules! owner_caller {
+    ($e:ident . owner_tgid) => {
+        $e.tgid
+    };
+    ($e:ident . owner_comm) => {
+        $e.comm
+    };
+    ($e:ident . owner_cgroup_id) => {
+        $e.cgroup_id
+    };
+}
+pub(crate) use owner_caller;
 
 /// Generates [`Event`], its empty value and its decoder from the field list.
 macro_rules! event_struct {

@@ -133,6 +133,28 @@ pub(super) fn goals(
             ),
             Some(r.cpu_pct_of_one_core < 10.0 && r.peak_rss_kib < 30 * 1024),
         ));
+        if let Some(f) = &r.write_floor {
+            let own = r.cpu_pct_of_one_core - f.cpu_pct_of_one_core;
+            g.push(Goal::new(
+                &format!(
+                    "{}'s own share (less writing the same bytes alone, right after) under 10% of \
+                     one core",
+                    r.tool
+                ),
+                format!(
+                    "{:.1}% - {:.1}% = {own:.1}% ({:.0} MB{})",
+                    r.cpu_pct_of_one_core,
+                    f.cpu_pct_of_one_core,
+                    f.bytes as f64 / 1e6,
+                    if own < 0.0 {
+                        "; below zero: the write alone moves by more than the rest costs"
+                    } else {
+                        ""
+                    }
+                ),
+                Some(own < 10.0),
+            ));
+        }
     }
     if let Some(idle) = res.iter().find(|r| r.target_events_per_s.is_none()) {
         g.push(Goal::new(

@@ -131,6 +131,7 @@ pub(super) fn print_doc(d: &Doc) {
         "CPU % of one core".into(),
         "CPU s (user+sys)".into(),
         "peak RSS MiB".into(),
+        "writing its bytes alone, % of one core".into(),
     ]];
     for r in &d.resources {
         rows.push(vec![
@@ -140,6 +141,13 @@ pub(super) fn print_doc(d: &Doc) {
             format!("{:.1}", r.cpu_pct_of_one_core),
             format!("{:.2} ({:.2}+{:.2})", r.cpu_s, r.user_s, r.sys_s),
             format!("{:.1}", r.peak_rss_kib as f64 / 1024.0),
+            r.write_floor.as_ref().map_or(String::new(), |f| {
+                format!(
+                    "{:.1} ({:.0} MB)",
+                    f.cpu_pct_of_one_core,
+                    f.bytes as f64 / 1e6
+                )
+            }),
         ]);
     }
     println!("{}", table(&rows));

@@ -10,8 +10,9 @@ use std::{
 use collapse_trace_common::{Origin, RecordKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::OWNER_AS_CALLER;
 use crate::model::event::{
-    Escaped, Event, UnescapeError, event_fields, origin_name, unescape_into,
+    Escaped, Event, UnescapeError, event_fields, origin_name, owner_caller, unescape_into,
 };
 
 /// `comm` or `file` of an event line: raw bytes on the way out (escaped straight into the
@@ -92,6 +93,9 @@ pub trait LineValue {
     fn from_line(line: &Self::Line<'_>, out: &mut Self, key: &str) -> Result<(), String>;
     /// Appends `key` (`,"name":`) and the value, unless it is left out (zero, false, empty).
     fn append(&self, key: &[u8], out: &mut Vec<u8>);
+    /// Appends `key` and the value, even when zero or empty (an owner field that is not the
+    /// caller's).
+    fn append_always(&self, key: &[u8], out: &mut Vec<u8>);
 }
 
 macro_rules! int_line_value {
@@ -110,6 +114,9 @@ macro_rules! int_line_value {
                 if *self != 0 {
                     num(out, key, *self);
                 }
+            }
+            fn append_always(&self, key: &[u8], out: &mut Vec<u8>) {
+                num(out, key, *self);
             }
         }
     )*};
@@ -132,6 +139,10 @@ impl LineValue for bool {
             out.extend_from_slice(b"true");
         }
     }
+    fn append_always(&self, key: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(key);
+        out.extend_from_slice(if *self { b"true" } else { b"false" });
+    }
 }
 
 impl LineValue for Vec<u8> {
@@ -145,9 +156,12 @@ impl LineValue for Vec<u8> {
     }
     fn append(&self, key: &[u8], out: &mut Vec<u8>) {
         if !self.is_empty() {
-            out.extend_from_slice(key);
-            escaped_string(out, self);
+            self.append_always(key, out);
         }
+    }
+    fn append_always(&self, key: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(key);
+        escaped_string(out, self);
     }
 }
 
@@ -167,6 +181,9 @@ impl LineValue for Origin {
         Ok(())
     }
     fn append(&self, key: &[u8], out: &mut Vec<u8>) {
+        self.append_always(key, out);
+    }
+    fn append_always(&self, key: &[u8], out: &mut Vec<u8>) {
         // Always written: a plain ASCII word, nothing to escape.
         out.extend_from_slice(key);
         out.push(b'"');
@@ -207,15 +224,20 @@ impl Omit for Cow<'_, str> {
 /// Generates [`RecordEvent`], its conversions and [`EventLines::append`] from the field list
 /// ([`event_fields`]).
 macro_rules! record_line {
-    ($( $group:ident { $(
-        $(#[doc = $doc:literal])*
-        $name:ident $key:literal : $ty:ty = $dec:expr,
-    )* } )*) => {
+    (
+        pre { $( $(#[doc = $pd:literal])* $pn:ident $pk:literal : $pt:ty = $pdec:expr, )* }
+        who { $( $(#[doc = $wd:literal])* $wn:ident $wk:literal : $wt:ty = $wdec:expr, )* }
+        owner { $( $(#[doc = $od:literal])* $on:ident $ok:literal : $ot:ty = $odec:expr, )* }
+        what { $( $(#[doc = $xd:literal])* $xn:ident $xk:literal : $xt:ty = $xdec:expr, )* }
+    ) => {
         /// One event: every field of [`Event`], losslessly (`comm` and `file` are
         /// [`escape`](crate::model::event::escape)d, which
         /// [`unescape`](crate::model::event::unescape) reverses). Version 2 leaves out every
         /// field that is zero, false or empty, except `ts_ns`, `tracepoint` and `origin`; a
-        /// reader takes an absent field as that zero (version 1 wrote every field).
+        /// reader takes an absent field as that zero (version 1 wrote every field). Version
+        /// 4 leaves out each owner field that repeats the caller's (`owner_comm` when it is
+        /// `comm`) and writes the others even when zero or empty; before it, an absent owner
+        /// field was zero or empty.
         #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
         #[serde(bound(deserialize = "'de: 'a"))]
         pub struct RecordEvent<'a> {
@@ -224,11 +246,28 @@ macro_rules! record_line {
             /// Record kind name.
             #[serde(borrow)]
             pub tracepoint: Cow<'a, str>,
-            $($(
-                $(#[doc = $doc])*
-                #[serde(rename = $key, default, skip_serializing_if = "Omit::omit")]
-                pub $name: <$ty as LineValue>::Line<'a>,
-            )*)*
+            $(
+                $(#[doc = $pd])*
+                #[serde(rename = $pk, default, skip_serializing_if = "Omit::omit")]
+                pub $pn: <$pt as LineValue>::Line<'a>,
+            )*
+            $(
+                $(#[doc = $wd])*
+                #[serde(rename = $wk, default, skip_serializing_if = "Omit::omit")]
+                pub $wn: <$wt as LineValue>::Line<'a>,
+            )*
+            $(
+                $(#[doc = $od])*
+                ///
+                /// Absent: the caller's (version 4), zero or empty (before).
+                #[serde(rename = $ok, default, skip_serializing_if = "Option::is_none")]
+                pub $on: Option<<$ot as LineValue>::Line<'a>>,
+            )*
+            $(
+                $(#[doc = $xd])*
+                #[serde(rename = $xk, default, skip_serializing_if = "Omit::omit")]
+                pub $xn: <$xt as LineValue>::Line<'a>,
+            )*
         }
 
         impl<'a> RecordEvent<'a> {
@@ -238,31 +277,40 @@ macro_rules! record_line {
                 RecordEvent {
                     ts_ns: e.ts_ns,
                     tracepoint: Cow::Borrowed(e.tracepoint.name()),
-                    $($( $name: LineValue::to_line(&e.$name), )*)*
+                    $( $pn: LineValue::to_line(&e.$pn), )*
+                    $( $wn: LineValue::to_line(&e.$wn), )*
+                    $( $on: (e.$on != owner_caller!(e.$on)).then(|| LineValue::to_line(&e.$on)), )*
+                    $( $xn: LineValue::to_line(&e.$xn), )*
                 }
             }
 
-            /// Back to an [`Event`], into `e`, reusing its byte buffers.
-            pub fn fill(&self, e: &mut Event) -> Result<(), String> {
+            /// Back to an [`Event`], into `e`, reusing its byte buffers; `version` is the
+            /// file's (it decides what an absent owner field means).
+            pub fn fill(&self, e: &mut Event, version: u32) -> Result<(), String> {
                 e.tracepoint = RecordKind::from_name(&self.tracepoint)
                     .ok_or_else(|| format!("unknown tracepoint {:?}", self.tracepoint))?;
                 e.ts_ns = self.ts_ns;
-                $($(
-                    LineValue::from_line(&self.$name, &mut e.$name, $key)?;
-                )*)*
+                $( LineValue::from_line(&self.$pn, &mut e.$pn, $pk)?; )*
+                $( LineValue::from_line(&self.$wn, &mut e.$wn, $wk)?; )*
+                $(
+                    match &self.$on {
+                        Some(v) => LineValue::from_line(v, &mut e.$on, $ok)?,
+                        None if version >= OWNER_AS_CALLER => {
+                            e.$on.clone_from(&owner_caller!(e.$on))
+                        }
+                        None => e.$on = Default::default(),
+                    }
+                )*
+                $( LineValue::from_line(&self.$xn, &mut e.$xn, $xk)?; )*
                 Ok(())
             }
         }
 
-        record_line!(@writer $( $group { $( $name $key : $ty, )* } )*);
-    };
-    (@writer pre { $( $pn:ident $pk:literal : $pt:ty, )* }
-             who { $( $wn:ident $wk:literal : $wt:ty, )* }
-             what { $( $xn:ident $xk:literal : $xt:ty, )* }) => {
-        /// The `who` fields of the last line written (see [`EventLines`]).
+        /// The `who` and `owner` fields of the last line written (see [`EventLines`]).
         #[derive(Debug, Clone, PartialEq)]
         struct Who {
             $( $wn: $wt, )*
+            $( $on: $ot, )*
         }
 
         impl EventLines {
@@ -274,12 +322,20 @@ macro_rules! record_line {
                 out.extend_from_slice(e.tracepoint.name().as_bytes());
                 out.push(b'"');
                 $( e.$pn.append(concat!(",\"", $pk, "\":").as_bytes(), out); )*
-                let same = self.who.as_ref().is_some_and(|w| true $( && w.$wn == e.$wn )*);
+                let same = self
+                    .who
+                    .as_ref()
+                    .is_some_and(|w| true $( && w.$wn == e.$wn )* $( && w.$on == e.$on )*);
                 if !same {
                     let t = &mut self.who_text;
                     t.clear();
                     $( e.$wn.append(concat!(",\"", $wk, "\":").as_bytes(), t); )*
-                    self.who = Some(Who { $( $wn: e.$wn.clone(), )* });
+                    $(
+                        if e.$on != owner_caller!(e.$on) {
+                            e.$on.append_always(concat!(",\"", $ok, "\":").as_bytes(), t);
+                        }
+                    )*
+                    self.who = Some(Who { $( $wn: e.$wn.clone(), )* $( $on: e.$on.clone(), )* });
                 }
                 out.extend_from_slice(&self.who_text);
                 $( e.$xn.append(concat!(",\"", $xk, "\":").as_bytes(), out); )*
@@ -296,7 +352,7 @@ impl RecordEvent<'_> {
     /// Back to a new [`Event`].
     pub fn to_event(&self) -> Result<Event, String> {
         let mut e = Event::empty();
-        self.fill(&mut e)?;
+        self.fill(&mut e, super::VERSION)?;
         Ok(e)
     }
 }
@@ -393,7 +449,7 @@ mod tests {
                 );
                 // Into a used event: nothing of the old one stays.
                 let mut reused = full.clone();
-                back.fill(&mut reused).unwrap();
+                back.fill(&mut reused, super::super::VERSION).unwrap();
                 assert_eq!(reused, *e);
             }
         }
@@ -411,11 +467,62 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_field_is_left_out_where_it_repeats_the_callers() {
+        let mut e = Event::empty();
+        e.tracepoint = RecordKind::MadviseCall;
+        e.origin = Origin::Madvise;
+        (e.pid, e.tgid, e.comm, e.cgroup_id) = (7, 7, b"app".to_vec(), 9);
+        (e.owner_tgid, e.owner_comm, e.owner_cgroup_id) = (7, b"app".to_vec(), 9);
+        let line = |e: &Event| {
+            let mut out = Vec::new();
+            append_event_line(&mut out, e);
+            String::from_utf8(out).unwrap()
+        };
+        let same = line(&e);
+        assert_eq!(
+            same,
+            r#"{"ts_ns":0,"tracepoint":"madvise_collapse","pid":7,"tgid":7,"comm":"app","origin":"madvise","cgroup_id":9}"#
+        );
+        let read = |line: &str, version| {
+            let rec: RecordEvent = serde_json::from_str(line).unwrap();
+            let mut back = Event::empty();
+            rec.fill(&mut back, version).unwrap();
+            back
+        };
+        assert_eq!(read(&same, 4), e);
+        // Before version 4 an absent owner field was no owner.
+        let v3 = read(&same, 3);
+        assert_eq!(
+            (v3.owner_tgid, v3.owner_comm.as_slice(), v3.owner_cgroup_id),
+            (0, &b""[..], 0)
+        );
+        // No owner, under a caller that has one of each: written as zero and empty.
+        let mut none = e.clone();
+        (none.owner_tgid, none.owner_comm, none.owner_cgroup_id) = (0, Vec::new(), 0);
+        let l = line(&none);
+        assert!(
+            l.ends_with(r#""cgroup_id":9,"owner_tgid":0,"owner_comm":"","owner_cgroup_id":0}"#),
+            "{l}"
+        );
+        assert_eq!(read(&l, 4), none);
+        // Another owner in the caller's cgroup: only the differing fields.
+        let mut other = e.clone();
+        (other.owner_tgid, other.owner_comm) = (8, b"db".to_vec());
+        let l = line(&other);
+        assert!(
+            l.ends_with(r#""cgroup_id":9,"owner_tgid":8,"owner_comm":"db"}"#),
+            "{l}"
+        );
+        assert_eq!(read(&l, 4), other);
+    }
+
+    #[test]
     fn version_1_lines_read() {
         // Version 1 wrote every field, zero or not.
         let v1 = br#"{"ts_ns":5,"tracepoint":"madvise_collapse","result":0,"pid":7,"tgid":7,"comm":"a\\x0ab\"","origin":"madvise","cgroup_id":1,"file":"","pfn":0,"present":0,"swap":0,"is_shmem":false,"nr":0,"index":2097152,"addr":4096,"call_ns":3,"referenced":0,"none_or_zero":0,"unmapped":0,"isolated":0,"process_madvise":false}"#;
-        let e: RecordEvent = serde_json::from_slice(v1).unwrap();
-        let e = e.to_event().unwrap();
+        let line: RecordEvent = serde_json::from_slice(v1).unwrap();
+        let mut e = Event::empty();
+        line.fill(&mut e, 1).unwrap();
         let mut want = Event::empty();
         want.ts_ns = 5;
         want.tracepoint = RecordKind::MadviseCall;

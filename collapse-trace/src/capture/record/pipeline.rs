@@ -83,18 +83,18 @@ fn after_trailer(line: &[u8]) -> Option<Stop> {
     }
 }
 
-/// One event line into `e`.
-fn parse_event(line: &[u8], e: &mut Event) -> Result<(), String> {
+/// One event line of a file of format `version` into `e`.
+fn parse_event(line: &[u8], e: &mut Event, version: u32) -> Result<(), String> {
     // serde_json checks the UTF-8 of each string of a byte slice: one check of the whole
     // line is cheaper. Invalid UTF-8 goes the slow way, for serde_json's message.
     let rec = match std::str::from_utf8(line) {
         Ok(s) => serde_json::from_str::<record::RecordEvent>(s),
         Err(_) => serde_json::from_slice::<record::RecordEvent>(line),
     };
-    rec.map_err(|err| err.to_string())?.fill(e)
+    rec.map_err(|err| err.to_string())?.fill(e, version)
 }
 
-fn parse_block(b: &Block, mut events: Vec<Event>) -> Parsed {
+fn parse_block(b: &Block, mut events: Vec<Event>, version: u32) -> Parsed {
     let mut p = Parsed {
         events: Vec::new(),
         n: 0,
@@ -135,7 +135,7 @@ fn parse_block(b: &Block, mut events: Vec<Event>) -> Parsed {
             if p.n == events.len() {
                 events.push(Event::empty());
             }
-            match parse_event(line, &mut events[p.n]) {
+            match parse_event(line, &mut events[p.n], version) {
                 Ok(()) => p.n += 1,
                 Err(_) if partial => p.stop = Some((i, Stop::CutEvent)),
                 Err(e) => p.stop = Some((i, Stop::Bad(e))),
@@ -169,6 +169,7 @@ pub(crate) fn read_record_events<R: BufRead>(
     progress: Progress<'_>,
     table: ResultTable,
     start_mono_ns: u64,
+    version: u32,
 ) -> RecordRead {
     use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
     std::thread::scope(|scope| {
@@ -184,7 +185,7 @@ pub(crate) fn read_record_events<R: BufRead>(
             scope.spawn(move || {
                 for b in rx {
                     let events = erx.try_recv().unwrap_or_default();
-                    let parsed = parse_block(&b, events);
+                    let parsed = parse_block(&b, events, version);
                     let _ = free_blocks_tx.send(b.data);
                     if rtx.send(parsed).is_err() {
                         break;

@@ -68,6 +68,7 @@ pub(crate) fn load_record<R: BufRead>(
         progress,
         header.results.clone(),
         header.start_mono_ns,
+        header.version,
     );
     let n = read.lines;
     match read.stop {

@@ -75,7 +75,10 @@ impl RecordWriter {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let sink = if path.extension().is_some_and(|e| e == "zst") {
             let buf = BufWriter::with_capacity(128 * 1024, file);
-            Sink::Zstd(zstd::stream::write::Encoder::new(buf, 3).context("starting zstd")?)
+            // Level 1: on event lines (which repeat themselves) both cheaper and smaller than
+            // 3 (a 200,000 events/s storm: 10.6-11.6% of a core and 4.3 MB against
+            // 12.5-13.5% and 4.4 MB).
+            Sink::Zstd(zstd::stream::write::Encoder::new(buf, 1).context("starting zstd")?)
         } else {
             Sink::Plain(file)
         };
