@@ -432,7 +432,8 @@ pub fn bench(env: &Env, args: BenchArgs) -> Result<()> {
     }
     let mut resources = Vec::new();
     if args.runs(Part::Resources) {
-        for tool in ["serve", "stat", "record"] {
+        // record-zst: `record -o FILE.zst`, which writes ~100x fewer bytes.
+        for tool in ["serve", "stat", "record", "record-zst"] {
             resources.push(bench.resource(tool, Some(200_000))?);
         }
         resources.push(bench.resource("serve", None)?);
@@ -955,8 +956,13 @@ impl<'a> Bench<'a> {
                 ]);
                 Proc::spawn("collapse-trace serve", cmd)?
             }
-            "record" => {
-                let out = std::env::temp_dir().join(format!("ct-bench-{pid}.ndjson"));
+            "record" | "record-zst" => {
+                let ext = if tool == "record" {
+                    "ndjson"
+                } else {
+                    "ndjson.zst"
+                };
+                let out = std::env::temp_dir().join(format!("ct-bench-{pid}.{ext}"));
                 let mut cmd = Command::new(&self.bin);
                 cmd.args(["record", "--pid", &pid.to_string(), "-o"])
                     .arg(&out);
