@@ -1,6 +1,6 @@
 //! The record file format (`collapse-trace record`): NDJSON, optionally zstd-compressed.
 //!
-//! Line 1 is a [`Header`] (`{"format":"collapse-trace.record","version":3,...}`), then one
+//! Line 1 is a [`Header`] (`{"format":"collapse-trace.record","version":4,...}`), then one
 //! [`RecordEvent`] per line, then a [`TrailerLine`] (`{"trailer":{...}}`) once the recorder
 //! stopped cleanly. Each line is written whole, the writer is flushed after every drain batch
 //! and synced to disk at least once a second, so a killed recorder leaves a file that is
