@@ -1291,53 +1291,52 @@ const FLOOR_TRIES: usize = 3;
 /// beside it, as `record` writes (256 KiB writes, as many `fdatasync`s as it made over
 /// `wall_s`), and times the writing thread's CPU, [`FLOOR_TRIES`] times.
 fn write_floor(recording: &Path, wall_s: f64) -> Result<WriteFloor> {
+    use std::io::Read as _;
+    let bytes = std::fs::metadata(recording)?.len();
+    let mut sample = Vec::with_capacity(FLOOR_CHUNK);
+    std::fs::File::open(recording)?
+        .take(FLOOR_CHUNK as u64)
+        .read_to_end(&mut sample)?;
+    ensure!(!sample.is_empty(), "{} is empty", recording.display());
+    let chunk: Vec<u8> = sample.iter().copied().cycle().take(FLOOR_CHUNK).collect();
+    let path = recording.with_extension("floor");
+    let syncs = (wall_s.floor() as u64).max(1);
     let tries_s = (0..FLOOR_TRIES)
-        .map(|_| write_once(recording, wall_s))
+        .map(|_| {
+            let t = write_once(&path, &chunk, bytes, (bytes / syncs).max(1));
+            let _ = std::fs::remove_file(&path);
+            t.with_context(|| format!("writing {}", path.display()))
+        })
         .collect::<Result<Vec<f64>>>()?;
     let cpu_s = tries_s[0];
     Ok(WriteFloor {
-        bytes: std::fs::metadata(recording)?.len(),
+        bytes,
         cpu_s,
         tries_s,
         cpu_pct_of_one_core: cpu_s / wall_s * 100.0,
     })
 }
 
-/// One try of [`write_floor`]: CPU seconds.
-fn write_once(recording: &Path, wall_s: f64) -> Result<f64> {
-    use std::io::{Read as _, Write as _};
-    const CHUNK: usize = 256 * 1024;
-    let bytes = std::fs::metadata(recording)?.len();
-    let mut sample = Vec::with_capacity(CHUNK);
-    std::fs::File::open(recording)?
-        .take(CHUNK as u64)
-        .read_to_end(&mut sample)?;
-    ensure!(!sample.is_empty(), "{} is empty", recording.display());
-    let chunk: Vec<u8> = sample.iter().copied().cycle().take(CHUNK).collect();
-    let path = recording.with_extension("floor");
-    let syncs = (wall_s.floor() as u64).max(1);
-    let every = (bytes / syncs).max(1);
-    let cpu_s = std::thread::scope(|s| {
-        s.spawn(|| -> Result<f64> {
-            let mut f = std::fs::File::create(&path)?;
-            let t0 = thread_cpu_s();
-            let (mut done, mut synced) = (0u64, 0u64);
-            while done < bytes {
-                let n = (bytes - done).min(CHUNK as u64) as usize;
-                f.write_all(&chunk[..n])?;
-                done += n as u64;
-                if done - synced >= every {
-                    f.sync_data()?;
-                    synced = done;
-                }
-            }
-            Ok(thread_cpu_s() - t0)
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the write-floor thread panicked"))?
-    });
-    let _ = std::fs::remove_file(&path);
-    cpu_s.with_context(|| format!("writing {}", path.display()))
+/// `record`'s write size.
+const FLOOR_CHUNK: usize = 256 * 1024;
+
+/// One try of [`write_floor`]: `bytes` of `chunk` over and over into a new file at `path`,
+/// synced every `sync_every` bytes; this thread's CPU seconds.
+fn write_once(path: &Path, chunk: &[u8], bytes: u64, sync_every: u64) -> Result<f64> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path)?;
+    let t0 = thread_cpu_s();
+    let (mut done, mut synced) = (0u64, 0u64);
+    while done < bytes {
+        let n = (bytes - done).min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        done += n as u64;
+        if done - synced >= sync_every {
+            f.sync_data()?;
+            synced = done;
+        }
+    }
+    Ok(thread_cpu_s() - t0)
 }
 
 /// This thread's CPU time (user + sys), in seconds.

@@ -18,7 +18,8 @@ use thiserror::Error;
 /// name in record lines. Four groups: `pre` (before the task), `who` (the task and its
 /// cgroup: a thread's events repeat them, so the record writer caches their text), `owner`
 /// (the owner of the memory: cached with `who`, and left out of a line where it repeats the
-/// caller's field, see [`owner_caller`]) and `what` (the rest). `ts_ns` and the kind are not listed: every line starts with them.
+/// caller's field, see [`owner_caller`]) and `what` (the rest). `ts_ns` and the kind are not
+/// listed: every line starts with them.
 macro_rules! event_fields {
     ($generate:ident) => {
         $generate! {

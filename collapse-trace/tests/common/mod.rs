@@ -85,22 +85,29 @@ pub fn sigint_and_wait(child: Child) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// Runs `cmd`, which must exit 0 (else the panic names `what` and carries its stderr), and
+/// returns its stdout.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `collapse-trace provoke ARGS --json`, run through `bin` (a symlink gives the workload a
 /// comm of the test's choosing).
 pub fn provoke_with(bin: &Path, args: &[&str]) -> Tally {
     make_room_for_huge_pages();
-    let out = Command::new(bin)
-        .arg("provoke")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run provoke");
-    assert!(
-        out.status.success(),
-        "provoke failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(bin).arg("provoke").args(args).arg("--json"),
+        "provoke",
     );
-    serde_json::from_slice(&out.stdout).expect("provoke --json output")
+    serde_json::from_slice(&out).expect("provoke --json output")
 }
 
 /// `collapse-trace provoke ARGS --json`.
@@ -165,17 +172,11 @@ impl Session {
 
     /// Runs `tmux ARGS` on this session's server; it must succeed.
     pub fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux is installed (`cargo xtask test` installs it)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket]).args(args);
+        // `cargo xtask test` installs tmux.
+        let out = stdout_of(&mut cmd, &format!("tmux {args:?}"));
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The pane's text now.
