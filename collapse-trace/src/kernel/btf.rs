@@ -128,46 +128,76 @@ impl KernelBtf {
     }
 }
 
-/// One struct or union member: name, type id, bit offset.
+/// The structs whose members this reader looks up.
+const STRUCTS: [&str; 13] = [
+    "task_struct",
+    "pt_regs",
+    "file",
+    "path",
+    "vfsmount",
+    "dentry",
+    "qstr",
+    "inode",
+    "super_block",
+    "mm_struct",
+    "css_set",
+    "cgroup",
+    "kernfs_node",
+];
+
+/// One type record's fixed part.
 #[derive(Debug, Clone, Copy)]
-struct Member {
+struct Head {
+    kind: u32,
     name: u32,
-    type_id: u32,
-    bits: u32,
+    vlen: usize,
+    kind_flag: bool,
+    size_or_type: u32,
+    /// Where the record's members, parameters or values start.
+    data: usize,
 }
 
-/// The types this reader keeps: every struct and union with its members, every other type
-/// by kind, name and its `type` field (pointers, typedefs, qualifiers).
-#[derive(Debug, Clone, Default)]
-struct Types {
-    /// By type id (id 0 is void): kind, name offset, `size_or_type`, member range.
-    kinds: Vec<(u32, u32, u32, std::ops::Range<usize>)>,
-    members: Vec<Member>,
+/// The type section, read in place: only each type's position is kept, so that a parse
+/// allocates one small vector, not a copy of every type (this runs at every start).
+struct Types<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte position of type `id`'s record (id 0, void, has none).
+    at: Vec<u32>,
 }
 
-impl Types {
-    /// What type `id` is, for a tracepoint argument.
-    fn param_type(&self, id: u32, name: &dyn Fn(u32) -> Vec<u8>) -> ParamType {
-        match self.kinds.get(self.resolve(id) as usize) {
-            Some(&(KIND_INT | KIND_ENUM | KIND_ENUM64, ..)) => ParamType::Integer,
-            Some(&(KIND_PTR, _, target, _)) => {
-                match self.kinds.get(self.resolve(target) as usize) {
-                    Some(&(KIND_STRUCT, n, ..)) => {
-                        ParamType::StructPointer(String::from_utf8_lossy(&name(n)).into_owned())
-                    }
-                    _ => ParamType::Other,
-                }
-            }
-            _ => ParamType::Other,
-        }
+impl<'a> Types<'a> {
+    /// The word at `at`; 0 past the end (every record was bounds-checked when indexed).
+    fn word(&self, at: usize) -> u32 {
+        self.types
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The string at `off`.
+    fn name(&self, off: u32) -> &'a [u8] {
+        name_at(self.strings, off)
+    }
+
+    fn head(&self, id: u32) -> Option<Head> {
+        let pos = *self.at.get(id as usize).filter(|_| id != 0)? as usize;
+        let info = self.word(pos + 4);
+        Some(Head {
+            kind: (info >> 24) & 0x1f,
+            name: self.word(pos),
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: self.word(pos + 8),
+            data: pos + 12,
+        })
     }
 
     /// Skips typedefs and qualifiers.
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
-            match self.kinds.get(id as usize) {
+            match self.head(id) {
                 // typedef, volatile, const, restrict, type_tag
-                Some(&(8 | 9 | 10 | 11 | 18, _, t, _)) => id = t,
+                Some(h) if matches!(h.kind, 8 | 9 | 10 | 11 | 18) => id = h.size_or_type,
                 _ => break,
             }
         }
@@ -175,40 +205,76 @@ impl Types {
     }
 
     /// Byte offset of member `want` of struct/union `id`, looking into anonymous members.
-    fn member_offset(&self, id: u32, want: &[u8], name: &dyn Fn(u32) -> Vec<u8>) -> Option<u32> {
-        self.member_bits(self.resolve(id), want, name, 0)
+    fn member_offset(&self, id: u32, want: &str) -> Option<u32> {
+        self.member_bits(self.resolve(id), want.as_bytes(), 0)
             .filter(|b| b.is_multiple_of(8))
             .map(|b| b / 8)
     }
 
-    fn member_bits(
-        &self,
-        id: u32,
-        want: &[u8],
-        name: &dyn Fn(u32) -> Vec<u8>,
-        depth: u32,
-    ) -> Option<u32> {
-        let (kind, _, _, range) = self.kinds.get(id as usize)?.clone();
-        if !(kind == KIND_STRUCT || kind == KIND_UNION) || depth > 8 {
+    fn member_bits(&self, id: u32, want: &[u8], depth: u32) -> Option<u32> {
+        let h = self.head(id)?;
+        if !(h.kind == KIND_STRUCT || h.kind == KIND_UNION) || depth > 8 {
             return None;
         }
-        for m in &self.members[range] {
-            if m.name == 0 {
-                if let Some(b) = self.member_bits(self.resolve(m.type_id), want, name, depth + 1) {
-                    return Some(m.bits + b);
+        for m in 0..h.vlen {
+            let at = h.data + m * 12;
+            let (name, type_id, raw) = (self.word(at), self.word(at + 4), self.word(at + 8));
+            // With kind_flag, the low 24 bits are the bit offset, the top 8 the bitfield
+            // size (0 for an ordinary member).
+            let bits = if h.kind_flag { raw & 0x00ff_ffff } else { raw };
+            if name == 0 {
+                if let Some(b) = self.member_bits(self.resolve(type_id), want, depth + 1) {
+                    return Some(bits + b);
                 }
-            } else if name(m.name) == want {
-                return Some(m.bits);
+            } else if self.name(name) == want {
+                return Some(bits);
             }
         }
         None
     }
+
+    /// The parameters (name, type id) of function prototype `id`.
+    fn params(&self, id: u32) -> Option<Vec<(&'a [u8], u32)>> {
+        let h = self.head(id).filter(|h| h.kind == KIND_FUNC_PROTO)?;
+        Some(
+            (0..h.vlen)
+                .map(|i| {
+                    let at = h.data + i * 8;
+                    (self.name(self.word(at)), self.word(at + 4))
+                })
+                .collect(),
+        )
+    }
+
+    /// What type `id` is, for a tracepoint argument.
+    fn param_type(&self, id: u32) -> ParamType {
+        match self.head(self.resolve(id)) {
+            Some(h) if matches!(h.kind, KIND_INT | KIND_ENUM | KIND_ENUM64) => ParamType::Integer,
+            Some(h) if h.kind == KIND_PTR => match self.head(self.resolve(h.size_or_type)) {
+                Some(t) if t.kind == KIND_STRUCT => ParamType::StructPointer(
+                    String::from_utf8_lossy(self.name(t.name)).into_owned(),
+                ),
+                _ => ParamType::Other,
+            },
+            _ => ParamType::Other,
+        }
+    }
+}
+
+/// The NUL-terminated string at `off` of a string section (empty past its end).
+fn name_at(strings: &[u8], off: u32) -> &[u8] {
+    let s = strings.get(off as usize..).unwrap_or(&[]);
+    &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]
 }
 
 /// Reads the running kernel's BTF.
 pub fn read_vmlinux() -> Result<KernelBtf> {
-    let data = std::fs::read(VMLINUX).with_context(|| format!("reading {VMLINUX}"))?;
-    parse(&data)
+    parse(&read_vmlinux_bytes()?)
+}
+
+/// The running kernel's BTF, unparsed.
+pub fn read_vmlinux_bytes() -> Result<Vec<u8>> {
+    std::fs::read(VMLINUX).with_context(|| format!("reading {VMLINUX}"))
 }
 
 fn u32_at(d: &[u8], off: usize) -> Result<u32> {
@@ -218,7 +284,8 @@ fn u32_at(d: &[u8], off: usize) -> Result<u32> {
     Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
-/// Parses little-endian BTF.
+/// Parses little-endian BTF: one pass that notes where each type starts and which ids the
+/// few named types have, then lookups in place.
 pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     ensure!(d.len() >= 24, "BTF too short");
     let magic = u16::from_le_bytes([d[0], d[1]]);
@@ -236,29 +303,30 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     let strings = d
         .get(hdr_len + str_off..hdr_len + str_off + str_len)
         .context("BTF string section out of bounds")?;
-    let name = |off: u32| -> &[u8] {
-        let s = strings.get(off as usize..).unwrap_or(&[]);
-        &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]
+    // A name starts with `want` and ends there: no strlen for the ~56k functions.
+    let named = |off: u32, want: &[u8]| {
+        strings
+            .get(off as usize..)
+            .is_some_and(|s| s.starts_with(want) && s.get(want.len()) == Some(&0))
     };
 
     let mut out = KernelBtf::default();
-    let mut args: [Option<u32>; 4] = [None; 4];
-    // Type id -> position of its record, to follow madvise_collapse to its prototype.
-    let mut at_id = vec![0usize];
+    // The smallest record is 12 bytes; vmlinux averages ~30.
+    let mut at = Vec::with_capacity(types.len() / 24 + 1);
+    at.push(0);
+    let mut struct_ids = [0u32; STRUCTS.len()];
     let mut madvise_collapse_proto = None;
-    let mut types_all = Types::default();
-    types_all.kinds.push((0, 0, 0, 0..0));
     // `__bpf_trace_<tracepoint>` function -> its prototype's type id.
     let mut trace_funcs: Vec<(String, u32)> = Vec::new();
-    let mut structs: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
     let mut pos = 0;
     while pos + 12 <= types.len() {
-        at_id.push(pos);
+        let id = at.len() as u32;
+        at.push(pos as u32);
         let name_off = u32_at(types, pos)?;
         let info = u32_at(types, pos + 4)?;
+        let size_or_type = u32_at(types, pos + 8)?;
         let vlen = (info & 0xffff) as usize;
         let kind = (info >> 24) & 0x1f;
-        let kind_flag = info >> 31 == 1;
         pos += 12;
         let extra = match kind {
             KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
@@ -269,124 +337,78 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
             _ => 0,
         };
         ensure!(pos + extra <= types.len(), "BTF type section truncated");
-        let size_or_type = u32_at(types, pos - 4)?;
-        let first = types_all.members.len();
-        if kind == KIND_STRUCT || kind == KIND_UNION {
-            for m in 0..vlen {
-                let at = pos + m * 12;
-                let raw = u32_at(types, at + 8)?;
-                types_all.members.push(Member {
-                    name: u32_at(types, at)?,
-                    type_id: u32_at(types, at + 4)?,
-                    bits: if kind_flag { raw & 0x00ff_ffff } else { raw },
-                });
-            }
-            if kind == KIND_STRUCT && name_off != 0 && vlen > 0 {
-                structs
-                    .entry(name(name_off).to_vec())
-                    .or_insert(types_all.kinds.len() as u32);
-            }
-        }
-        let last = types_all.members.len();
-        types_all
-            .kinds
-            .push((kind, name_off, size_or_type, first..last));
-        if kind == KIND_STRUCT && name(name_off) == b"task_struct" {
-            for m in 0..vlen {
-                let at = pos + m * 12;
-                let member = name(u32_at(types, at)?);
-                let slot = match member {
-                    b"flags" => &mut out.task_flags_offset,
-                    b"comm" => &mut out.task_comm_offset,
-                    b"pid" => &mut out.task_pid_offset,
-                    b"tgid" => &mut out.task_tgid_offset,
-                    _ => continue,
-                };
-                let raw = u32_at(types, at + 8)?;
-                // With kind_flag, the low 24 bits are the bit offset, the top 8 the
-                // bitfield size (0 for an ordinary member).
-                let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                if bits.is_multiple_of(8) {
-                    *slot = Some(bits / 8);
+        match kind {
+            // The first definition with members (forward declarations have none).
+            KIND_STRUCT if name_off != 0 && vlen > 0 => {
+                let n = name_at(strings, name_off);
+                if let Some(i) = STRUCTS.iter().position(|s| s.as_bytes() == n)
+                    && struct_ids[i] == 0
+                {
+                    struct_ids[i] = id;
                 }
             }
-        }
-        if cfg!(target_arch = "x86_64") && kind == KIND_STRUCT && name(name_off) == b"pt_regs" {
-            for m in 0..vlen {
-                let at = pos + m * 12;
-                let n = match name(u32_at(types, at)?) {
-                    b"di" => 0,
-                    b"si" => 1,
-                    b"dx" => 2,
-                    b"r10" => 3,
-                    _ => continue,
-                };
-                let raw = u32_at(types, at + 8)?;
-                let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                if bits.is_multiple_of(64) {
-                    args[n] = Some(bits / 8);
+            KIND_FUNC => {
+                let n = strings.get(name_off as usize..).unwrap_or(&[]);
+                if n.starts_with(b"__bpf_trace_mm_") {
+                    let tp = &name_at(strings, name_off)[b"__bpf_trace_".len()..];
+                    if tp.starts_with(b"mm_khugepaged_") || tp == b"mm_collapse_huge_page" {
+                        trace_funcs.push((String::from_utf8_lossy(tp).into_owned(), size_or_type));
+                    }
+                } else if named(name_off, b"madvise_collapse") {
+                    madvise_collapse_proto = Some(size_or_type);
                 }
             }
-        }
-        if kind == KIND_FUNC
-            && let Some(tp) = name(name_off).strip_prefix(b"__bpf_trace_")
-            && (tp.starts_with(b"mm_khugepaged_") || tp == b"mm_collapse_huge_page")
-        {
-            trace_funcs.push((String::from_utf8_lossy(tp).into_owned(), size_or_type));
-        }
-        if kind == KIND_FUNC && name(name_off) == b"madvise_collapse" {
-            madvise_collapse_proto = Some(u32_at(types, pos - 4)? as usize);
-        }
-        if kind == KIND_ENUM && name(name_off) == b"scan_result" {
-            for v in 0..vlen {
-                let at = pos + v * 8;
-                let label = String::from_utf8_lossy(name(u32_at(types, at)?));
-                let value = u32_at(types, at + 4)? as i32 as i64;
-                let label = label.strip_prefix("SCAN_").unwrap_or(&label).to_lowercase();
-                out.scan_result.insert(value, label);
+            KIND_ENUM if named(name_off, b"scan_result") => {
+                for v in 0..vlen {
+                    let at = pos + v * 8;
+                    let label = String::from_utf8_lossy(name_at(strings, u32_at(types, at)?));
+                    let value = u32_at(types, at + 4)? as i32 as i64;
+                    let label = label.strip_prefix("SCAN_").unwrap_or(&label).to_lowercase();
+                    out.scan_result.insert(value, label);
+                }
             }
+            _ => {}
         }
         pos += extra;
     }
-    if let [Some(a), Some(b), Some(c), Some(d)] = args {
-        out.syscall_args = Some([a, b, c, d]);
-    }
-    if let Some(&p) = madvise_collapse_proto.and_then(|id| at_id.get(id)) {
-        let info = u32_at(types, p + 4)?;
-        if (info >> 24) & 0x1f == KIND_FUNC_PROTO {
-            let vlen = (info & 0xffff) as usize;
-            let mut params = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let n = name(u32_at(types, p + 12 + i * 8)?);
-                params.push(String::from_utf8_lossy(n).into_owned());
-            }
-            out.madvise_collapse_params = Some(params);
+    let t = Types { types, strings, at };
+    let off = |st: &str, m: &str| -> Option<u32> {
+        let i = STRUCTS.iter().position(|s| *s == st)?;
+        t.member_offset(Some(struct_ids[i]).filter(|&id| id != 0)?, m)
+    };
+    out.task_flags_offset = off("task_struct", "flags");
+    out.task_comm_offset = off("task_struct", "comm");
+    out.task_pid_offset = off("task_struct", "pid");
+    out.task_tgid_offset = off("task_struct", "tgid");
+    if cfg!(target_arch = "x86_64") {
+        let reg = |r: &str| off("pt_regs", r).filter(|o| o.is_multiple_of(8));
+        if let (Some(a), Some(b), Some(c), Some(d)) = (reg("di"), reg("si"), reg("dx"), reg("r10"))
+        {
+            out.syscall_args = Some([a, b, c, d]);
         }
     }
-    let name_vec = |off: u32| name(off).to_vec();
-    let off = |st: &str, m: &str| -> Option<u32> {
-        let id = *structs.get(st.as_bytes())?;
-        types_all.member_offset(id, m.as_bytes(), &name_vec)
-    };
+    out.madvise_collapse_params = madvise_collapse_proto.and_then(|p| {
+        let params = t.params(p)?;
+        Some(
+            params
+                .iter()
+                .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                .collect(),
+        )
+    });
     for (tp, proto) in trace_funcs {
-        let Some(&p) = at_id.get(proto as usize) else {
+        let Some(params) = t.params(proto) else {
             continue;
         };
-        let info = u32_at(types, p + 4)?;
-        if (info >> 24) & 0x1f != KIND_FUNC_PROTO {
-            continue;
-        }
-        let vlen = (info & 0xffff) as usize;
-        let mut args = Vec::with_capacity(vlen);
         // The first parameter is the tracepoint's `void *__data`, not an argument.
-        for i in 1..vlen {
-            let n = name(u32_at(types, p + 12 + i * 8)?);
-            let ty = u32_at(types, p + 12 + i * 8 + 4)?;
-            args.push(Param {
+        let args = params
+            .iter()
+            .skip(1)
+            .map(|&(n, ty)| Param {
                 name: String::from_utf8_lossy(n).into_owned(),
-                ty: types_all.param_type(ty, &|o| name(o).to_vec()),
-            });
-        }
+                ty: t.param_type(ty),
+            })
+            .collect();
         out.tracepoint_args.insert(tp, args);
     }
     out.file = (|| {

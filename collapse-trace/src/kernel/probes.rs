@@ -122,8 +122,17 @@ impl Default for ProbeOptions {
 }
 
 impl KernelInfo {
-    /// Reads formats, BTF and names; loads nothing. Used by `doctor` and by [`Probes::attach`].
+    /// Reads formats, BTF and names; loads nothing. Used by `doctor`.
     pub fn probe(tracefs: Option<&std::path::Path>) -> Result<KernelInfo, KernelError> {
+        KernelInfo::probe_with(tracefs, btf::read_vmlinux_bytes().as_deref())
+    }
+
+    /// [`KernelInfo::probe`] with the kernel's BTF already read (or why it could not be),
+    /// so that [`Probes::attach`] reads it once for this and for the loader.
+    fn probe_with(
+        tracefs: Option<&std::path::Path>,
+        vmlinux: Result<&[u8], &anyhow::Error>,
+    ) -> Result<KernelInfo, KernelError> {
         let fs = Tracefs::open(tracefs)?;
         let mut probes = Vec::new();
         for p in Probe::ALL {
@@ -160,7 +169,9 @@ impl KernelInfo {
             probes[enter as usize].usable = both;
             probes[exit as usize].usable = both;
         }
-        let kbtf = btf::read_vmlinux()
+        let kbtf = vmlinux
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(btf::parse)
             .inspect_err(|e| log::warn!("no BTF ({e:#}): origin will read `unknown`"))
             .unwrap_or_default();
         for p in probes
@@ -387,7 +398,16 @@ impl Probes {
             return Err(KernelError::UnsupportedArch(std::env::consts::ARCH));
         }
         check_privileges()?;
-        let mut info = KernelInfo::probe(opts.tracefs.as_deref())?;
+        // `EbpfLoader::new` parses the kernel's BTF into a copy of its own that cannot be
+        // reused (aya keeps it private, and `attach` needs one): it is dropped here, before
+        // anything else reads BTF, so that two parses never take memory at once (each holds
+        // several MiB; two at once made a 40 MiB peak).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        // The kernel's BTF, read once: for our own offsets and names, then parsed by aya for
+        // the loader's relocations and every attach that needs it.
+        let vmlinux = btf::read_vmlinux_bytes();
+        let mut info = KernelInfo::probe_with(opts.tracefs.as_deref(), vmlinux.as_deref())?;
         if info.available().next().is_none() {
             return Err(KernelError::NoTracepoints);
         }
@@ -500,13 +520,9 @@ impl Probes {
         }
         let log_level: u8 = if opts.kernel_log { 4 } else { 0 }; // aya-log: 4 = Debug, 0 = off
 
-        // The kernel's BTF, parsed once for the loader's relocations and every attach that
-        // needs it (each parse holds several MiB at once: three of them made the peak RSS).
-        // `EbpfLoader::new` parses one of its own, which cannot be reused after loading:
-        // it is dropped before ours is parsed, so that the two never take memory at once.
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
-        let kernel_btf = aya::Btf::from_sys_fs().ok();
+        let kernel_btf = vmlinux
+            .ok()
+            .and_then(|d| aya::Btf::parse(&d, aya::Endianness::default()).ok());
         loader
             .btf(kernel_btf.as_ref())
             .override_global(maps::CONFIG, &config, true)
@@ -539,27 +555,37 @@ impl Probes {
                 ),
             }
         }
-        for p in info.probes.iter_mut() {
+        // Which program each probe takes: its BTF-typed one where this kernel has it, else the
+        // classic one. `None`: the probe is left out.
+        let chosen: Vec<Option<Load>> = info
+            .probes
+            .iter()
+            .map(|p| {
+                let wanted = p.usable
+                    && !(p.probe.kind() == RecordKind::MadviseCall
+                        && (info.calls_by_fexit || !opts.calls))
+                    && !(exit_only.is_some()
+                        && matches!(p.probe, Probe::EnterMadvise | Probe::EnterProcessMadvise));
+                wanted.then(|| match p.btf_variant {
+                    Some(Ok(b)) if opts.attach_via != AttachVia::Classic => Load::Btf {
+                        program: BTF_VARIANTS[b.variant].program,
+                        tracepoint: p.probe.name(),
+                    },
+                    _ => Load::Classic(p.probe.program()),
+                })
+            })
+            .collect();
+        let mut loaded = load_programs(&mut ebpf, kernel_btf.as_ref(), &chosen);
+        for (p, load) in info.probes.iter_mut().zip(&chosen) {
             for w in &p.warnings {
                 log::warn!("{w}");
             }
-            if info.calls_by_fexit && p.probe.kind() == RecordKind::MadviseCall {
+            let Some(load) = load else {
                 continue;
-            }
-            if !p.usable || (!opts.calls && p.probe.kind() == RecordKind::MadviseCall) {
-                continue;
-            }
-            if exit_only.is_some()
-                && matches!(p.probe, Probe::EnterMadvise | Probe::EnterProcessMadvise)
-            {
-                continue;
-            }
+            };
             let probe = p.probe;
-            if opts.attach_via != AttachVia::Classic
-                && let Some(Ok(b)) = p.btf_variant
-            {
-                let program = BTF_VARIANTS[b.variant].program;
-                match attach_btf(&mut ebpf, kernel_btf.as_ref(), program, probe.name()) {
+            if let Load::Btf { program, .. } = *load {
+                match attach_btf(&mut ebpf, &mut loaded, program) {
                     Ok(()) => {
                         p.attached = true;
                         p.via_btf = true;
@@ -580,7 +606,11 @@ impl Probes {
                 .ok_or(KernelError::MissingProgram(probe.program()))?
                 .try_into()
                 .map_err(|e| KernelError::Program(probe, e))?;
-            prog.load().map_err(|e| KernelError::Program(probe, e))?;
+            // Loaded above unless its BTF-typed program was refused (then it is loaded now).
+            match loaded.remove(probe.program()) {
+                Some(r) => r.map_err(|e| KernelError::Program(probe, e))?,
+                None => prog.load().map_err(|e| KernelError::Program(probe, e))?,
+            }
             prog.attach(probe.group(), probe.name())
                 .map_err(|e| KernelError::Program(probe, e))?;
             p.attached = true;
@@ -731,22 +761,91 @@ fn attach_fexit(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, start_arg: u32) -> Resu
     Ok(())
 }
 
-/// Loads and attaches BTF-typed program `program` on tracepoint `tracepoint`; the error in
-/// words when the kernel refuses.
-fn attach_btf(
-    ebpf: &mut Ebpf,
-    btf: Option<&aya::Btf>,
-    program: &'static str,
-    tracepoint: &str,
-) -> Result<(), String> {
-    let btf = btf.ok_or("the kernel's BTF could not be read")?;
+/// A program to load for a probe.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// The BTF-typed `program` on `tracepoint`.
+    Btf {
+        program: &'static str,
+        tracepoint: &'static str,
+    },
+    /// The classic tracepoint program of this name.
+    Classic(&'static str),
+}
+
+/// What loading each program gave, by program name.
+type Loaded = std::collections::HashMap<&'static str, Result<(), ProgramError>>;
+
+/// Loads the `chosen` programs on two threads: the verifier takes most of a start-up (15-20
+/// ms for each program that names files, most of it looking BTF type names up), and programs
+/// verify independently.
+fn load_programs(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, chosen: &[Option<Load>]) -> Loaded {
+    use aya::programs::Program;
+    let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
+    let mut jobs: Vec<(&'static str, &mut Program, Option<&'static str>)> = Vec::new();
+    // The BTF-typed programs first, so that the longest alternate between the threads.
+    for btf_typed in [true, false] {
+        for load in chosen.iter().flatten() {
+            let (name, tracepoint) = match *load {
+                Load::Btf {
+                    program,
+                    tracepoint,
+                } => (program, Some(tracepoint)),
+                Load::Classic(program) => (program, None),
+            };
+            if tracepoint.is_some() == btf_typed
+                && let Some(prog) = programs.remove(name)
+            {
+                jobs.push((name, prog, tracepoint));
+            }
+        }
+    }
+    let run = |jobs: Vec<(&'static str, &mut Program, Option<&'static str>)>| {
+        jobs.into_iter()
+            .map(|(name, prog, tracepoint)| {
+                let result = match (prog, tracepoint, btf) {
+                    (Program::BtfTracePoint(p), Some(tp), Some(btf)) => p.load(tp, btf),
+                    (_, Some(_), None) => Err(ProgramError::IOError(std::io::Error::other(
+                        "the kernel's BTF could not be read",
+                    ))),
+                    (Program::TracePoint(p), None, _) => p.load(),
+                    _ => Err(ProgramError::IOError(std::io::Error::other(format!(
+                        "{name} is not a program of the kind its probe needs"
+                    )))),
+                };
+                (name, result)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for (i, job) in jobs.into_iter().enumerate() {
+        if i % 2 == 0 {
+            mine.push(job);
+        } else {
+            theirs.push(job);
+        }
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(|| run(theirs));
+        let mut out: Loaded = run(mine).into_iter().collect();
+        // Only a bug panics there; its programs are then loaded one by one when attached.
+        out.extend(other.join().unwrap_or_default());
+        out
+    })
+}
+
+/// Attaches BTF-typed program `program`, which [`load_programs`] loaded; the error in words
+/// when the kernel refused either.
+fn attach_btf(ebpf: &mut Ebpf, loaded: &mut Loaded, program: &'static str) -> Result<(), String> {
+    match loaded.remove(program) {
+        Some(r) => r.map_err(|e| format!("loading: {}", error_chain(&e)))?,
+        None => return Err("it was not loaded".into()),
+    }
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("the object has no program {program}"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    prog.load(tracepoint, btf)
-        .map_err(|e| format!("loading: {}", error_chain(&e)))?;
     if let Err(e) = prog.attach() {
         let msg = format!("attaching: {}", error_chain(&e));
         let _ = prog.unload();
@@ -857,12 +956,22 @@ pub fn btf_trial(info: &KernelInfo) -> Vec<(Probe, Result<&'static str, String>)
         Ok(e) => e,
         Err(e) => return all(e),
     };
+    let chosen: Vec<Option<Load>> = fits
+        .iter()
+        .map(|(p, b)| {
+            Some(Load::Btf {
+                program: BTF_VARIANTS[b.variant].program,
+                tracepoint: p.name(),
+            })
+        })
+        .collect();
+    let mut loaded = load_programs(&mut ebpf, btf.as_ref(), &chosen);
     fits.iter()
         .map(|(p, b)| {
             let program = BTF_VARIANTS[b.variant].program;
             (
                 *p,
-                attach_btf(&mut ebpf, btf.as_ref(), program, p.name()).map(|()| program),
+                attach_btf(&mut ebpf, &mut loaded, program).map(|()| program),
             )
         })
         .collect()
