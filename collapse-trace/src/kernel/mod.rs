@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod caps;
 pub mod cgroups;
+mod loader;
 pub mod pods;
 pub mod probes;
 pub mod rings;

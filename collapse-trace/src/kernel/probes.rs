@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
 };
@@ -13,7 +13,7 @@ use collapse_trace_common::{
     RESULT_SLOTS, RecordKind, maps, ring_slots,
 };
 
-use super::{KernelError, btf, caps::check_privileges, rings::RingMaps, tracefs::Tracefs};
+use super::{KernelError, btf, caps::check_privileges, loader, rings::RingMaps, tracefs::Tracefs};
 use crate::model::{
     aggregate::KernelCounters,
     format::EventFormat,
@@ -398,12 +398,7 @@ impl Probes {
             return Err(KernelError::UnsupportedArch(std::env::consts::ARCH));
         }
         check_privileges()?;
-        // `EbpfLoader::new` parses the kernel's BTF into a copy of its own that cannot be
-        // reused (aya keeps it private, and `attach` needs one): it is dropped here, before
-        // anything else reads BTF, so that two parses never take memory at once (each holds
-        // several MiB; two at once made a 40 MiB peak).
-        let mut loader = EbpfLoader::new();
-        loader.btf(None);
+        let mut loader = loader::loader_without_btf();
         // The kernel's BTF, read once: for our own offsets and names, then parsed by aya for
         // the loader's relocations and every attach that needs it.
         let vmlinux = btf::read_vmlinux_bytes();
@@ -883,9 +878,7 @@ fn load_for_trial(config: &Config) -> Result<(Ebpf, Option<aya::Btf>), String> {
     let level: u8 = 0;
     let btf: Option<aya::Btf>;
     let ebpf = {
-        let mut loader = EbpfLoader::new();
-        // The loader's own BTF goes before ours is parsed (see Probes::attach).
-        loader.btf(None);
+        let mut loader = loader::loader_without_btf();
         btf = aya::Btf::from_sys_fs().ok();
         loader
             .btf(btf.as_ref())
