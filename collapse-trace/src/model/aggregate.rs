@@ -60,8 +60,140 @@ impl KernelCounters {
     }
 }
 
-/// Counts by (tracepoint, result number).
-pub type ResultCounts = BTreeMap<(RecordKind, i64), u64>;
+/// A count's key: (tracepoint, result number).
+pub type ResultKey = (RecordKind, i64);
+
+/// Counts by (tracepoint, result number), in key order: a short sorted list, searched from
+/// the start (a process, file or cgroup sees a handful of results). Every event bumps five or
+/// six of these, and a `BTreeMap`'s entry costs more than the whole search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultCounts {
+    items: Vec<(ResultKey, u64)>,
+}
+
+impl ResultCounts {
+    /// Empty.
+    pub const fn new() -> ResultCounts {
+        ResultCounts { items: Vec::new() }
+    }
+
+    /// Where `key` is, or where it would go.
+    #[inline]
+    fn search(&self, key: &ResultKey) -> Result<usize, usize> {
+        for (i, (k, _)) in self.items.iter().enumerate() {
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(i),
+                std::cmp::Ordering::Greater => return Err(i),
+            }
+        }
+        Err(self.items.len())
+    }
+
+    /// The count of `key`, made 0 if absent, to be added to.
+    #[inline]
+    pub fn entry(&mut self, key: ResultKey) -> CountEntry<'_> {
+        let i = match self.search(&key) {
+            Ok(i) => i,
+            Err(i) => {
+                self.items.insert(i, (key, 0));
+                i
+            }
+        };
+        CountEntry(&mut self.items[i].1)
+    }
+
+    /// The count of `key`, if any.
+    pub fn get(&self, key: &ResultKey) -> Option<&u64> {
+        self.search(key).ok().map(|i| &self.items[i].1)
+    }
+
+    /// (key, count) in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&ResultKey, &u64)> + Clone {
+        self.items.iter().map(|(k, n)| (k, n))
+    }
+
+    /// Counts in key order.
+    pub fn values(&self) -> impl Iterator<Item = &u64> + Clone {
+        self.items.iter().map(|(_, n)| n)
+    }
+
+    /// Keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &ResultKey> + Clone {
+        self.items.iter().map(|(k, _)| k)
+    }
+
+    /// Distinct keys.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// No key yet.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Every key gone.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+impl std::ops::Index<&ResultKey> for ResultCounts {
+    type Output = u64;
+
+    /// The count of `key`; panics when it has none, as a map's index does.
+    fn index(&self, key: &ResultKey) -> &u64 {
+        self.get(key).expect("no count for this key")
+    }
+}
+
+impl IntoIterator for ResultCounts {
+    type Item = (ResultKey, u64);
+    type IntoIter = std::vec::IntoIter<(ResultKey, u64)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+/// A count in [`ResultCounts`] (`entry(k).or_default()`, as with a map).
+pub struct CountEntry<'a>(&'a mut u64);
+
+impl<'a> CountEntry<'a> {
+    /// The count, to be added to.
+    pub fn or_default(self) -> &'a mut u64 {
+        self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a ResultCounts {
+    type Item = (&'a ResultKey, &'a u64);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (ResultKey, u64)>,
+        fn(&'a (ResultKey, u64)) -> (&'a ResultKey, &'a u64),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter().map(|(k, n)| (k, n))
+    }
+}
+
+impl FromIterator<(ResultKey, u64)> for ResultCounts {
+    fn from_iter<I: IntoIterator<Item = (ResultKey, u64)>>(iter: I) -> ResultCounts {
+        let mut c = ResultCounts::new();
+        c.extend(iter);
+        c
+    }
+}
+
+impl Extend<(ResultKey, u64)> for ResultCounts {
+    fn extend<I: IntoIterator<Item = (ResultKey, u64)>>(&mut self, iter: I) {
+        for (k, n) in iter {
+            *self.entry(k).or_default() += n;
+        }
+    }
+}
 
 /// The entry of `key` in `t`, by way of `last` (where the previous lookup found its key), else
 /// a new entry from `new` while `t` holds fewer than [`KEY_CAP`]; `None` beyond that.
@@ -323,7 +455,7 @@ impl Aggregate {
     pub fn new(table: ResultTable) -> Aggregate {
         Aggregate {
             table,
-            delivered: BTreeMap::new(),
+            delivered: ResultCounts::new(),
             delivered_total: 0,
             processes: Table::default(),
             processes_other: 0,
@@ -707,7 +839,7 @@ impl Aggregate {
     /// is reported as result number [`RESULT_OVERFLOW_SLOT`] only when it is not a real result.
     pub fn kernel_results(&self) -> ResultCounts {
         let k = self.kernel();
-        let mut out = BTreeMap::new();
+        let mut out = ResultCounts::new();
         for tp in RecordKind::ALL {
             for (slot, &n) in k.counts[tp as usize].iter().enumerate() {
                 if n > 0 {
@@ -716,7 +848,7 @@ impl Aggregate {
                     } else {
                         slot as i64
                     };
-                    out.insert((tp, r), n);
+                    *out.entry((tp, r)).or_default() = n;
                 }
             }
         }
@@ -732,6 +864,35 @@ impl Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_counts_keep_key_order_and_add_up() {
+        let mut c = ResultCounts::new();
+        for key in [
+            (RecordKind::ScanFile, 30),
+            (RecordKind::CollapseFile, 1),
+            (RecordKind::ScanFile, 1),
+            (RecordKind::ScanFile, 30),
+            (RecordKind::ScanFile, -1),
+        ] {
+            *c.entry(key).or_default() += 1;
+        }
+        let want: BTreeMap<ResultKey, u64> = BTreeMap::from([
+            ((RecordKind::ScanFile, 30), 2),
+            ((RecordKind::CollapseFile, 1), 1),
+            ((RecordKind::ScanFile, 1), 1),
+            ((RecordKind::ScanFile, -1), 1),
+        ]);
+        // The same order and counts a map gives.
+        assert!(c.iter().map(|(k, n)| (*k, *n)).eq(want.clone()));
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get(&(RecordKind::ScanFile, 30)), Some(&2));
+        assert_eq!(c.get(&(RecordKind::ScanPmd, 30)), None);
+        let sum: ResultCounts = c.clone().into_iter().chain(want).collect();
+        assert_eq!(sum[&(RecordKind::ScanFile, 30)], 4);
+        c.clear();
+        assert!(c.is_empty());
+    }
     use crate::model::event::tests::record;
 
     fn ev(tp: RecordKind, tgid: u32, result: i32, name: &[u8]) -> Event {

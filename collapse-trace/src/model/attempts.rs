@@ -423,10 +423,20 @@ impl Attempts {
     fn finish(&mut self, a: Attempt) {
         // Keys share the attempt's name: no allocation per attempt once a key is known (this
         // runs for every attempt, hundreds of thousands a second under a storm).
-        let key = (a.origin, a.outcome, a.result.clone());
-        match find(&self.counts, &mut self.last_count, &key) {
-            Some(i) => self.counts[i] += 1,
-            None => self.last_count = self.counts.insert_full(key, 1).0,
+        // Names are interned: the last key's name is nearly always this very Arc, and that
+        // test needs neither a reference count nor a comparison of bytes.
+        let same = |(o, oc, r): &AttemptKey| {
+            *o == a.origin && *oc == a.outcome && (Arc::ptr_eq(r, &a.result) || *r == a.result)
+        };
+        match self.counts.get_index_mut(self.last_count) {
+            Some((k, n)) if same(k) => *n += 1,
+            _ => {
+                let key = (a.origin, a.outcome, a.result.clone());
+                match find(&self.counts, &mut self.last_count, &key) {
+                    Some(i) => self.counts[i] += 1,
+                    None => self.last_count = self.counts.insert_full(key, 1).0,
+                }
+            }
         }
         if let Some(ns) = a.latency_ns {
             match self.latency.get_mut(&(a.origin, a.outcome)) {
@@ -441,10 +451,9 @@ impl Attempts {
         let n = self.by_tgid.len();
         if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
             // Names are interned: equal names are one Arc, compared by address first.
-            match m
-                .iter_mut()
-                .find(|((o, r), _)| *o == a.outcome && *r == a.result)
-            {
+            match m.iter_mut().find(|((o, r), _)| {
+                *o == a.outcome && (Arc::ptr_eq(r, &a.result) || *r == a.result)
+            }) {
                 Some((_, n)) => *n += 1,
                 None => m.push(((a.outcome, a.result.clone()), 1)),
             }
