@@ -373,7 +373,10 @@ pub fn parse(d: &[u8]) -> Result<KernelBtf> {
     }
     let t = Types { types, strings, at };
     let off = |st: &str, m: &str| -> Option<u32> {
-        let i = STRUCTS.iter().position(|s| *s == st)?;
+        let i = STRUCTS
+            .iter()
+            .position(|s| *s == st)
+            .expect("every struct looked up is listed in STRUCTS");
         t.member_offset(Some(struct_ids[i]).filter(|&id| id != 0)?, m)
     };
     out.task_flags_offset = off("task_struct", "flags");

@@ -768,6 +768,37 @@ enum Load {
     Classic(&'static str),
 }
 
+impl Load {
+    /// The program's name in the object.
+    fn program(self) -> &'static str {
+        match self {
+            Load::Btf { program, .. } | Load::Classic(program) => program,
+        }
+    }
+
+    /// Loads `prog`, which is this program.
+    fn load(
+        self,
+        prog: &mut aya::programs::Program,
+        btf: Option<&aya::Btf>,
+    ) -> Result<(), ProgramError> {
+        use aya::programs::Program;
+        let refused = |why: &str| {
+            Err(ProgramError::IOError(std::io::Error::other(
+                why.to_string(),
+            )))
+        };
+        match (self, prog) {
+            (Load::Btf { tracepoint, .. }, Program::BtfTracePoint(p)) => match btf {
+                Some(btf) => p.load(tracepoint, btf),
+                None => refused("the kernel's BTF could not be read"),
+            },
+            (Load::Classic(_), Program::TracePoint(p)) => p.load(),
+            _ => refused("not a program of the kind its probe needs"),
+        }
+    }
+}
+
 /// What loading each program gave, by program name.
 type Loaded = std::collections::HashMap<&'static str, Result<(), ProgramError>>;
 
@@ -775,51 +806,24 @@ type Loaded = std::collections::HashMap<&'static str, Result<(), ProgramError>>;
 /// ms for each program that names files, most of it looking BTF type names up), and programs
 /// verify independently.
 fn load_programs(ebpf: &mut Ebpf, btf: Option<&aya::Btf>, chosen: &[Option<Load>]) -> Loaded {
-    use aya::programs::Program;
-    let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
-    let mut jobs: Vec<(&'static str, &mut Program, Option<&'static str>)> = Vec::new();
-    // The BTF-typed programs first, so that the longest alternate between the threads.
-    for btf_typed in [true, false] {
-        for load in chosen.iter().flatten() {
-            let (name, tracepoint) = match *load {
-                Load::Btf {
-                    program,
-                    tracepoint,
-                } => (program, Some(tracepoint)),
-                Load::Classic(program) => (program, None),
-            };
-            if tracepoint.is_some() == btf_typed
-                && let Some(prog) = programs.remove(name)
-            {
-                jobs.push((name, prog, tracepoint));
-            }
-        }
-    }
-    let run = |jobs: Vec<(&'static str, &mut Program, Option<&'static str>)>| {
-        jobs.into_iter()
-            .map(|(name, prog, tracepoint)| {
-                let result = match (prog, tracepoint, btf) {
-                    (Program::BtfTracePoint(p), Some(tp), Some(btf)) => p.load(tp, btf),
-                    (_, Some(_), None) => Err(ProgramError::IOError(std::io::Error::other(
-                        "the kernel's BTF could not be read",
-                    ))),
-                    (Program::TracePoint(p), None, _) => p.load(),
-                    _ => Err(ProgramError::IOError(std::io::Error::other(format!(
-                        "{name} is not a program of the kind its probe needs"
-                    )))),
-                };
-                (name, result)
-            })
-            .collect::<Vec<_>>()
-    };
+    let mut programs: std::collections::HashMap<&str, &mut aya::programs::Program> =
+        ebpf.programs_mut().collect();
+    let mut jobs: Vec<_> = chosen
+        .iter()
+        .flatten()
+        .filter_map(|&l| Some((l, programs.remove(l.program())?)))
+        .collect();
+    // The BTF-typed programs, the longest to verify, first: they alternate between threads.
+    jobs.sort_by_key(|(l, _)| matches!(l, Load::Classic(_)));
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
     for (i, job) in jobs.into_iter().enumerate() {
-        if i % 2 == 0 {
-            mine.push(job);
-        } else {
-            theirs.push(job);
-        }
+        if i % 2 == 0 { &mut mine } else { &mut theirs }.push(job);
     }
+    let run = |jobs: Vec<(Load, &mut aya::programs::Program)>| {
+        jobs.into_iter()
+            .map(|(l, prog)| (l.program(), l.load(prog, btf)))
+            .collect::<Vec<_>>()
+    };
     std::thread::scope(|s| {
         let other = s.spawn(|| run(theirs));
         let mut out: Loaded = run(mine).into_iter().collect();

@@ -251,6 +251,12 @@ pub struct Attempts {
     last_name: usize,
 }
 
+/// Whether two result names are equal. Names are interned (see `Attempts::name`): equal
+/// names are nearly always one Arc, told by its address without reading the bytes.
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 impl Attempts {
     /// Empty.
     pub fn new() -> Attempts {
@@ -423,11 +429,9 @@ impl Attempts {
     fn finish(&mut self, a: Attempt) {
         // Keys share the attempt's name: no allocation per attempt once a key is known (this
         // runs for every attempt, hundreds of thousands a second under a storm).
-        // Names are interned: the last key's name is nearly always this very Arc, and that
-        // test needs neither a reference count nor a comparison of bytes.
-        let same = |(o, oc, r): &AttemptKey| {
-            *o == a.origin && *oc == a.outcome && (Arc::ptr_eq(r, &a.result) || *r == a.result)
-        };
+        // The last key is nearly always this attempt's: tested without a reference count.
+        let same =
+            |(o, oc, r): &AttemptKey| *o == a.origin && *oc == a.outcome && same_name(r, &a.result);
         match self.counts.get_index_mut(self.last_count) {
             Some((k, n)) if same(k) => *n += 1,
             _ => {
@@ -450,10 +454,10 @@ impl Attempts {
         }
         let n = self.by_tgid.len();
         if let Some(m) = self.by_tgid.get_mut(&a.tgid) {
-            // Names are interned: equal names are one Arc, compared by address first.
-            match m.iter_mut().find(|((o, r), _)| {
-                *o == a.outcome && (Arc::ptr_eq(r, &a.result) || *r == a.result)
-            }) {
+            match m
+                .iter_mut()
+                .find(|((o, r), _)| *o == a.outcome && same_name(r, &a.result))
+            {
                 Some((_, n)) => *n += 1,
                 None => m.push(((a.outcome, a.result.clone()), 1)),
             }
