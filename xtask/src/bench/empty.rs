@@ -3,7 +3,11 @@
 //! attached here with raw `bpf(2)` and `perf_event_open(2)` calls, so the kinds differ only by
 //! how the kernel runs them: a classic tracepoint builds the event's record (file name copy
 //! included) before the program runs; a raw tracepoint and a BTF-typed one (`tp_btf`) hand the
-//! program the tracepoint's arguments; an fexit needs a BPF trampoline on the function.
+//! program the tracepoint's arguments; an fexit needs a BPF trampoline on the function. The
+//! call hooks' floors: where no fexit is possible the default mode closes MADV_COLLAPSE calls
+//! from the classic `syscalls:sys_exit_madvise`, so its empty program is measured too, and so
+//! is a tp_btf on the raw `sys_exit` (no record built, but it runs on every syscall of every
+//! task), the cheapest syscall exit hook there is.
 //! bpftrace has no `tp_btf`, and its empty programs are not all the same size, so the bench
 //! does not use it here. Programs are detached when their fds close (on drop).
 
@@ -27,10 +31,22 @@ pub enum Kind {
     TpBtf,
     /// `BPF_PROG_TYPE_TRACING`, `BPF_TRACE_FEXIT` on `madvise_collapse` (once per call).
     Fexit,
+    /// A classic tracepoint program on `syscalls:sys_exit_madvise`: the default mode's call
+    /// hook where no fexit is possible.
+    SysExit,
+    /// A tp_btf program on the raw `sys_exit` tracepoint (every syscall of every task).
+    SysExitBtf,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Classic, Kind::Raw, Kind::TpBtf, Kind::Fexit];
+    pub const ALL: [Kind; 6] = [
+        Kind::Classic,
+        Kind::Raw,
+        Kind::TpBtf,
+        Kind::Fexit,
+        Kind::SysExit,
+        Kind::SysExitBtf,
+    ];
 
     /// The name printed in `floor KIND:` lines.
     pub fn name(self) -> &'static str {
@@ -39,6 +55,8 @@ impl Kind {
             Kind::Raw => "raw_tracepoint",
             Kind::TpBtf => "tp_btf",
             Kind::Fexit => "fexit",
+            Kind::SysExit => "sys_exit_madvise",
+            Kind::SysExitBtf => "sys_exit (tp_btf)",
         }
     }
 
@@ -58,6 +76,8 @@ impl Kind {
 pub fn targets(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Fexit => &["madvise_collapse"],
+        Kind::SysExit => &["syscalls/sys_exit_madvise"],
+        Kind::SysExitBtf => &["sys_exit"],
         _ => &[super::SCAN, super::COLLAPSE],
     }
 }
@@ -73,7 +93,7 @@ impl Empty {
     /// says why this kernel refuses (with the verifier's log when there is one).
     pub fn attach(kind: Kind) -> Result<Empty> {
         let btf = match kind {
-            Kind::TpBtf | Kind::Fexit => Some(
+            Kind::TpBtf | Kind::Fexit | Kind::SysExitBtf => Some(
                 std::fs::read("/sys/kernel/btf/vmlinux")
                     .context("reading /sys/kernel/btf/vmlinux (needed for tp_btf and fexit)")?,
             ),
@@ -82,7 +102,7 @@ impl Empty {
         let mut attached = Vec::new();
         for target in targets(kind) {
             let fd = match kind {
-                Kind::Classic => {
+                Kind::Classic | Kind::SysExit => {
                     let prog = prog_load(PROG_TRACEPOINT, 0, 0)?;
                     perf_tracepoint(tracepoint_id(target)?, &prog)?
                 }
@@ -90,9 +110,9 @@ impl Empty {
                     let prog = prog_load(PROG_RAW_TRACEPOINT, 0, 0)?;
                     raw_tracepoint_open(Some(target), &prog)?
                 }
-                Kind::TpBtf | Kind::Fexit => {
+                Kind::TpBtf | Kind::Fexit | Kind::SysExitBtf => {
                     let btf = btf.as_deref().unwrap_or_default();
-                    let (name, btf_kind, attach) = if kind == Kind::TpBtf {
+                    let (name, btf_kind, attach) = if kind != Kind::Fexit {
                         (
                             format!("btf_trace_{target}"),
                             BTF_KIND_TYPEDEF,
@@ -223,9 +243,13 @@ fn raw_tracepoint_open(name: Option<&str>, prog: &OwnedFd) -> Result<OwnedFd> {
     bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).context("BPF_RAW_TRACEPOINT_OPEN failed")
 }
 
-/// The tracefs id of huge_memory event `name`.
+/// The tracefs id of event `name`: `group/event`, or a huge_memory event by its name alone.
 fn tracepoint_id(name: &str) -> Result<u64> {
-    let path = format!("/sys/kernel/tracing/events/huge_memory/{name}/id");
+    let event = match name.contains('/') {
+        true => name.to_string(),
+        false => format!("huge_memory/{name}"),
+    };
+    let path = format!("/sys/kernel/tracing/events/{event}/id");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {path} (is tracefs mounted?)"))?;
     text.trim()

@@ -232,6 +232,10 @@ pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
             })
             .collect::<Vec<_>>()
             .join("; ");
+        let measured = match mode {
+            "default" => measured + &default_floor(o, figs[0]),
+            _ => measured,
+        };
         g.push(Goal::new(what, measured, ratio_met(&figs, limit)));
     }
     // Within 30 ns of the floor of the attach kind our counting mode uses.
@@ -276,6 +280,55 @@ pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
         ));
     }
     g
+}
+
+/// The default mode's floor on the collapsed range, as text for its goal line: an empty
+/// program on each attach point it uses (the huge_memory tracepoints, of the kind our counting
+/// mode attaches, and the call hook: the fexit where this kernel allows one, as `--calls-via
+/// auto` picks, else `sys_exit_madvise`), summed, and that sum's ratio to bpftrace's join. A
+/// floor ratio above the goal means no program on these attach points can meet it; the
+/// cheaper raw `sys_exit` hook's floor is shown beside it (it runs on every syscall).
+fn default_floor(o: &overhead::Overhead, join: &overhead::ModeFigure) -> String {
+    use overhead::Tracer;
+    let median = |k: empty::Kind| {
+        o.figures
+            .iter()
+            .find(|f| f.range == join.range && f.tracer == Tracer::Empty(k))?
+            .overhead_ns_per_event
+            .map(|s| s.median)
+    };
+    let available = |k: empty::Kind| {
+        o.floors
+            .iter()
+            .any(|f| f.kind == k && f.unavailable.is_none())
+    };
+    let call_kind = match available(empty::Kind::Fexit) {
+        true => empty::Kind::Fexit,
+        false => empty::Kind::SysExit,
+    };
+    let (Some(event_kind), Some(peer)) = (o.ours_kind, join.bpftrace_ns_per_event) else {
+        return String::new();
+    };
+    let (Some(events), Some(call)) = (median(event_kind), median(call_kind)) else {
+        return "; floor: not measured".into();
+    };
+    let floor = events + call;
+    let mut text = format!(
+        "; floor (empty {} + empty {}) {floor:.0} ns/event = {:.2}x bpftrace's join",
+        event_kind.name(),
+        call_kind.name(),
+        floor / peer.median
+    );
+    if call_kind == empty::Kind::SysExit
+        && let Some(raw) = median(empty::Kind::SysExitBtf)
+    {
+        text += &format!(
+            ", {:.2}x with an empty {} instead",
+            (events + raw) / peer.median,
+            empty::Kind::SysExitBtf.name()
+        );
+    }
+    text
 }
 
 /// Met when every range has a ratio whose median is at most `limit`. Not measured when a
@@ -431,6 +484,71 @@ mod tests {
         assert!(
             g[0].measured
                 .starts_with("collapsed range 0.10 (0.10-0.10) (50 vs 500 ns/event)")
+        );
+        // No sys_exit_madvise figure: the default goal says its floor was not measured.
+        assert!(
+            g[2].measured.ends_with("; floor: not measured"),
+            "{}",
+            g[2].measured
+        );
+    }
+
+    #[test]
+    fn the_default_goal_shows_the_floor_of_its_attach_points() {
+        let fig = |kind, ns| overhead::Figure {
+            tracer: Tracer::Empty(kind),
+            range: Range::Collapsed,
+            ns_per_call: None,
+            overhead_ns_per_call: None,
+            overhead_ns_per_event: Spread::of(&[ns]),
+        };
+        let floor = |kind, unavailable: Option<&str>| overhead::Floor {
+            kind,
+            unavailable: unavailable.map(str::to_string),
+        };
+        let mut o = overhead::Overhead {
+            rotations: 1,
+            calls: BTreeMap::new(),
+            join_hook: overhead::JoinHook::Syscalls,
+            ours_kind: Some(empty::Kind::TpBtf),
+            floors: vec![
+                floor(empty::Kind::TpBtf, None),
+                floor(empty::Kind::Fexit, Some("refused")),
+                floor(empty::Kind::SysExit, None),
+                floor(empty::Kind::SysExitBtf, None),
+            ],
+            load_average: [0.0, 0.0],
+            figures: vec![
+                fig(empty::Kind::TpBtf, 40.0),
+                fig(empty::Kind::Fexit, 20.0),
+                fig(empty::Kind::SysExit, 160.0),
+                fig(empty::Kind::SysExitBtf, 110.0),
+            ],
+            modes: vec![mode("join", Range::Collapsed, 600.0, 1000.0)],
+            runs: vec![],
+        };
+        let default = |o: &overhead::Overhead| {
+            overhead_goals(o)
+                .into_iter()
+                .find(|g| g.goal.contains("default"))
+                .expect("a default goal")
+        };
+        let g = default(&o);
+        assert_eq!(g.met, Some(false));
+        assert!(
+            g.measured.ends_with(
+                "; floor (empty tp_btf + empty sys_exit_madvise) 200 ns/event = 0.20x bpftrace's \
+                 join, 0.15x with an empty sys_exit (tp_btf) instead"
+            ),
+            "{}",
+            g.measured
+        );
+        // Where the kernel allows an fexit, that is the call hook (as `--calls-via auto`).
+        o.floors[1].unavailable = None;
+        assert!(
+            default(&o).measured.ends_with(
+                "; floor (empty tp_btf + empty fexit) 60 ns/event = 0.06x bpftrace's join"
+            ),
         );
     }
 }
