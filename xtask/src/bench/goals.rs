@@ -284,8 +284,8 @@ pub(super) fn overhead_goals(o: &overhead::Overhead) -> Vec<Goal> {
 
 /// The default mode's floor on the collapsed range, as text for its goal line: an empty
 /// program on each attach point it uses (the huge_memory tracepoints, of the kind our counting
-/// mode attaches, and the call hook: the fexit where this kernel allows one, as `--calls-via
-/// auto` picks, else `sys_exit_madvise`), summed, and that sum's ratio to bpftrace's join. A
+/// mode attaches, and the call hook our default mode attached: the fexit or
+/// `sys_exit_madvise`), summed, and that sum's ratio to bpftrace's join. A
 /// floor ratio above the goal means no program on these attach points can meet it; the
 /// cheaper raw `sys_exit` hook's floor is shown beside it (it runs on every syscall).
 fn default_floor(o: &overhead::Overhead, join: &overhead::ModeFigure) -> String {
@@ -297,16 +297,9 @@ fn default_floor(o: &overhead::Overhead, join: &overhead::ModeFigure) -> String 
             .overhead_ns_per_event
             .map(|s| s.median)
     };
-    let available = |k: empty::Kind| {
-        o.floors
-            .iter()
-            .any(|f| f.kind == k && f.unavailable.is_none())
-    };
-    let call_kind = match available(empty::Kind::Fexit) {
-        true => empty::Kind::Fexit,
-        false => empty::Kind::SysExit,
-    };
-    let (Some(event_kind), Some(peer)) = (o.ours_kind, join.bpftrace_ns_per_event) else {
+    let (Some(event_kind), Some(call_kind), Some(peer)) =
+        (o.ours_kind, o.ours_call_kind, join.bpftrace_ns_per_event)
+    else {
         return String::new();
     };
     let (Some(events), Some(call)) = (median(event_kind), median(call_kind)) else {
@@ -467,6 +460,7 @@ mod tests {
             calls: BTreeMap::new(),
             join_hook: overhead::JoinHook::Syscalls,
             ours_kind: Some(empty::Kind::Classic),
+            ours_call_kind: Some(empty::Kind::SysExit),
             floors: vec![],
             load_average: [0.0, 0.0],
             figures: vec![floor(Range::Collapsed), floor(Range::Empty)],
@@ -511,6 +505,7 @@ mod tests {
             calls: BTreeMap::new(),
             join_hook: overhead::JoinHook::Syscalls,
             ours_kind: Some(empty::Kind::TpBtf),
+            ours_call_kind: Some(empty::Kind::SysExit),
             floors: vec![
                 floor(empty::Kind::TpBtf, None),
                 floor(empty::Kind::Fexit, Some("refused")),
@@ -543,7 +538,8 @@ mod tests {
             "{}",
             g.measured
         );
-        // Where the kernel allows an fexit, that is the call hook (as `--calls-via auto`).
+        // Where our default mode attached the fexit, that is the call hook.
+        o.ours_call_kind = Some(empty::Kind::Fexit);
         o.floors[1].unavailable = None;
         assert!(
             default(&o).measured.ends_with(

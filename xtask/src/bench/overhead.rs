@@ -281,6 +281,9 @@ pub struct Overhead {
     pub join_hook: JoinHook,
     /// The kind of program our counting mode attaches to the huge_memory tracepoints.
     pub ours_kind: Option<Kind>,
+    /// The kind of MADV_COLLAPSE call hook our default mode attached: `fexit` or
+    /// `sys-exit` (the classic `sys_exit_madvise`).
+    pub ours_call_kind: Option<Kind>,
     pub floors: Vec<Floor>,
     /// The 1-minute load average before and after the part: other work on the machine
     /// widens the spreads.
@@ -539,7 +542,7 @@ impl Bench<'_> {
             storms.insert(range.arg(), st);
         }
         let mut runs = Vec::new();
-        let mut ours_kind = None;
+        let (mut ours_kind, mut ours_call_kind) = (None, None);
         for rot in 0..rotations {
             let mut ranges = measured.to_vec();
             if rot % 2 == 1 {
@@ -553,8 +556,9 @@ impl Bench<'_> {
                 {
                     let calls = calls_for(range, collapsed_calls);
                     let storm = storms.get_mut(range.arg()).expect("a storm per range");
-                    let (run, kind) = self.overhead_run(storm, tracer, calls, join_hook)?;
-                    ours_kind = ours_kind.or(kind);
+                    let (run, kinds) = self.overhead_run(storm, tracer, calls, join_hook)?;
+                    ours_kind = ours_kind.or(kinds.events);
+                    ours_call_kind = ours_call_kind.or(kinds.calls);
                     let cal = run.parts.iter().map(|p| p[1]).fold(f64::INFINITY, f64::min);
                     line.push(format!(
                         "{:?} {:.0} ({:.2})",
@@ -592,6 +596,7 @@ impl Bench<'_> {
             ]),
             join_hook,
             ours_kind,
+            ours_call_kind,
             floors,
             load_average: [load_before, super::procs::load_average().0],
             figures,
@@ -615,18 +620,18 @@ impl Bench<'_> {
     }
 
     /// One step of `calls` calls of `storm` under `tracer` (attached before the step, stopped
-    /// after it); returns the run (rotation and position unset) and, for our counting mode,
-    /// the kind of program it attached.
+    /// after it); returns the run (rotation and position unset) and, for our counting and
+    /// default modes, the kinds of program they attached.
     fn overhead_run(
         &self,
         storm: &mut Stepped,
         tracer: Tracer,
         calls: u64,
         join: JoinHook,
-    ) -> Result<(Run, Option<Kind>)> {
+    ) -> Result<(Run, OursKinds)> {
         check_interrupted()?;
         let (pid, range) = (storm.pid(), storm.range);
-        let mut kind = None;
+        let mut kinds = OursKinds::default();
         let mut empty_progs = None;
         let mut tool = match tracer {
             Tracer::None => None,
@@ -643,8 +648,8 @@ impl Bench<'_> {
             ours => {
                 let mut p = self.ours(pid, ours.ours_args().unwrap_or_default())?;
                 p.wait_stderr("attached to", Duration::from_secs(30))?;
-                if ours == Tracer::Counting {
-                    kind = ours_program_kind(self.env, p.pid())?;
+                if matches!(ours, Tracer::Counting | Tracer::Default) {
+                    kinds = ours_program_kinds(self.env, p.pid())?;
                 }
                 Some(p)
             }
@@ -709,7 +714,7 @@ impl Bench<'_> {
                     .map(|(&a, &b)| [a, b])
                     .collect(),
             },
-            kind,
+            kinds,
         ))
     }
 }
@@ -744,6 +749,9 @@ pub fn print_lines(o: &Overhead) {
     }
     if let Some(k) = o.ours_kind {
         println!("our counting mode attaches {} programs", k.name());
+    }
+    if let Some(k) = o.ours_call_kind {
+        println!("our default mode's MADV_COLLAPSE call hook: {}", k.name());
     }
     println!(
         "load average {:.1} before, {:.1} after",
@@ -796,19 +804,33 @@ fn wait_probes(env: &Env, p: &mut Proc, probes: usize) -> Result<()> {
     }
 }
 
-/// The kind of program process `pid` (ours) attached to the huge_memory tracepoints.
-fn ours_program_kind(env: &Env, pid: u32) -> Result<Option<Kind>> {
+/// The kinds of program one of our runs attached.
+#[derive(Debug, Default, Clone, Copy)]
+struct OursKinds {
+    /// On the huge_memory tracepoints.
+    events: Option<Kind>,
+    /// The MADV_COLLAPSE call hook (none without the call hooks).
+    calls: Option<Kind>,
+}
+
+/// The kinds of program process `pid` (ours) attached, by the names of its programs.
+fn ours_program_kinds(env: &Env, pid: u32) -> Result<OursKinds> {
     let progs = prog_stats(env)?;
+    let mut kinds = OursKinds::default();
     for info in prog_fd_infos(pid) {
         let p = progs
             .get(&info.prog_id)
             .context("our program is not in bpftool's list")?;
-        // `scan_file` (classic) or `scan_file_btf` (BTF-typed), whichever it attached.
-        if p.name == "scan_file" || p.name == "scan_file_btf" {
-            return Ok(Kind::of_prog_type(&p.prog_type));
+        match p.name.as_str() {
+            // `scan_file` (classic) or `scan_file_btf` (BTF-typed), whichever it attached.
+            "scan_file" | "scan_file_btf" => kinds.events = Kind::of_prog_type(&p.prog_type),
+            "exit_madvise" => kinds.calls = Some(Kind::SysExit),
+            // madvise_collapse_exit[_prev], cut to 15 bytes where bpftool has no BTF name.
+            n if n.starts_with("madvise_collaps") => kinds.calls = Some(Kind::Fexit),
+            _ => {}
         }
     }
-    Ok(None)
+    Ok(kinds)
 }
 
 #[cfg(test)]
